@@ -1,0 +1,64 @@
+# Every target runs inside .venv, built from pyproject.toml on first use and rebuilt only when
+# pyproject.toml changes. Hydra overrides pass through ARGS, e.g.
+#   make sweep ARGS="sweep.n_trials=5"      make run ARGS="model.kernel_size=5 data.window=20"
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+PORT ?= 5000
+HOST ?= 127.0.0.1
+WORKERS ?=
+TRACKING_URI ?= sqlite:///mlruns/mlflow.db
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate server clean
+
+help: ## list the targets
+	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## build .venv from pyproject.toml (other targets do it on first use)
+
+sweep: $(STAMP) ## the main job: Optuna study over the CNN-BiLSTM (WORKERS=N for parallel workers)
+	$(BIN)/python -m ids.sweep $(if $(WORKERS),sweep.workers=$(WORKERS)) $(ARGS)
+
+run: $(STAMP) ## one training run: python -m ids.run
+	$(BIN)/python -m ids.run $(ARGS)
+
+promote: $(STAMP) ## register the study's best trial as champion and re-evaluate it on test
+	$(BIN)/python -m ids.promote $(ARGS)
+
+evaluate: $(STAMP) ## re-evaluate a model (default models:/ids-cnn-bilstm@champion)
+	$(BIN)/python -m ids.evaluate $(ARGS)
+
+test: $(STAMP) ## fast test suite (includes end-to-end runs on tiny data)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## every test, the slow ones too (sweeps with kills, servers)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check
+	$(BIN)/ruff check ids tests
+
+format: $(STAMP) ## ruff format + autofix
+	$(BIN)/ruff check --fix ids tests
+	$(BIN)/ruff format ids tests
+
+ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to change)
+	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
+
+bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
+	$(BIN)/python -m ids.bench $(ARGS)
+
+clean: ## remove run records, sweeps, Hydra outputs and caches (keeps .venv)
+	rm -rf outputs .pytest_cache .ruff_cache
+	find mlruns sweeps -mindepth 1 ! -name README.md -exec rm -rf {} + 2>/dev/null || true
+	find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} + 2>/dev/null || true

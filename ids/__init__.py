@@ -1,0 +1,1 @@
+"""ids: deep-learning network intrusion detection experiments."""

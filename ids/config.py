@@ -1,0 +1,207 @@
+"""Typed configuration schema.
+
+The dataclasses below are registered in Hydra's ConfigStore as the schema of `conf/config.yaml`,
+so an unknown key or a wrong type fails when the config is composed, before any work starts.
+`validate(cfg)` then checks value ranges that types cannot express and names the offending key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# NF-BoT-IoT v1 class mix (Attack column counts in the 600,100-flow file).
+NF_BOT_IOT_MIX = {
+    "Benign": 13859,
+    "DDoS": 56844,
+    "DoS": 56833,
+    "Reconnaissance": 470655,
+    "Theft": 1909,
+}
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | nf_bot_iot
+    path: str | None = None  # nf_bot_iot: CSV, CSV.gz, zip (one CSV inside) or parquet
+    n_flows: int = 100_000  # synthetic: number of flows to generate
+    class_mix: dict[str, float] = field(default_factory=lambda: dict(NF_BOT_IOT_MIX))
+    seed: int = 0  # synthetic generator and chunk assignment
+    window: int = 10  # T: flows per sample (flow i and the T-1 before it, same split)
+    split: str = "contiguous"  # contiguous | chunks
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    chunk_size: int = 5_000  # split=chunks: flows per contiguous chunk
+    keep_identifiers: bool = False  # True keeps IPs/ports as features (they leak the label)
+    l7_top_k: int = 16  # L7_PROTO values one-hot encoded (most frequent in train), rest -> other
+    max_rows: int | None = None  # read only the first N rows of a file (quick experiments)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn_bilstm"
+    conv_layers: int = 2  # Conv1d + ReLU + MaxPool + Dropout blocks
+    filters: int = 64  # channels of every conv block
+    kernel_size: int = 3
+    pool_size: int = 2  # MaxPool1d kernel and stride; skipped when the sequence is too short
+    dropout: float = 0.2
+    lstm_units: int = 64  # hidden size per direction
+    lstm_layers: int = 1
+    dense_units: int = 0  # 0 = the BiLSTM state goes straight to the output logit
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 5
+    batch_size: int = 256
+    eval_batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    class_weight: str = "none"  # none | balanced (weights the loss by inverse class frequency)
+    patience: int = 5  # epochs without validation improvement before stopping; 0 = never
+    selection_metric: str = "f1"  # metric the threshold and the best epoch maximise on val
+    mode: str = "graph"  # graph | pynative
+    threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
+    evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
+    baselines: bool = True  # score the trivial and Extra-Trees baselines on the same flows
+    checkpoint_dir: str | None = None  # None = a temporary folder (the model goes to MLflow)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    experiment: str = "ids"
+    run_name: str | None = None
+    log_model: bool = True
+    log_plots: bool = True
+
+
+@dataclass
+class ParamSpec:
+    type: str = MISSING  # int | float | categorical
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+
+@dataclass
+class SweepConfig:
+    study: str = "cnn_bilstm"
+    storage: str = "sqlite:///sweeps/optuna.db"
+    n_trials: int = 12  # finished (COMPLETE or PRUNED) trials wanted in the study, in total
+    workers: int = 1
+    sampler: str = "tpe"  # tpe | random | grid-free samplers Optuna ships: tpe, random, cmaes, qmc
+    pruner: str = "median"  # median | percentile | hyperband | successive_halving | none
+    pruner_warmup_epochs: int = 1
+    direction: str = "maximize"
+    seed: int = 0
+    heartbeat_seconds: int = 30
+    max_retry: int = 1  # a trial of a killed worker is retried this many times
+    timeout_seconds: float | None = None
+    export_dir: str = "sweeps"
+    params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
+
+
+@dataclass
+class PromoteConfig:
+    model_name: str = "ids-cnn-bilstm"
+    alias: str = "champion"
+    previous_alias: str = "previous"
+    evaluate: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    paper: dict[str, Any] = field(default_factory=dict)  # claimed figures, set by experiment=paper
+    # Entry-point arguments (ids.evaluate / ids.predict); ignored by other commands.
+    model_uri: str | None = None
+    input: str | None = None
+    output: str | None = None
+    chunk_size: int = 100_000
+
+
+def register() -> None:
+    """Register the schema; called on import so every entry point and test gets it."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+register()
+
+SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of its allowed range; the message names the key."""
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, but got {value!r}")
+
+
+def validate(cfg: Config | DictConfig) -> None:
+    """Check value ranges before any work starts; raise ConfigError naming the key."""
+    d, m, t, s = cfg.data, cfg.model, cfg.trainer, cfg.sweep
+    _check(d.source in ("synthetic", "nf_bot_iot"), "data.source", "synthetic or nf_bot_iot", d.source)
+    _check(d.window >= 1, "data.window", ">= 1", d.window)
+    _check(d.n_flows >= 100, "data.n_flows", ">= 100", d.n_flows)
+    _check(d.split in ("contiguous", "chunks"), "data.split", "contiguous or chunks", d.split)
+    fr = list(d.split_fractions)
+    _check(len(fr) == 3 and all(f > 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
+           "data.split_fractions", "three positive fractions summing to 1", fr)
+    _check(d.chunk_size >= 1, "data.chunk_size", ">= 1", d.chunk_size)
+    _check(m.conv_layers >= 0, "model.conv_layers", ">= 0", m.conv_layers)
+    _check(m.filters >= 1, "model.filters", ">= 1", m.filters)
+    _check(m.kernel_size >= 1, "model.kernel_size", ">= 1", m.kernel_size)
+    _check(m.pool_size >= 1, "model.pool_size", ">= 1", m.pool_size)
+    _check(0 <= m.dropout < 1, "model.dropout", "in [0, 1)", m.dropout)
+    _check(m.lstm_units >= 1, "model.lstm_units", ">= 1", m.lstm_units)
+    _check(m.lstm_layers >= 1, "model.lstm_layers", ">= 1", m.lstm_layers)
+    _check(m.dense_units >= 0, "model.dense_units", ">= 0", m.dense_units)
+    _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
+    _check(t.batch_size >= 1, "trainer.batch_size", ">= 1", t.batch_size)
+    _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", ">= 1", t.eval_batch_size)
+    _check(t.lr > 0, "trainer.lr", "> 0", t.lr)
+    _check(t.patience >= 0, "trainer.patience", ">= 0", t.patience)
+    _check(t.class_weight in ("none", "balanced"), "trainer.class_weight", "none or balanced", t.class_weight)
+    _check(t.selection_metric in SELECTION_METRICS, "trainer.selection_metric",
+           f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
+    _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
+    _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
+    _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
+    _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
+    _check(s.direction in ("maximize", "minimize"), "sweep.direction", "maximize or minimize", s.direction)
+
+
+def to_container(cfg: Config | DictConfig) -> dict[str, Any]:
+    """Plain dict of a config (resolved), for logging and pickling."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+CONF_DIR = str((__import__("pathlib").Path(__file__).resolve().parents[1] / "conf"))
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """Compose `conf/config.yaml` with Hydra overrides, outside `@hydra.main` (tests, workers)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))

@@ -1,0 +1,56 @@
+"""Shared fixtures: the real NetFlow samples beside the repo, and tiny configs in temp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+V1_SAMPLE = SHARED_DATA / "nf-bot-iot-sample.csv.gz"
+V2_SAMPLE = SHARED_DATA / "nf-bot-iot-v2-sample.csv.gz"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real NF-BoT-IoT samples live in ../shared/data/")
+    return path
+
+
+@pytest.fixture
+def v1_sample() -> Path:
+    return _need(V1_SAMPLE)
+
+
+@pytest.fixture
+def v2_sample() -> Path:
+    return _need(V2_SAMPLE)
+
+
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """Overrides for a run that takes seconds: small synthetic data, small model, temp stores."""
+    return [
+        "data.n_flows=4000",
+        "data.window=4",
+        "model.filters=8",
+        "model.lstm_units=8",
+        "model.conv_layers=1",
+        "trainer.epochs=2",
+        "trainer.batch_size=128",
+        "trainer.eval_batch_size=1024",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+        f"sweep.storage=sqlite:///{tmp_path}/sweeps/optuna.db",
+        f"sweep.export_dir={tmp_path}/sweeps",
+    ]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A composed config for a seconds-long run; call with extra overrides."""
+    from ids.config import compose
+
+    def make(*extra: str):
+        return compose(tiny_overrides(tmp_path) + list(extra))
+
+    return make
