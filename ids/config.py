@@ -95,9 +95,10 @@ class SweepConfig:
     storage: str = "sqlite:///sweeps/optuna.db"
     n_trials: int = 12  # finished (COMPLETE or PRUNED) trials wanted in the study, in total
     workers: int = 1
-    sampler: str = "tpe"  # tpe | random | grid-free samplers Optuna ships: tpe, random, cmaes, qmc
-    pruner: str = "median"  # median | percentile | hyperband | successive_halving | none
-    pruner_warmup_epochs: int = 1
+    sampler: str = "tpe"  # tpe | random | qmc
+    pruner: str = "median"  # median | percentile | hyperband | successive_halving | threshold | none
+    pruner_warmup_epochs: int = 1  # epochs before a trial may be pruned
+    pruner_args: dict[str, Any] = field(default_factory=dict)  # extra kwargs for the pruner
     direction: str = "maximize"
     seed: int = 0
     heartbeat_seconds: int = 30
@@ -140,6 +141,8 @@ def register() -> None:
 
 register()
 
+SAMPLERS = ("tpe", "random", "qmc")
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
 
 
@@ -184,6 +187,9 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
     _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
     _check(s.direction in ("maximize", "minimize"), "sweep.direction", "maximize or minimize", s.direction)
+    _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
+    _check(s.pruner in PRUNERS, "sweep.pruner", f"one of {', '.join(PRUNERS)}", s.pruner)
+    _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
 
 
 def to_container(cfg: Config | DictConfig) -> dict[str, Any]:
@@ -193,7 +199,7 @@ def to_container(cfg: Config | DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
-CONF_DIR = str((__import__("pathlib").Path(__file__).resolve().parents[1] / "conf"))
+CONF_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:

@@ -1,0 +1,185 @@
+"""Training loop: Adam on binary cross-entropy, a validation-tuned threshold every epoch.
+
+Read top to bottom: `setup_runtime` picks the MindSpore mode and threads, `fit` trains for
+`trainer.epochs`, scores the validation windows after each epoch, tunes the decision threshold
+that maximises `trainer.selection_metric` on validation, keeps the best epoch's checkpoint and
+threshold, and reloads that checkpoint at the end. The test split is never touched here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from ids.data import Prepared, check_window
+from ids.metrics import best_threshold, compute_metrics
+from ids.model import build_model
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged (NaN or infinite loss); lower trainer.lr or check the data scaling."""
+
+
+_THREADS_SET: list[int] = []
+
+
+def setup_runtime(trainer_cfg, workers: int = 1) -> None:
+    """Select CPU, graph or PyNative mode, and the kernel threads (cores shared by workers).
+
+    MindSpore defaults to 25 CPU kernel threads, which oversubscribes a small machine; the
+    thread count can be set once per process, so the first call wins.
+    """
+    ms.set_device("CPU")
+    mode = ms.GRAPH_MODE if trainer_cfg.mode == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=mode)
+    if _THREADS_SET:
+        return
+    threads = int(trainer_cfg.threads) or max(1, (os.cpu_count() or 1) // max(1, workers))
+    try:
+        from mindspore import device_context
+
+        device_context.cpu.op_tuning.threads_num(threads)
+        _THREADS_SET.append(threads)
+    except (ImportError, AttributeError, RuntimeError):  # older/newer API: keep the default
+        pass
+
+
+@dataclass
+class FitResult:
+    model: nn.Cell  # best epoch's weights, in eval mode
+    best_epoch: int  # 1-based
+    threshold: float  # tuned on validation at the best epoch
+    best_value: float  # selection metric on validation at the best epoch
+    history: list[dict] = field(default_factory=list)  # one record per epoch
+    val_scores: np.ndarray | None = None  # best model's validation probabilities
+    val_metrics: dict = field(default_factory=dict)
+    checkpoint: Path | None = None
+    stopped_early: bool = False
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def predict_proba(model: nn.Cell, windows: np.ndarray, batch_size: int) -> np.ndarray:
+    """Attack probability per window. The last batch is padded to `batch_size` so graph mode
+    compiles one shape only."""
+    model.set_train(False)
+    n = len(windows)
+    out = np.empty(n, dtype=np.float32)
+    bs = min(batch_size, max(n, 1))
+    for start in range(0, n, bs):
+        xb = np.ascontiguousarray(windows[start : start + bs], dtype=np.float32)
+        m = len(xb)
+        if m < bs:
+            xb = np.concatenate([xb, np.zeros((bs - m, *xb.shape[1:]), np.float32)])
+        out[start : start + m] = model(ms.Tensor(xb)).asnumpy()[:m]
+    return sigmoid(out)
+
+
+def bce(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def class_weights(y: np.ndarray, mode: str) -> tuple[float, float]:
+    """(benign weight, attack weight); 'balanced' gives each class half of the total loss."""
+    if mode != "balanced":
+        return 1.0, 1.0
+    n, pos = len(y), float(y.sum())
+    return n / (2 * max(n - pos, 1.0)), n / (2 * max(pos, 1.0))
+
+
+def fit(
+    cfg,
+    prepared: Prepared,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train the CNN-BiLSTM; `on_epoch(epoch, record)` may raise (e.g. optuna.TrialPruned)."""
+    t_cfg, window = cfg.trainer, int(cfg.data.window)
+    check_window(window, prepared)
+    ms.set_seed(int(cfg.seed))
+    rng = np.random.default_rng(int(cfg.seed))
+
+    train_w, y_train = prepared.train.windows(window), prepared.train.y.astype(np.float32)
+    val_w, y_val = prepared.val.windows(window), prepared.val.y
+    model = build_model(train_w.shape[2], window, cfg.model)
+    optimizer = nn.Adam(model.trainable_params(), learning_rate=float(t_cfg.lr),
+                        weight_decay=float(t_cfg.weight_decay))
+    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+    w_benign, w_attack = class_weights(y_train, t_cfg.class_weight)
+
+    def forward_fn(x, y, w):
+        return (loss_fn(model(x), y) * w).mean()
+
+    grad_fn = ms.value_and_grad(forward_fn, None, optimizer.parameters)
+
+    def train_step(x, y, w):
+        loss, grads = grad_fn(x, y, w)
+        optimizer(grads)
+        return loss
+
+    ckpt_dir = Path(t_cfg.checkpoint_dir or tempfile.mkdtemp(prefix="ids-ckpt-"))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = ckpt_dir / "best.ckpt"
+    bs = min(int(t_cfg.batch_size), len(train_w))
+    n_batches = len(train_w) // bs  # drop the ragged tail (reshuffled every epoch): one shape
+    metric = t_cfg.selection_metric
+    history: list[dict] = []
+    best: dict | None = None
+    stale, stopped_early = 0, False
+
+    for epoch in range(1, int(t_cfg.epochs) + 1):
+        t0 = time.perf_counter()
+        model.set_train(True)
+        order = rng.permutation(len(train_w))
+        losses = []
+        for b in range(n_batches):
+            idx = np.sort(order[b * bs : (b + 1) * bs])
+            yb = y_train[idx]
+            wb = np.where(yb > 0.5, w_attack, w_benign).astype(np.float32)
+            losses.append(train_step(ms.Tensor(train_w[idx]), ms.Tensor(yb), ms.Tensor(wb)))
+        train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
+        if not np.isfinite(train_loss):
+            raise NonFiniteLoss(f"epoch {epoch}: training loss is {train_loss}; "
+                                f"lower trainer.lr (now {t_cfg.lr}) or check the input scaling")
+        train_seconds = time.perf_counter() - t0
+
+        p_val = predict_proba(model, val_w, int(t_cfg.eval_batch_size))
+        threshold, value = best_threshold(y_val, p_val, metric)
+        val_metrics = compute_metrics(y_val, p_val, threshold)
+        record = {"epoch": epoch, "train/loss": train_loss, "val/loss": bce(y_val, p_val),
+                  "val/threshold": threshold, "epoch_seconds": time.perf_counter() - t0,
+                  "train_seconds": train_seconds}
+        record.update({f"val/{k}": v for k, v in val_metrics.items() if k != "threshold"})
+        history.append(record)
+
+        improved = best is None or value > best["value"] or (
+            value == best["value"] and record["val/loss"] < best["record"]["val/loss"])
+        if improved:
+            best = {"epoch": epoch, "value": value, "threshold": threshold, "record": record,
+                    "scores": p_val, "metrics": val_metrics}
+            ms.save_checkpoint(model, str(ckpt))
+            stale = 0
+        else:
+            stale += 1
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if t_cfg.patience and stale >= int(t_cfg.patience):
+            stopped_early = True
+            break
+
+    assert best is not None
+    ms.load_param_into_net(model, ms.load_checkpoint(str(ckpt)))
+    model.set_train(False)
+    return FitResult(model=model, best_epoch=best["epoch"], threshold=best["threshold"],
+                     best_value=best["value"], history=history, val_scores=best["scores"],
+                     val_metrics=best["metrics"], checkpoint=ckpt, stopped_early=stopped_early)
