@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Any
 
 import hydra
@@ -34,6 +35,8 @@ from ids.data import DataError
 from ids.space import apply, check_space, suggest
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Heartbeats and stale-trial retry are "experimental" in Optuna 5 but are what resuming needs.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 class SweepError(ConfigError):
