@@ -13,7 +13,7 @@ TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate server clean
+.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate predict server clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
@@ -38,6 +38,9 @@ promote: $(STAMP) ## register the study's best trial as champion and re-evaluate
 
 evaluate: $(STAMP) ## re-evaluate a model (default models:/ids-cnn-bilstm@champion)
 	$(BIN)/python -m ids.evaluate $(ARGS)
+
+predict: $(STAMP) ## score flows: ARGS="input=flows.csv output=alerts.csv" (model: champion)
+	$(BIN)/python -m ids.predict $(ARGS)
 
 test: $(STAMP) ## fast test suite (includes end-to-end runs on tiny data)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

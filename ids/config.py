@@ -103,6 +103,7 @@ class SweepConfig:
     seed: int = 0
     heartbeat_seconds: int = 30
     max_retry: int = 1  # a trial of a killed worker is retried this many times
+    max_failures: int = 5  # stop the sweep after this many failed trials in a row
     timeout_seconds: float | None = None
     export_dir: str = "sweeps"
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
@@ -114,6 +115,7 @@ class PromoteConfig:
     alias: str = "champion"
     previous_alias: str = "previous"
     evaluate: bool = True
+    trial: int | None = None  # promote this COMPLETE trial instead of the best
 
 
 @dataclass
@@ -189,6 +191,7 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(s.direction in ("maximize", "minimize"), "sweep.direction", "maximize or minimize", s.direction)
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
     _check(s.pruner in PRUNERS, "sweep.pruner", f"one of {', '.join(PRUNERS)}", s.pruner)
+    _check(s.max_failures >= 1, "sweep.max_failures", ">= 1", s.max_failures)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
 
 

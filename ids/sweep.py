@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 import warnings
 from typing import Any
 
@@ -32,6 +33,7 @@ from ids import run as run_mod
 from ids import tracking
 from ids.config import Config, ConfigError, validate
 from ids.data import DataError
+from ids.registry import redact
 from ids.space import apply, check_space, suggest
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -62,7 +64,7 @@ def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
         )
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
         raise SweepError(
-            f"sweep.storage={url!r} is malformed or unreachable ({type(exc).__name__}: {exc}). "
+            f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(exc).__name__}: {exc}). "
             "Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
             "postgresql://user:password@host:5432/db") from exc
 
@@ -142,7 +144,8 @@ class Objective:
         tcfg.tracking.run_name = f"{self.cfg.sweep.study}-trial-{trial.number}"
         metric = f"val/{tcfg.trainer.selection_metric}"
         tags = {"ids.role": "trial", "ids.study": str(self.cfg.sweep.study),
-                "trial.number": str(trial.number), "trial.state": "RUNNING"}
+                "trial.number": str(trial.number), "trial.state": "RUNNING",
+                "trial.attempt": uuid.uuid4().hex}  # finds this attempt's run if it fails
 
         def on_epoch(epoch: int, record: dict) -> None:
             trial.report(float(record[metric]), epoch)
@@ -179,10 +182,11 @@ class Objective:
         """Tag the trial's child run FAIL; create one if the trial failed before it started."""
         if not self.cfg.tracking.enabled:
             return
-        client, last = MlflowClient(), mlflow.last_active_run()
-        if last is not None and last.data.tags.get("trial.number") == str(trial.number) \
-                and last.data.tags.get("ids.study") == str(self.cfg.sweep.study):
-            client.set_tag(last.info.run_id, "trial.state", "FAIL")
+        client = MlflowClient()
+        own = client.search_runs(
+            [self.exp_id], filter_string=f"tags.`trial.attempt` = '{tags['trial.attempt']}'")
+        if own:
+            client.set_tag(own[0].info.run_id, "trial.state", "FAIL")
             return
         run = client.create_run(self.exp_id, run_name=f"{self.cfg.sweep.study}-trial-{trial.number}",
                                 tags={**tags, "trial.state": "FAIL", "error": reason[:5000],
@@ -218,14 +222,24 @@ def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, wor
     n_target, deadline = int(cfg.sweep.n_trials), cfg.sweep.timeout_seconds
     started = time.monotonic()
 
+    failures: list[str] = []  # consecutive failures of this worker
+
     def report(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         if t.user_attrs.get("fail_reason", "").startswith("surplus"):
             return
+        if t.state == TrialState.FAIL:
+            failures.append(t.user_attrs.get("fail_reason", "unknown error"))
+        else:
+            failures.clear()
         print(trial_line(st, t, worker), flush=True)
         if on_trial is not None:
             on_trial(st, t)
 
     while deadline is None or time.monotonic() - started < float(deadline):
+        if len(failures) >= int(cfg.sweep.max_failures):
+            raise SweepError(f"{len(failures)} trials failed in a row (sweep.max_failures); "
+                             f"last error: {failures[-1]}. Fix the search space or the data, "
+                             "then run the same command again to resume")
         optuna.storages.fail_stale_trials(study)
         finished, running = counts(study)
         if finished >= n_target:
@@ -250,7 +264,7 @@ def parent_run(cfg: DictConfig) -> str | None:
     if not cfg.tracking.enabled:
         return None
     exp_id = tracking.configure(cfg.tracking)
-    study, storage = str(cfg.sweep.study), str(cfg.sweep.storage)
+    study, storage = str(cfg.sweep.study), redact(str(cfg.sweep.storage))
     found = mlflow.search_runs(
         [exp_id], output_format="list",
         filter_string=f"tags.`ids.role` = 'sweep' and tags.`ids.study` = '{study}' "

@@ -70,12 +70,13 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def predict_proba(model: nn.Cell, windows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Attack probability per window. The last batch is padded to `batch_size` so graph mode
-    compiles one shape only."""
+    """Attack probability per window. Every batch has exactly `batch_size` rows (the last one
+    zero-padded): graph mode compiles one shape, and a flow's score does not depend on how many
+    flows were scored with it (chunked and whole-file scoring agree bit for bit)."""
     model.set_train(False)
     n = len(windows)
     out = np.empty(n, dtype=np.float32)
-    bs = min(batch_size, max(n, 1))
+    bs = int(batch_size)
     for start in range(0, n, bs):
         xb = np.ascontiguousarray(windows[start : start + bs], dtype=np.float32)
         m = len(xb)

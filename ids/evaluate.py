@@ -1,0 +1,208 @@
+"""Re-evaluate a logged or registered model on test data, with the baselines on the same flows.
+
+    python -m ids.evaluate                                   # models:/ids-cnn-bilstm@champion
+    python -m ids.evaluate model_uri=models:/ids-cnn-bilstm/3
+    python -m ids.evaluate model_uri=runs:/<run id>/model data=nf_bot_iot data.path=/data/x.csv
+    python -m ids.evaluate input=/data/NF-ToN-IoT.csv        # a whole other file as test data
+
+Configured data (no `input`): the test split of `ids.data.prepare(cfg.data)`, the same split as
+in training. The raw test flows go through the MODEL's own preprocessor (fitted on its training
+split), and windows are built within the split, zero-padded at its start, as in training. The
+baselines are `ids.run.split_baselines` on the same flows.
+
+`input=FILE`: the whole file is test data (Label required), windows run over the file in order.
+The baselines are trained on the configured data's train split (threshold tuned on its val
+split), then score the file's flows through the configured data's preprocessor.
+
+Logs an MLflow run (tags ids.role=evaluation, model_uri, registered model name/version) with
+`test/<metric>` (also linked to the logged model), `baseline/test/<name>/<metric>`, report.txt
+and plots, and prints the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import hydra
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ids import data as data_mod
+from ids import registry, tracking
+from ids.config import ConfigError, validate
+from ids.data import ATTACK, LABEL, DataError
+from ids.metrics import PAPER_METRICS, REPORT_METRICS, baselines, compute_metrics, format_report
+from ids.run import fail, report_columns, split_baselines
+
+
+def _digest(df: pd.DataFrame) -> str:
+    return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()
+                        ).hexdigest()
+
+
+def _test_split(cfg, scorer) -> dict:
+    """Model scores, truth and baselines on the configured data's test split."""
+    prepared = data_mod.prepare(cfg.data)
+    test = prepared.test
+    raw = data_mod.load_frame(cfg.data).iloc[test.rows]
+    if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
+        raise DataError("the data changed while it was read (test labels differ); rerun")
+    base = (split_baselines(prepared, "test", int(cfg.seed), cfg.trainer.selection_metric)
+            if cfg.trainer.baselines else {})
+    info = prepared.info
+    return {"scores": scorer.score_matrix(scorer.transform(raw)), "y": test.y,
+            "attack": test.attack, "baselines": base, "baseline_note": None,
+            "where": "test", "hash": info["hash"],
+            "source": f"test split of {info.get('path') or info['source']} "
+                      f"({info['n_flows']:,} flows, split={info['split']})",
+            "dataset": f"{info['source']}-test", "path": info.get("path")}
+
+
+def read_input(path: str) -> pd.DataFrame:
+    """The validated flows of an `input=` file (Label required): read before the model loads,
+    so a bad file fails in a second."""
+    if not Path(path).expanduser().is_file():
+        raise DataError(f"input={path}: no such file; point input at a NetFlow CSV, CSV.gz, zip "
+                        "or parquet file with a Label column, or drop input= to evaluate on the "
+                        "configured data's test split")
+    return data_mod.read_flows(path, require_label=True)
+
+
+def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
+    """Model scores, truth and baselines on a whole file."""
+    path = str(cfg.input)
+    y, attack = flows[LABEL].to_numpy(np.float32), flows[ATTACK].to_numpy(object)
+    base, note = {}, None
+    if cfg.trainer.baselines:
+        prepared = data_mod.prepare(cfg.data)
+        try:
+            Xb = prepared.preprocessor.transform(flows)
+        except DataError as exc:
+            note = f"baselines skipped: the configured data's features do not fit the file ({exc})"
+        else:
+            tr, va = prepared.train, prepared.val
+            base = baselines(tr.X, tr.y, Xb, y, attack, seed=int(cfg.seed), X_val=va.X,
+                             y_val=va.y, metric=cfg.trainer.selection_metric)
+            src = prepared.info.get("path") or prepared.info["source"]
+            note = (f"baselines: trained on the train split of {src} (data.*), threshold tuned "
+                    "on its val split, scored on this file")
+    return {"scores": scorer.score_matrix(scorer.transform(flows)), "y": y, "attack": attack,
+            "baselines": base, "baseline_note": note, "where": "test", "hash": _digest(flows),
+            "source": f"{path} (whole file, {len(flows):,} flows)",
+            "dataset": path.rsplit("/", 1)[-1], "path": path}
+
+
+def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
+             tags: dict[str, str] | None = None) -> dict:
+    """Score `model_uri` (default `cfg.model_uri`, else models:/<promote.model_name>@<alias>) on
+    the configured test split or on `cfg.input`; log an evaluation run; return metrics,
+    baselines, run_id, report and the model reference."""
+    from ids.train import setup_runtime
+
+    validate(cfg)
+    uri = model_uri or registry.default_model_uri(cfg)
+    # models:/ and runs:/ need the store to exist; a model folder does not (the evaluation
+    # run then creates the store if tracking is on).
+    client = registry.connect(cfg.tracking.uri) if registry.needs_store(uri) else None
+    ref = registry.resolve_model(uri, client)
+    flows = read_input(str(cfg.input)) if cfg.get("input") else None
+    setup_runtime(cfg.trainer)
+    scorer = registry.load_scorer(ref)
+    part = _input_file(cfg, scorer, flows) if flows is not None else _test_split(cfg, scorer)
+    metrics = compute_metrics(part["y"], part["scores"], scorer.threshold, part["attack"])
+
+    trained_on = registry.run_tag(client, ref.run_id, "data.hash") if client else None
+    same_data = None if trained_on is None else trained_on == part["hash"]
+    notes = [n for n in (part["baseline_note"],) if n]
+    if same_data is False and not cfg.get("input"):
+        notes.append(f"warning: the configured data (hash {part['hash'][:12]}) is not the data "
+                     f"the model was trained on (hash {trained_on[:12]}): its test split may "
+                     "overlap the model's training flows; set data.* as in training")
+    if same_data is True and cfg.get("input"):
+        notes.append("warning: this file is the data the model was trained on (same content "
+                     "hash): its train and val flows are scored too, so the figures are optimistic")
+    n, attacks = len(part["y"]), int(np.sum(part["y"]))
+    title = (f"{part['source']}: {n:,} flows, {attacks:,} attack; model {ref.label} "
+             f"(window {scorer.window}, its own threshold {scorer.threshold:.4f} tuned on val)")
+    cols = report_columns(cfg, metrics, part["baselines"], f"{ref.label} ({part['where']})")
+    report = "\n".join([format_report(cols, report_rows(metrics), title=title), *notes])
+
+    run_id = None
+    if cfg.tracking.enabled:
+        run_id = _log(cfg, ref, scorer, part, metrics, report, same_data, tags or {})
+    return {"metrics": metrics, "baselines": part["baselines"], "run_id": run_id,
+            "report": report, "model_uri": uri, "model": ref, "threshold": scorer.threshold,
+            "window": scorer.window, "n": n, "source": part["source"],
+            "same_data_as_training": same_data}
+
+
+def report_rows(metrics: dict) -> list[str | None]:
+    """format_report's default rows, then the detection rate of every Attack category."""
+    rest = [m for m in REPORT_METRICS if m not in PAPER_METRICS]
+    rates = sorted(k for k in metrics if k.startswith("detection_rate/"))
+    return [*PAPER_METRICS, None, *rest, *([None, *rates] if rates else [])]
+
+
+def _metric_dict(metrics: dict, prefix: str) -> dict[str, float]:
+    """What `tracking.log_metrics` logs: finite numbers, spaces -> underscores."""
+    return {(prefix + k).replace(" ", "_"): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and v == v}
+
+
+def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report: str,
+         same_data: bool | None, tags: dict) -> str:
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    exp_id = tracking.configure(cfg.tracking)
+    run_tags = {"ids.role": "evaluation", **ref.tags(), "eval.data": part["source"][:5000],
+                "data.hash": part["hash"],
+                "data.same_as_training": "unknown" if same_data is None else str(same_data).lower(),
+                **tags}
+    name = cfg.tracking.run_name or f"evaluate-{ref.label.replace(' ', '-')}"
+    with tracking.start_run(exp_id, name, tags=run_tags) as run:
+        params = {"model_uri": ref.uri, "input": cfg.get("input") or "", "threshold":
+                  scorer.threshold, "window": scorer.window}
+        params.update({f"model.{k}": v for k, v in scorer.model_cfg.items()})
+        if not cfg.get("input") or cfg.trainer.baselines:
+            params.update(tracking.flatten(OmegaConf.to_container(cfg.data, resolve=True),
+                                           "data."))
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        dataset = MetaDataset(source=HTTPDatasetSource(url=str(part["path"] or "synthetic://")),
+                              name=part["dataset"], digest=part["hash"][:36])
+        mlflow.log_input(dataset, context="evaluation")
+        mlflow.log_metrics(_metric_dict(metrics, "test/"), model_id=ref.model_id,
+                           dataset=dataset if ref.model_id else None)
+        for bname, bm in part["baselines"].items():
+            tracking.log_metrics(bm, prefix=f"baseline/test/{bname}/")
+        mlflow.log_text(report, "report.txt")
+        if cfg.tracking.log_plots:
+            from ids import plots
+
+            tracking.log_figure(plots.plot_confusion(metrics["tn"], metrics["fp"],
+                                                     metrics["fn"], metrics["tp"]),
+                                "test_confusion")
+            if 0 < metrics["tp"] + metrics["fn"] < metrics["n"]:  # both classes present
+                tracking.log_figure(plots.plot_pr_curve(part["y"], part["scores"]),
+                                    "test_pr_curve")
+    return run.info.run_id
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = evaluate(cfg)
+    except (ConfigError, DataError, registry.RegistryError) as exc:
+        fail(exc)
+    print(result["report"])
+    if result["run_id"]:
+        print(f"\nMLflow evaluation run {result['run_id']} in {cfg.tracking.uri} "
+              f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Score new flows with a logged or registered model: a score and a label per flow.
+
+    python -m ids.predict input=flows.csv output=alerts.csv       # models:/ids-cnn-bilstm@champion
+    python -m ids.predict model_uri=runs:/<run id>/model input=flows.csv.gz output=alerts.csv.gz
+    python -m ids.predict input=big.csv output=alerts.csv chunk_size=500000
+
+The file is read `chunk_size` rows at a time (csv, csv.gz/bz2/xz/zst, zip with one CSV, parquet),
+so it may be larger than memory. A flow's window holds it and the `window - 1` flows before it in
+the file, across chunk borders: the last transformed rows of a chunk are carried into the next
+one, and only the first flows of the file see zero padding (as a split start does in training).
+
+Output columns, in input order:
+  flow                   0-based position of the flow in the input (header excluded)
+  IPV4_SRC_ADDR ... L4_DST_PORT   the identifiers, when the input has them (who to look at)
+  Label, Attack          the ground truth, passed through when the input has them
+  score                  attack probability (float32)
+  label                  1 = attack (score >= the model's own threshold, tuned on validation)
+
+Scores are computed in batches of exactly the model's `eval_batch_size` windows whatever
+`chunk_size` is (`ids.train.predict_proba` pads the last batch), so the output does not depend
+on `chunk_size` down to the last bit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from ids import registry
+from ids.config import ConfigError
+from ids.data import ATTACK, ID_COLUMNS, LABEL, DataError, validate_frame
+from ids.inference import LABEL as PRED_LABEL
+from ids.inference import SCORE, Scorer
+
+_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".zip")
+_PARQUET = (".parquet", ".pq")
+
+
+def _carry(context: np.ndarray | None, X: np.ndarray, rows: int) -> np.ndarray | None:
+    """The last `rows` transformed flows seen so far (the context of the next block)."""
+    if rows == 0:
+        return None
+    seen = X if context is None else np.concatenate([context, X])
+    return seen[-rows:].copy()
+
+
+def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Raw frames of at most `chunk_size` rows, in file order."""
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise DataError(f"input file not found: {p}; set input=<path of a NetFlow CSV>")
+    if int(chunk_size) < 1:
+        raise ConfigError(f"chunk_size must be >= 1, but got {chunk_size}")
+    name = p.name.lower()
+    if name.endswith(_PARQUET):
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(p).iter_batches(batch_size=int(chunk_size)):
+            yield batch.to_pandas()
+        return
+    if not name.endswith(_CSV):
+        raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one CSV "
+                        "inside) or .parquet")
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(p) as zf:
+            n = sum(m.lower().endswith(".csv") and not m.startswith("__MACOSX/")
+                    for m in zf.namelist())
+        if n != 1:
+            raise DataError(f"{p} holds {n} CSV files; the zip must hold exactly one")
+    try:
+        with pd.read_csv(p, chunksize=int(chunk_size), low_memory=False) as reader:
+            yield from reader
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{p} is empty: no flows to score") from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{p} is not a readable CSV ({exc})") from exc
+
+
+def _passthrough(raw: pd.DataFrame, start: int) -> pd.DataFrame:
+    raw = raw.rename(columns=lambda c: str(c).strip())
+    keep = [c for c in ID_COLUMNS + [LABEL, ATTACK] if c in raw.columns]
+    out = raw[keep].reset_index(drop=True)
+    out.insert(0, "flow", np.arange(start, start + len(raw), dtype=np.int64))
+    return out
+
+
+def _open_output(path: Path, gz: bool):
+    return gzip.open(path, "wt", newline="") if gz else open(path, "w", newline="")
+
+
+def predict_file(model_uri: str, input: str | Path, output: str | Path,
+                 chunk_size: int = 100_000, *, scorer: Scorer | None = None,
+                 tracking_uri: str | None = None) -> int:
+    """Score every flow of `input` into `output` (csv or csv.gz); returns the number of rows.
+
+    `tracking_uri` is the MLflow store for models:/ and runs:/ URIs (default: the current one);
+    pass an already loaded `scorer` to skip loading. The output appears only when complete.
+    """
+    if scorer is None:
+        if tracking_uri and registry.needs_store(str(model_uri)):
+            registry.connect(tracking_uri)
+        scorer = registry.load_scorer(registry.resolve_model(str(model_uri)))
+    return score_file(scorer, input, output, chunk_size)[0]
+
+
+def score_file(scorer: Scorer, input: str | Path, output: str | Path,
+               chunk_size: int = 100_000) -> tuple[int, int]:
+    """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer."""
+    out_path = Path(str(output)).expanduser()
+    if out_path.resolve() == Path(str(input)).expanduser().resolve():
+        raise ConfigError(f"output={output} would overwrite the input; choose another file")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".partial")
+    pad, block = scorer.context_rows, int(scorer.eval_batch_size)
+    context: np.ndarray | None = None
+    pending_X: list[np.ndarray] = []
+    pending_meta: list[pd.DataFrame] = []
+    n_pending = n_rows = n_written = n_alerts = 0
+
+    def flush(fh, final: bool) -> None:
+        nonlocal context, pending_X, pending_meta, n_pending, n_written, n_alerts
+        take = n_pending if final else n_pending // block * block
+        if take == 0:
+            return
+        X = np.concatenate(pending_X)
+        meta = pd.concat(pending_meta, ignore_index=True)
+        scores = scorer.score_matrix(X[:take], context)
+        alert = (scores >= scorer.threshold).astype(np.int8)
+        part = meta.iloc[:take].assign(**{SCORE: scores, PRED_LABEL: alert})
+        n_alerts += int(alert.sum())
+        part.to_csv(fh, header=n_written == 0, index=False)
+        context = _carry(context, X[:take], pad)
+        pending_X, pending_meta = [X[take:]], [meta.iloc[take:]]
+        n_pending -= take
+        n_written += take
+
+    try:
+        with _open_output(tmp, out_path.name.lower().endswith(".gz")) as fh:
+            for raw in read_chunks(input, chunk_size):
+                if len(raw) == 0:
+                    continue
+                try:
+                    X = scorer.transform(validate_frame(raw, require_label=False))
+                except DataError as exc:
+                    raise DataError(f"{input}, flows {n_rows}-{n_rows + len(raw) - 1} (0-based): "
+                                    f"{exc}") from exc
+                pending_X.append(X)
+                pending_meta.append(_passthrough(raw, n_rows))
+                n_pending += len(raw)
+                n_rows += len(raw)
+                flush(fh, final=False)
+            flush(fh, final=True)
+        if n_rows == 0:
+            raise DataError(f"{input} has no flows (only a header?): nothing to score")
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n_rows, n_alerts
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from ids.run import fail
+    from ids.train import setup_runtime
+
+    uri = registry.default_model_uri(cfg)
+    try:
+        if not cfg.input or not cfg.output:
+            raise ConfigError("input and output are required: python -m ids.predict "
+                              "input=flows.csv output=alerts.csv [model_uri=...]")
+        if registry.needs_store(uri):
+            registry.connect(cfg.tracking.uri)
+        setup_runtime(cfg.trainer)
+        ref = registry.resolve_model(uri)
+        scorer = registry.load_scorer(ref)
+        started = time.perf_counter()
+        n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size))
+    except (ConfigError, DataError, registry.RegistryError) as exc:
+        fail(exc)
+    seconds = time.perf_counter() - started
+    print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}, "
+          f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "
+          f"({n / max(seconds, 1e-9):,.0f} flows/s)")
+    print(f"attack alerts: {alerts:,} ({alerts / n:.2%}); written to {cfg.output}")
+
+
+if __name__ == "__main__":
+    main()

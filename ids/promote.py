@@ -1,0 +1,219 @@
+"""Promote a study's best trial: register its model, point `champion` at it, score it on test.
+
+    make promote                                  # = python -m ids.promote (study sweep.study)
+    python -m ids.promote sweep.study=other promote.evaluate=false
+
+1. Loads the study `sweep.study` from `sweep.storage` and takes its best COMPLETE trial by the
+   validation objective (ties: the lowest trial number, as Optuna does).
+2. Registers the trial's logged model (user attr `model_uri`) as a new version of
+   `promote.model_name`, tagged with the study, storage, trial number, objective value, params
+   and run id. Promoting the same trial again creates no new version: the version registered
+   from the same training run (tag `ids.run_id`) is reused.
+3. Points `promote.alias` (champion) at that version; the version that held it before gets
+   `promote.previous_alias` (previous). Re-promoting the current champion moves nothing.
+4. Unless `promote.evaluate=false`, re-evaluates the version on the study's test split (the
+   trial's own data settings), the first time that split is used, and tags the version with
+   the test metrics and the evaluation run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from ids import registry, tracking
+from ids.config import ConfigError, validate
+from ids.data import DataError
+from ids.evaluate import evaluate
+from ids.registry import RegistryError
+from ids.run import fail
+
+REPORTED = ("f1", "mcc", "balanced_accuracy", "benign_recall", "false_alarm_rate", "pr_auc")
+
+
+class PromoteError(RegistryError):
+    """Nothing to promote (no storage, no such study, no completed trial, no logged model)."""
+
+
+def load_study(sweep_cfg) -> optuna.Study:
+    """The existing study `sweep.study`; PromoteError listing the studies there if absent."""
+    from ids.sweep import storage_for
+
+    url = str(sweep_cfg.storage)
+    db = tracking.sqlite_path(url)
+    if db is not None and not db.is_file():
+        raise PromoteError(f"sweep.storage={url!r}: no Optuna storage at {db.resolve()}. Run "
+                           "`make sweep` first, or set sweep.storage to the storage of the sweep")
+    storage = storage_for(sweep_cfg)
+    names = sorted(optuna.get_all_study_names(storage))
+    name = str(sweep_cfg.study)
+    if name not in names:
+        raise PromoteError(f"no study {name!r} in sweep.storage={registry.redact(url)}; the "
+                           f"studies there: {names or 'none'}. Set sweep.study=<one of them>")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
+    """The best COMPLETE trial, or the COMPLETE trial `number` when given."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        states = {}
+        for t in trials:
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+        raise PromoteError(f"study {study.study_name!r} has no COMPLETE trial (trials: "
+                           f"{states or 'none'}); run or resume the sweep (`make sweep`) until "
+                           "one completes")
+    if number is None:
+        return study.best_trial
+    for t in complete:
+        if t.number == int(number):
+            return t
+    raise PromoteError(f"trial {number} of study {study.study_name!r} is not COMPLETE or does "
+                       f"not exist; COMPLETE trials: {[t.number for t in complete]}")
+
+
+def _version_tags(cfg, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+    tags = {"ids.study": study.study_name, "ids.storage": registry.redact(str(cfg.sweep.storage)),
+            "trial.number": str(trial.number), "trial.value": repr(float(trial.value)),
+            "objective": f"val/{cfg.trainer.selection_metric}",
+            "direction": study.direction.name.lower(),
+            "ids.run_id": str(trial.user_attrs.get("run_id", "")),
+            "params": json.dumps(trial.params, sort_keys=True, default=str)}
+    for key in ("best_epoch", "threshold"):
+        if key in trial.user_attrs:
+            tags[key] = str(trial.user_attrs[key])
+    tags.update({f"param.{k}": str(v) for k, v in trial.params.items()})
+    return tags
+
+
+def register(client: MlflowClient, name: str, model_uri: str, ref: registry.ModelRef,
+             tags: dict[str, str], description: str) -> tuple[str, bool]:
+    """(version, created): the version registered from the same training run (tag
+    ids.run_id and source match) if there is one, else a new version."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(
+            name, description="ids CNN-BiLSTM intrusion detectors promoted from Optuna studies "
+                              "(`make promote`); the alias `champion` is the one in use")
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get("ids.run_id") == tags["ids.run_id"] and mv.source == model_uri:
+            return str(mv.version), False
+    mv = client.create_model_version(name, source=model_uri, run_id=ref.run_id, tags=tags,
+                                     description=description, model_id=ref.model_id)
+    return str(mv.version), True
+
+
+def move_aliases(client: MlflowClient, name: str, alias: str, previous_alias: str,
+                 version: str) -> str | None:
+    """Point `alias` at `version`; the version that held it gets `previous_alias`. Returns the
+    version that held `alias` before (None if none)."""
+    try:
+        before = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        before = None
+    if before != version:
+        if before is not None:
+            client.set_registered_model_alias(name, previous_alias, before)
+        client.set_registered_model_alias(name, alias, version)
+    return before
+
+
+def promote(cfg: DictConfig, trial: int | None = None) -> dict:
+    """Register the best (or the given) COMPLETE trial, move the aliases, evaluate on test."""
+    from ids.space import apply
+
+    validate(cfg)
+    p = cfg.promote
+    name, alias, prev = str(p.model_name), str(p.alias), str(p.previous_alias)
+    if not name or not alias or alias == prev:
+        raise ConfigError(f"promote.model_name and promote.alias must be set and promote.alias "
+                          f"must differ from promote.previous_alias, but got "
+                          f"(model_name={name!r}, alias={alias!r}, previous_alias={prev!r})")
+    trial = p.get("trial") if trial is None else trial
+    study = load_study(cfg.sweep)
+    best = pick_trial(study, trial)
+    model_uri = best.user_attrs.get("model_uri")
+    if not model_uri:
+        raise PromoteError(f"trial {best.number} of study {study.study_name!r} has no logged "
+                           "model (user attr model_uri): the sweep ran with tracking.enabled=false "
+                           "or tracking.log_model=false. Resume it with tracking on")
+    client = registry.connect(cfg.tracking.uri)
+    try:
+        ref = registry.resolve_model(model_uri, client)
+    except registry.ModelNotFound as exc:
+        raise PromoteError(f"{exc} (trial {best.number} of study {study.study_name!r}: is "
+                           "tracking.uri the store the sweep logged to?)") from exc
+    tags = {**_version_tags(cfg, study, best), "selection": "best" if trial is None else "manual"}
+    how = "Best COMPLETE trial" if trial is None else "Trial (chosen by hand)"
+    description = (f"{how} {best.number} of Optuna study {study.study_name!r}: "
+                   f"{tags['objective']} = {best.value:.6f}; params {best.params}")
+    version, created = register(client, name, model_uri, ref, tags, description)
+    before = move_aliases(client, name, alias, prev, version)
+    result = {"study": study.study_name, "trial": best.number, "value": best.value,
+              "params": dict(best.params), "run_id": ref.run_id, "model_uri": model_uri,
+              "name": name, "version": version, "created": created, "alias": alias,
+              "previous_alias": prev, "alias_moved": before != version,
+              "previous_version": before if before != version else None,
+              "version_uri": f"models:/{name}/{version}"}
+    if p.evaluate:
+        ecfg = apply(cfg, best.params)  # the trial's own data settings (split, window, ...)
+        ev = evaluate(ecfg, result["version_uri"],
+                      tags={"ids.study": study.study_name, "trial.number": str(best.number)})
+        for key in REPORTED:
+            client.set_model_version_tag(name, version, f"test.{key}", str(ev["metrics"][key]))
+        if ev["run_id"]:
+            client.set_model_version_tag(name, version, "evaluation.run_id", ev["run_id"])
+        result["evaluation"] = ev
+    return result
+
+
+def summary_text(cfg, result: dict) -> str:
+    obj = f"val/{cfg.trainer.selection_metric}"
+    what = "registered as new version" if result["created"] else \
+        "already registered (same training run): reusing version"
+    alias, prev, v = result["alias"], result["previous_alias"], result["version"]
+    if not result["alias_moved"]:
+        moved = f"{alias} already points at v{v}: unchanged"
+    elif result["previous_version"]:
+        moved = f"{alias} -> v{v}, {prev} -> v{result['previous_version']}"
+    else:
+        moved = f"{alias} -> v{v} (the first {alias})"
+    return "\n".join([
+        f"study {result['study']!r}: trial {result['trial']} ({obj} = {result['value']:.4f}), "
+        f"params {result['params']}",
+        f"{result['name']}: {what} {v} (from {result['model_uri']}, run {result['run_id']})",
+        f"aliases: {moved}"])
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = promote(cfg)
+    except (ConfigError, DataError, RegistryError) as exc:
+        fail(exc)
+    print(summary_text(cfg, result))
+    ev = result.get("evaluation")
+    if ev:
+        print()
+        print(ev["report"])
+        if ev["run_id"]:
+            print(f"\nMLflow evaluation run {ev['run_id']} in {cfg.tracking.uri} "
+                  f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
+    print(f"\nload it with models:/{result['name']}@{result['alias']} "
+          f"(python -m ids.evaluate / ids.predict use it by default)")
+
+
+if __name__ == "__main__":
+    main()
+

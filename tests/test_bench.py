@@ -1,0 +1,81 @@
+"""`python -m ids.bench --quick` runs and reports every figure, in the table and in MLflow.
+
+No timing is asserted (other jobs share the machine): only that each figure is there and finite,
+plus the properties that are not timings (window views add no bytes, the data cache is hit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ids import bench
+
+DATA = ["data.flows", "data.load_seconds", "data.preprocess_seconds", "data.window_seconds",
+        "data.total_seconds", "data.peak_rss_mb", "data.step_rss_mb",
+        "data.cached_prepare_seconds", "data.cache_hit", "data.windows_cached"] + [
+    f"data.T{T}.{k}" for T in (10, 100)
+    for k in ("features_mb", "padded_base_mb", "view_extra_bytes", "materialised_mb")]
+TRAIN = [f"{kind}.{mode}.bs{bs}.{k}" for mode in ("graph", "pynative")
+         for kind, sizes in (("train", (256, 1024)), ("infer", (4096,))) for bs in sizes
+         for k in ("windows_per_s", "compile_seconds")] + ["train.graph_vs_pynative.bs256"]
+THREADS1 = ["train.graph.bs256.threads1.windows_per_s", "train.graph.bs256.threads1.compile_seconds",
+            "infer.graph.bs4096.threads1.windows_per_s",
+            "infer.graph.bs4096.threads1.compile_seconds", "train.threads1_vs_default.bs256"]
+TRIAL = [f"trial.{t}.{k}" for t in ("first", "next", "pruned")
+         for k in ("total_seconds", "data_seconds", "compile_seconds", "train_seconds",
+                   "eval_seconds", "baselines_seconds", "tracking_other_seconds", "epochs")] + [
+    "trial.next.data_reused", "trial.pruned_vs_complete"]
+EXPECTED = DATA + TRAIN + TRIAL + ["bench.seconds"] + (
+    THREADS1 if (os.cpu_count() or 1) > 1 else [])
+
+
+def test_parse_args_splits_bench_options_from_hydra_overrides():
+    args, overrides = bench.parse_args(["--quick", "model.filters=8", "--repeat", "3"])
+    assert args.quick and args.repeat == 3 and overrides == ["model.filters=8"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--no-such-option"])
+
+
+def test_quick_bench_reports_every_figure_and_logs_it(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    out = bench.run_bench(["--quick", f"tracking.uri={uri}", "--json", str(tmp_path / "b.json")])
+    values = out["values"]
+
+    missing = [k for k in EXPECTED if k not in values]
+    assert not missing, f"figures missing: {missing}"
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    assert not bad, f"figures not finite: {bad}"
+    printed = capsys.readouterr().out
+    assert all(k in printed for k in EXPECTED)  # every figure is a row of the printed table
+    # Properties, not timings: windows are views, prepared data is reused.
+    assert values["data.T10.view_extra_bytes"] == values["data.T100.view_extra_bytes"] == 0
+    assert values["data.cache_hit"] == values["data.windows_cached"] == 1
+    assert values["trial.next.data_reused"] == 1
+    assert values["trial.pruned.epochs"] == 1
+    assert json.loads((tmp_path / "b.json").read_text())["values"].keys() == values.keys()
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("bench")
+    assert exp is not None
+    run = client.get_run(out["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.experiment_id == exp.experiment_id
+    metrics = run.data.metrics
+    assert not [k for k in values if k not in metrics]
+    assert all(math.isfinite(metrics[k]) and metrics[k] == pytest.approx(values[k])
+               for k in values)
+    for key in ("cpu_model", "cores_logical", "memory_gb", "python", "mindspore",
+                "onednn_max_cpu_isa"):
+        assert run.data.params[f"machine.{key}"]
+    assert run.data.params["machine.onednn_max_cpu_isa"] == os.environ["ONEDNN_MAX_CPU_ISA"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"bench.txt", "bench.json"} <= artifacts
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == [
+        "bench-trial-first", "bench-trial-next", "bench-trial-pruned"]

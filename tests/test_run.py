@@ -1,0 +1,215 @@
+"""Issue 4: `ids.run` - bad configs are rejected before training (key named, nothing recorded),
+`python -m ids.run +experiment=paper` runs end to end on the real sample and prints the paper /
+this run / baselines report, a missing dataset gets a helpful message, and a terminated run is
+not left RUNNING in MLflow."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import ROOT, tiny_overrides
+from ids import tracking
+from ids.config import ConfigError, compose, validate
+from ids.data import PUBLISHED, DataError
+from ids.run import train
+
+PYTHON = sys.executable
+
+
+def _gap(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+# --- unknown keys and invalid values -----------------------------------------------------------
+
+@pytest.mark.parametrize("override", ["model.foo=1", "trainer.epoch=3", "foo=1",
+                                      "data.windows=5"])
+def test_unknown_keys_fail_at_compose_naming_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigCompositionException, match=re.escape(key)):
+        compose([override])
+
+
+@_gap("`+key=value` appends unknown keys to the typed config and training silently ignores "
+      "them (Hydra's own error for `trainer.epoch=3` suggests `+trainer.epoch=3`); "
+      "validate() should reject keys outside the schema - fix in the report")
+@pytest.mark.parametrize("override", ["+trainer.epoch=3", "+model.foo=1", "+foo=1"])
+def test_appended_unknown_keys_are_rejected_naming_the_key(override):
+    key = override.lstrip("+").split("=")[0]
+    with pytest.raises((ConfigCompositionException, ConfigError), match=re.escape(key)):
+        validate(compose([override]))
+
+
+@pytest.fixture(scope="module")
+def base_cfg():
+    cfg = compose([])
+    validate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("model.dropout", "1.0"),
+    ("model.dropout", "-0.1"),
+    ("model.kernel_size", "0"),
+    ("model.pool_size", "0"),
+    ("model.filters", "0"),
+    ("model.lstm_units", "0"),
+    ("model.conv_layers", "-1"),
+    ("data.window", "0"),
+    ("data.n_flows", "10"),
+    ("data.split", "random"),
+    ("data.split_fractions", "[0.5,0.5]"),
+    ("trainer.epochs", "0"),
+    ("trainer.lr", "0"),
+    ("trainer.batch_size", "0"),
+    ("trainer.patience", "-1"),
+    ("trainer.class_weight", "inverse"),
+    ("trainer.selection_metric", "auc"),
+    ("trainer.mode", "eager"),
+    pytest.param("trainer.weight_decay", "-0.1",
+                 marks=_gap("trainer.weight_decay < 0 is not validated - fix in the report")),
+    pytest.param("data.l7_top_k", "-1",
+                 marks=_gap("data.l7_top_k < 0 is not validated (the slice [:-1] silently "
+                            "drops the most frequent L7 values) - fix in the report")),
+    pytest.param("data.max_rows", "-5",
+                 marks=_gap("data.max_rows < 1 is not validated (pandas raises a ValueError "
+                            "with a traceback for a file) - fix in the report")),
+])
+def test_invalid_values_are_rejected_naming_the_key(base_cfg, key, value):
+    cfg = base_cfg.copy()
+    OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)  # typed like an override
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate(cfg)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A migrated, empty MLflow store: a rejected config must leave it without runs."""
+    tmp = tmp_path_factory.mktemp("store")
+    cfg = compose(tiny_overrides(tmp))
+    tracking.configure(cfg.tracking)
+    return str(cfg.tracking.uri)
+
+
+def _all_runs(uri: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exp_ids) if exp_ids else []
+
+
+@pytest.mark.parametrize("override", ["model.dropout=1.0", "model.kernel_size=0",
+                                      "data.window=0", "data.window=700"])
+def test_rejected_config_records_no_run(tmp_path, store, override):
+    key = override.split("=")[0]
+    cfg = compose(tiny_overrides(tmp_path) + [f"tracking.uri={store}", override,
+                                              "tracking.experiment=rejected"])
+    started = time.perf_counter()
+    with pytest.raises((ConfigError, DataError), match=re.escape(key)):
+        train(cfg)
+    assert time.perf_counter() - started < 15  # rejected up front, not after training
+    assert _all_runs(store) == []
+    assert MlflowClient(tracking_uri=store).get_experiment_by_name("rejected") is None
+
+
+def test_window_longer_than_a_split_names_the_split(tmp_path):
+    cfg = compose(tiny_overrides(tmp_path) + ["data.window=700", "tracking.enabled=false"])
+    with pytest.raises(DataError, match=r"data\.window=700 is longer than the (val|test) split "
+                                        r"\(600 flows\)"):
+        train(cfg)
+
+
+# --- python -m ids.run -------------------------------------------------------------------------
+
+def _ids_run(tmp_path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [PYTHON, "-m", "ids.run", *overrides,
+           f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"hydra.run.dir={tmp_path}/hydra"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _row(report: str, metric: str) -> list[str]:
+    return next(line.split()[1:] for line in report.splitlines()
+                if line.split()[:1] == [metric])
+
+
+def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample):
+    proc = _ids_run(tmp_path, "+experiment=paper", f"data.path={v1_sample}",
+                    "trainer.epochs=1", "data.max_rows=20000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for text in ("paper (claimed)", "this run", "extra-trees", "all-attack", "mcc",
+                 "benign_recall"):
+        assert text in out, text
+    header = next(line for line in out.splitlines() if line.startswith("metric"))
+    assert header.index("paper (claimed)") < header.index("this run") < header.index(
+        "extra-trees")
+    # The paper's claimed figures (accuracy/precision/recall/F1 0.99), none for MCC.
+    for metric in ("accuracy", "precision", "recall", "f1"):
+        assert _row(out, metric)[0] == "0.9900", metric
+    mcc = _row(out, "mcc")
+    assert mcc[0] == "-" and mcc[2] == "0.0000"  # all-attack has MCC 0
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("paper")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id in out
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["data.source"] == "nf_bot_iot" and tags["data.path"] == str(v1_sample)
+    assert tags["data.layout"] == "v1" and tags["data.n_flows"] == "20000"
+    assert run.data.params["trainer.epochs"] == "1"
+    assert f"{metrics['test/mcc']:.4f}" == mcc[1]
+    assert f"{metrics['baseline/test/extra_trees/mcc']:.4f}" == mcc[3]
+
+
+def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path):
+    proc = _ids_run(tmp_path, "+experiment=paper", "data.path=/nonexistent.csv", timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "/nonexistent.csv" in proc.stderr
+    assert PUBLISHED in proc.stderr  # where NF-BoT-IoT is published (UQ)
+    assert "data=synthetic" in proc.stderr  # the same without a download
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # nothing recorded
+
+
+@pytest.mark.slow
+@_gap("`python -m ids.run` installs no SIGTERM handler (ids.sweep does): the process dies "
+      "without unwinding and the MLflow run stays RUNNING - fix in the report")
+def test_sigterm_ends_the_run_killed_not_running(tmp_path):
+    db = tmp_path / "mlruns" / "mlflow.db"
+    cmd = [PYTHON, "-m", "ids.run", *tiny_overrides(tmp_path), "trainer.epochs=500",
+           "trainer.patience=0", f"hydra.run.dir={tmp_path}/hydra"]
+    log = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline, epochs = time.monotonic() + 90, 0
+        while not epochs:  # wait for epoch 1 to be logged: the run is RUNNING, mid-training
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                    epochs = con.execute("SELECT COUNT(*) FROM metrics m JOIN runs r ON "
+                                         "m.run_uuid = r.run_uuid WHERE m.key = 'train/loss' "
+                                         "AND r.status = 'RUNNING'").fetchone()[0]
+            except sqlite3.Error:  # not created or still migrating
+                epochs = 0
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ids").experiment_id])
+    assert run.info.status in ("KILLED", "FAILED"), run.info.status

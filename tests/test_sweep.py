@@ -1,0 +1,261 @@
+"""The sweep on tiny data: real Optuna SQLite storage, real MLflow store, real training."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from conftest import ROOT, tiny_overrides
+from ids.config import ParamSpec, compose
+from ids.space import SpaceError
+from ids.sweep import SweepError, load_study, sweep
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SMALL_SPACE = {
+    "model.kernel_size": {"type": "int", "low": 2, "high": 4},
+    "model.lstm_units": {"type": "categorical", "choices": [4, 8]},
+    "data.window": {"type": "categorical", "choices": [1, 4]},
+}
+
+
+def sweep_cfg(tmp: Path, *extra: str, params: dict | None = None):
+    cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=2", "sweep.heartbeat_seconds=2",
+                                         "trainer.baselines=false", *extra])
+    cfg.sweep.params = {}  # replace the default space (a CLI override would merge into it)
+    with open_dict(cfg.sweep.params):
+        for key, spec in (params or SMALL_SPACE).items():
+            cfg.sweep.params[key] = OmegaConf.merge(OmegaConf.structured(ParamSpec), spec)
+    return cfg
+
+
+def runs_of(cfg):
+    client = MlflowClient(tracking_uri=str(cfg.tracking.uri))
+    exp = client.get_experiment_by_name(str(cfg.tracking.experiment))
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("ids.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("ids.role") == "trial"]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """One 3-trial study shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    cfg = sweep_cfg(tmp, "sweep.n_trials=3")
+    summary = sweep(cfg)
+    return tmp, cfg, summary
+
+
+def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
+    _, cfg, summary = study_dir
+    study = load_study(cfg)
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert len(finished) == 3
+    client, parents, children = runs_of(cfg)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(int(c.data.tags["trial.number"]) for c in children) == [0, 1, 2]
+    for trial in finished:
+        child = next(c for c in children if c.data.tags["trial.number"] == str(trial.number))
+        assert child.data.tags["trial.state"] == trial.state.name
+        assert child.info.status == "FINISHED"
+        assert child.data.params["model.kernel_size"] == str(trial.params["model.kernel_size"])
+        history = client.get_metric_history(child.info.run_id, "val/f1")
+        assert [m.step for m in history] == [1, 2]
+    # The parent holds the best trial and the study's plots and table.
+    assert parent.data.tags["best.trial"] == str(summary["best_number"])
+    assert parent.data.metrics["best/value"] == pytest.approx(study.best_value)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/intermediate_values.png"} <= names
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv",
+                                                                           "best.yaml"}
+    # The objective is the validation metric of the trial's best epoch, never a test metric.
+    best_child = client.get_run(parent.data.tags["best.run_id"])
+    assert best_child.data.metrics["best/val_f1"] == pytest.approx(study.best_value)
+    assert not any(k.startswith("test/") for k in best_child.data.metrics)
+
+
+def test_rerun_resumes_without_extra_trials(study_dir):
+    _, cfg, _ = study_dir
+    before = len(load_study(cfg).trials)
+    sweep(cfg)
+    assert len(load_study(cfg).trials) == before
+    _, parents, children = runs_of(cfg)
+    assert len(parents) == 1 and len(children) == before
+
+
+def test_larger_n_trials_adds_only_the_difference(study_dir):
+    _, cfg, _ = study_dir
+    cfg = copy.deepcopy(cfg)
+    cfg.sweep.n_trials = 4
+    sweep(cfg)
+    study = load_study(cfg)
+    assert sum(t.state in FINISHED for t in study.trials) == 4
+    _, parents, children = runs_of(cfg)
+    assert len(parents) == 1 and len(children) == len(study.trials)
+
+
+def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path):
+    tmp, cfg, summary = study_dir
+    best_yaml = Path(summary["best_yaml"])
+    assert best_yaml.exists()
+    assert f"+{cfg.sweep.study}=best" in best_yaml.read_text()
+    uri = f"sqlite:///{tmp_path}/rerun.db"
+    out = subprocess.run(
+        [sys.executable, "-m", "ids.run", "--config-dir", str(cfg.sweep.export_dir),
+         f"+{cfg.sweep.study}=best", f"tracking.uri={uri}", "tracking.log_model=false",
+         "tracking.log_plots=false", "trainer.evaluate_test=false",
+         f"hydra.run.dir={tmp_path}/hydra"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = MlflowClient(tracking_uri=uri).search_runs(
+        [MlflowClient(tracking_uri=uri).get_experiment_by_name("ids").experiment_id])[0]
+    for key, value in summary["best_params"].items():
+        assert run.data.params[key] == str(value)
+    # Dropout masks are not bit-reproducible in MindSpore: equal up to a hair.
+    assert run.data.metrics["best/val_f1"] == pytest.approx(summary["best_value"], abs=2e-3)
+
+
+def test_failing_trial_does_not_stop_the_study(tmp_path):
+    # window 100000 is longer than every split of 4000 flows: those trials fail with DataError.
+    space = {"data.window": {"type": "categorical", "choices": [2, 100000]},
+             "model.kernel_size": {"type": "int", "low": 2, "high": 3}}
+    cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.sampler=random", "trainer.epochs=1",
+                    params=space)
+    sweep(cfg)
+    study = load_study(cfg)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert sum(t.state in FINISHED for t in study.trials) == 2
+    assert failed, "the random sampler with seed 0 draws window=100000 at least once"
+    assert all("data.window" in t.user_attrs["fail_reason"] for t in failed)
+    _, _, children = runs_of(cfg)
+    states = {c.data.tags["trial.number"]: (c.data.tags["trial.state"], c.info.status)
+              for c in children}
+    for t in failed:
+        assert states[str(t.number)] == ("FAIL", "FAILED")
+
+
+def test_pruner_prunes_and_the_child_run_says_so(tmp_path):
+    cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.pruner=threshold",
+                    "+sweep.pruner_args.lower=1.1", "trainer.epochs=3")
+    summary = sweep(cfg)
+    study = load_study(cfg)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert summary["n_pruned"] == 2
+    _, _, children = runs_of(cfg)
+    assert len(children) == 2
+    for c in children:
+        assert c.data.tags["trial.state"] == "PRUNED"
+        assert c.data.tags["trial.pruned_epoch"] == "1"
+        assert c.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"model.not_a_key": {"type": "int", "low": 1, "high": 2}}, "not a config key"),
+        ({"model.kernel_size": {"type": "int", "low": 5, "high": 2}}, "low <= high"),
+        ({"model.lstm_units": {"type": "categorical", "choices": []}}, "non-empty"),
+        ({"model.dropout": {"type": "float", "low": 0.0, "high": 1.5}}, "model.dropout"),
+        ({"model.kernel_size": {"type": "integer", "low": 1, "high": 2}}, "type must be"),
+        ({"trainer.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "low > 0"),
+    ],
+)
+def test_bad_space_stops_before_any_trial(tmp_path, params, match):
+    cfg = sweep_cfg(tmp_path, params=params)
+    with pytest.raises(SpaceError, match=match):
+        sweep(cfg)
+    assert not (tmp_path / "sweeps" / "optuna.db").exists()
+    assert runs_of(cfg)[1:] == ([], [])
+
+
+@pytest.mark.parametrize("url", ["notadb://x", "postgresql://nobody@127.0.0.1:1/none"])
+def test_bad_storage_stops_before_any_trial(tmp_path, url):
+    cfg = sweep_cfg(tmp_path, f"sweep.storage={url}")
+    with pytest.raises(SweepError, match="sweep.storage"):
+        sweep(cfg)
+    assert runs_of(cfg)[1:] == ([], [])
+
+
+def _sweep_cmd(tmp: Path, *extra: str) -> list[str]:
+    space = "{" + ",".join(f"{k}:{{type:categorical,choices:[{v}]}}" for k, v in
+                           [("model.kernel_size", "2,3"), ("data.window", "2,4")]) + "}"
+    return [sys.executable, "-m", "ids.sweep", *tiny_overrides(tmp), "sweep.heartbeat_seconds=2",
+            "trainer.baselines=false", f"sweep.params={space}", f"hydra.run.dir={tmp}/hydra",
+            *extra]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing(tmp_path):
+    extra = ["sweep.n_trials=3", "trainer.epochs=4", "data.n_flows=20000"]
+    proc = subprocess.Popen(_sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cfg = compose(tiny_overrides(tmp_path) + ["sweep.heartbeat_seconds=2", *extra])
+    storage = tmp_path / "sweeps" / "optuna.db"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill once a trial runs after one has finished
+            time.sleep(0.5)
+            if storage.exists():
+                try:
+                    trials = load_study(cfg).trials
+                except Exception:  # noqa: BLE001 - the worker may still be creating the study
+                    continue
+                states = [t.state for t in trials]
+                if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+                    break
+        else:
+            pytest.fail("the worker never started a second trial")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = load_study(cfg).trials[-1].number
+    time.sleep(5)  # past the heartbeat grace period (2 x 2 s)
+    out = subprocess.run(_sweep_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = load_study(cfg)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert sum(t.state in FINISHED for t in study.trials) == 3
+    assert study.trials[killed].state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].params == study.trials[killed].params
+    _, parents, children = runs_of(cfg)
+    assert len(parents) == 1
+    by_trial = {}
+    for c in children:
+        by_trial.setdefault(c.data.tags["trial.number"], []).append(c)
+    assert all(len(v) == 1 for v in by_trial.values())
+    assert by_trial[str(killed)][0].info.status == "KILLED"
+    assert not [c for c in children if c.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_exactly(tmp_path):
+    out = subprocess.run(_sweep_cmd(tmp_path, "sweep.n_trials=4", "sweep.workers=2",
+                                    "trainer.epochs=1"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = compose(tiny_overrides(tmp_path))
+    study = load_study(cfg)
+    assert sum(t.state in FINISHED for t in study.trials) == 4
+    _, parents, children = runs_of(cfg)
+    assert len(parents) == 1
+    finished = {str(t.number) for t in study.trials if t.state in FINISHED}
+    assert finished <= {c.data.tags["trial.number"] for c in children}
+    assert OmegaConf.select(cfg, "sweep.workers") == 1  # the composed default is untouched
+    assert "[w1]" in out.stdout and "[w0]" in out.stdout
