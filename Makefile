@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PORT ?= 5000
+UI_WORKERS ?= 1
 HOST ?= 127.0.0.1
 WORKERS ?=
 TRACKING_URI ?= sqlite:///mlruns/mlflow.db
@@ -56,7 +57,8 @@ format: $(STAMP) ## ruff format + autofix
 	$(BIN)/ruff format ids tests
 
 ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to change)
-	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) \
+		--host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
 	$(BIN)/python -m ids.bench $(ARGS)

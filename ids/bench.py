@@ -150,7 +150,8 @@ def machine() -> dict[str, str]:
            "cores_physical": str(psutil.cpu_count(logical=False)),
            "memory_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
            "python": platform.python_version(), "platform": platform.platform(),
-           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset)")}
+           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset)"),
+           "ids_path": str(Path(ids.__file__).resolve().parent)}  # which code was measured
     for pkg in ("mindspore", "numpy", "pandas"):
         try:
             out[pkg] = metadata.version(pkg)

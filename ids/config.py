@@ -157,8 +157,28 @@ def _check(ok: bool, key: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{key} must be {rule}, but got {value!r}")
 
 
+def unknown_keys(cfg: DictConfig, schema: DictConfig | None = None, prefix: str = "") -> list[str]:
+    """Keys that `+key=value` appended outside the schema (free-form dicts such as
+    `data.class_mix` or `sweep.params` excepted): nothing would read them."""
+    import dataclasses
+
+    schema = OmegaConf.structured(Config) if schema is None else schema
+    out = []
+    for key in cfg:
+        if key not in schema:
+            out.append(f"{prefix}{key}")
+            continue
+        node = schema[key]
+        if isinstance(node, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(node)):
+            out += unknown_keys(cfg[key], node, f"{prefix}{key}.")
+    return out
+
+
 def validate(cfg: Config | DictConfig) -> None:
-    """Check value ranges before any work starts; raise ConfigError naming the key."""
+    """Check keys and value ranges before any work starts; raise ConfigError naming the key."""
+    if isinstance(cfg, DictConfig) and (extra := unknown_keys(cfg)):
+        raise ConfigError(f"unknown config key(s) {', '.join(extra)}: nothing reads them. Check "
+                          "the spelling (`python -m ids.run --cfg job` lists every key)")
     d, m, t, s = cfg.data, cfg.model, cfg.trainer, cfg.sweep
     _check(d.source in ("synthetic", "nf_bot_iot"), "data.source", "synthetic or nf_bot_iot", d.source)
     _check(d.window >= 1, "data.window", ">= 1", d.window)
@@ -168,6 +188,8 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(len(fr) == 3 and all(f > 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
            "data.split_fractions", "three positive fractions summing to 1", fr)
     _check(d.chunk_size >= 1, "data.chunk_size", ">= 1", d.chunk_size)
+    _check(d.l7_top_k >= 0, "data.l7_top_k", ">= 0", d.l7_top_k)
+    _check(d.max_rows is None or d.max_rows >= 1, "data.max_rows", "null or >= 1", d.max_rows)
     _check(m.conv_layers >= 0, "model.conv_layers", ">= 0", m.conv_layers)
     _check(m.filters >= 1, "model.filters", ">= 1", m.filters)
     _check(m.kernel_size >= 1, "model.kernel_size", ">= 1", m.kernel_size)
@@ -180,6 +202,7 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.batch_size >= 1, "trainer.batch_size", ">= 1", t.batch_size)
     _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", ">= 1", t.eval_batch_size)
     _check(t.lr > 0, "trainer.lr", "> 0", t.lr)
+    _check(t.weight_decay >= 0, "trainer.weight_decay", ">= 0", t.weight_decay)
     _check(t.patience >= 0, "trainer.patience", ">= 0", t.patience)
     _check(t.class_weight in ("none", "balanced"), "trainer.class_weight", "none or balanced", t.class_weight)
     _check(t.selection_metric in SELECTION_METRICS, "trainer.selection_metric",

@@ -356,6 +356,7 @@ def sweep(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs end KILLED, not RUNNING
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         summary = sweep(cfg)

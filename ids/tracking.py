@@ -124,6 +124,9 @@ def log_data(info: dict) -> None:
     for key in ("source", "path", "layout", "n_flows", "n_features", "hash", "split"):
         if key in info and info[key] is not None:
             mlflow.set_tag(f"data.{key}", str(info[key]))
+    if info.get("attack_counts"):  # the class mix, readable in the runs table
+        mix = sorted(info["attack_counts"].items(), key=lambda kv: -kv[1])
+        mlflow.set_tag("data.class_mix", ", ".join(f"{k} {v}" for k, v in mix))
     mlflow.log_dict(_jsonable(info), "data.json")
     try:
         from mlflow.data.http_dataset_source import HTTPDatasetSource

@@ -27,10 +27,6 @@ from ids.run import train
 PYTHON = sys.executable
 
 
-def _gap(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 # --- unknown keys and invalid values -----------------------------------------------------------
 
 @pytest.mark.parametrize("override", ["model.foo=1", "trainer.epoch=3", "foo=1",
@@ -41,9 +37,6 @@ def test_unknown_keys_fail_at_compose_naming_the_key(override):
         compose([override])
 
 
-@_gap("`+key=value` appends unknown keys to the typed config and training silently ignores "
-      "them (Hydra's own error for `trainer.epoch=3` suggests `+trainer.epoch=3`); "
-      "validate() should reject keys outside the schema - fix in the report")
 @pytest.mark.parametrize("override", ["+trainer.epoch=3", "+model.foo=1", "+foo=1"])
 def test_appended_unknown_keys_are_rejected_naming_the_key(override):
     key = override.lstrip("+").split("=")[0]
@@ -77,14 +70,9 @@ def base_cfg():
     ("trainer.class_weight", "inverse"),
     ("trainer.selection_metric", "auc"),
     ("trainer.mode", "eager"),
-    pytest.param("trainer.weight_decay", "-0.1",
-                 marks=_gap("trainer.weight_decay < 0 is not validated - fix in the report")),
-    pytest.param("data.l7_top_k", "-1",
-                 marks=_gap("data.l7_top_k < 0 is not validated (the slice [:-1] silently "
-                            "drops the most frequent L7 values) - fix in the report")),
-    pytest.param("data.max_rows", "-5",
-                 marks=_gap("data.max_rows < 1 is not validated (pandas raises a ValueError "
-                            "with a traceback for a file) - fix in the report")),
+    ("trainer.weight_decay", "-0.1"),
+    ("data.l7_top_k", "-1"),
+    ("data.max_rows", "-5"),
 ])
 def test_invalid_values_are_rejected_naming_the_key(base_cfg, key, value):
     cfg = base_cfg.copy()
@@ -109,9 +97,10 @@ def _all_runs(uri: str) -> list:
 
 
 @pytest.mark.parametrize("override", ["model.dropout=1.0", "model.kernel_size=0",
-                                      "data.window=0", "data.window=700"])
+                                      "data.window=0", "data.window=700",
+                                      "+trainer.epoch=3"])
 def test_rejected_config_records_no_run(tmp_path, store, override):
-    key = override.split("=")[0]
+    key = override.lstrip("+").split("=")[0]
     cfg = compose(tiny_overrides(tmp_path) + [f"tracking.uri={store}", override,
                                               "tracking.experiment=rejected"])
     started = time.perf_counter()
@@ -182,8 +171,6 @@ def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path):
 
 
 @pytest.mark.slow
-@_gap("`python -m ids.run` installs no SIGTERM handler (ids.sweep does): the process dies "
-      "without unwinding and the MLflow run stays RUNNING - fix in the report")
 def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     db = tmp_path / "mlruns" / "mlflow.db"
     cmd = [PYTHON, "-m", "ids.run", *tiny_overrides(tmp_path), "trainer.epochs=500",

@@ -22,7 +22,7 @@ from ids.config import compose
 pytestmark = pytest.mark.slow  # starts a server (the project's `slow` marker lists servers)
 
 MLFLOW = ROOT / ".venv" / "bin" / "mlflow"
-WAIT_SECONDS = 90  # 2 busy cores: 4 uvicorn workers took 50-80 s to answer (see report)
+WAIT_SECONDS = 90  # `mlflow ui` defaults to 4 workers: 30-80 s to answer on 2 busy cores
 
 
 def _free_port() -> int:
