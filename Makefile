@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PORT ?= 5000
 UI_WORKERS ?= 1
+PG_PORT ?= 5432
 HOST ?= 127.0.0.1
 WORKERS ?=
 TRACKING_URI ?= sqlite:///mlruns/mlflow.db
@@ -59,6 +60,10 @@ format: $(STAMP) ## ruff format + autofix
 ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to change)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) \
 		--host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
+
+server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; data in servers/)
+	$(BIN)/python -m ids.servers team --dir servers --host $(HOST) --port $(PORT) \
+		--pg-port $(PG_PORT) $(ARGS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
 	$(BIN)/python -m ids.bench $(ARGS)

@@ -25,8 +25,9 @@ Method.
   T=10 and T=100 (the windows are strided views over one zero-padded copy of X per T: the view
   itself adds 0 bytes) and a second `prepare` with only the window changed (the in-process
   cache must return the same object).
-- train: `ids.train.fit` itself, `--epochs` epochs; throughput = windows / train_seconds of
-  epochs 2.. (per-step host work and the end-of-epoch sync included, compilation excluded);
+- train: `ids.train.fit` itself, 3 epochs (quick: 2) on 30,000 flows (PyNative: 6,000);
+  throughput = training windows / train_seconds of epochs 2.. (per-step host work and the
+  end-of-epoch sync included, compilation excluded);
   compilation = epoch 1's train_seconds minus a steady epoch. GRAPH vs PyNative, each batch
   size, and the kernel threads (`trainer.threads`, i.e. device_context.cpu.op_tuning.threads_num)
   1 vs the default (cores / workers). inference: `predict_proba` at trainer.eval_batch_size on
@@ -35,8 +36,10 @@ Method.
   evaluate_test=false, tracking on), three trials in one process: `first` (cold: data prepared,
   baselines fitted, store opened), `next` (only a model parameter changed: data and baselines
   must come from the caches) and `pruned` (raises optuna.TrialPruned after epoch 1, as the
-  pruner does). Each is split into data, compile, train, eval (validation scoring, threshold,
-  metrics, checkpoint), baselines and tracking+other (MLflow run, plots, model logging).
+  pruner does), 30,000 flows, 3 epochs. Each is split into data, compile, train, eval
+  (validation scoring, threshold, metrics, checkpoint), baselines and tracking+other (MLflow
+  run, plots, model logging), with the share of its time spent training. --quick skips the
+  trials' plots and model logging.
 - Other processes share the machine: each row gives the 1-minute load average at the end of
   each run (the bench's own process counts for 1 to 2 of it), `--repeat` runs per figure
   (default 2), and the value is the best run (the one least disturbed), all runs listed.
@@ -65,7 +68,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 SECTIONS = ("data", "train", "trial")
-# (flows for the data step, flows of the graph / PyNative throughput runs, epochs, trial flows)
+# Sizes: flows of the data step, of the graph / PyNative throughput runs and of the trials;
+# epochs; runs per figure; windows scored for inference; measurements at once.
 FULL = {"flows": 600_000, "graph_flows": 30_000, "pynative_flows": 6_000, "epochs": 3,
         "trial_flows": 30_000, "trial_epochs": 3, "repeat": 2, "infer_windows": 40_960, "jobs": 1,
         "trial_overrides": []}
@@ -85,9 +89,9 @@ class Rows:
         self.rows: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, value: float, unit: str, best: str = "max",
-            load: float | None = None, note: str = "") -> None:
-        row = self.rows.setdefault(name, {"unit": unit, "best": best, "runs": [], "load": [],
-                                          "note": note})
+            load: float | None = None) -> None:
+        """One run of a figure; `best` (max, min or median) picks the value from the runs."""
+        row = self.rows.setdefault(name, {"unit": unit, "best": best, "runs": [], "load": []})
         row["runs"].append(float(value))
         row["load"].append(float("nan") if load is None else float(load))
 
@@ -109,8 +113,8 @@ class Rows:
         for name, row in self.rows.items():
             runs = " ".join(_fmt(v) for v in row["runs"])
             load = " ".join("-" if math.isnan(x) else f"{x:.1f}" for x in row["load"])
-            line = f"{name:<44} {_fmt(self.value(name)):>12} {row['unit']:<10} {runs:<24} {load}"
-            lines.append(line + (f"  # {row['note']}" if row["note"] else ""))
+            lines.append(
+                f"{name:<44} {_fmt(self.value(name)):>12} {row['unit']:<10} {runs:<24} {load}")
         return "\n".join(lines)
 
 
@@ -233,8 +237,7 @@ def data_job(overrides: list[str], n_flows: int, windows: tuple[int, ...]) -> di
         prepared = data_mod.prepare(cfg.data)
         t1 = time.perf_counter()
         T = int(cfg.data.window)
-        for name in data_mod.SPLITS:
-            prepared.split(name).windows(T)
+        built = {name: prepared.split(name).windows(T) for name in data_mod.SPLITS}
         t2 = time.perf_counter()
     finally:
         data_mod.load_frame = load_frame
@@ -249,8 +252,7 @@ def data_job(overrides: list[str], n_flows: int, windows: tuple[int, ...]) -> di
     again = data_mod.prepare(cfg.data)
     out["cached_prepare_seconds"] = time.perf_counter() - t
     out["cache_hit"] = float(again is prepared)
-    w_again = prepared.train.windows(T)
-    out["windows_cached"] = float(w_again is prepared.train.windows(T))
+    out["windows_cached"] = float(all(again.split(n).windows(T) is w for n, w in built.items()))
     mem = {}
     for T in windows:
         feat = padded = extra = materialised = 0
@@ -279,6 +281,8 @@ def _with_flows(overrides: list[str], n_flows: int) -> list[str]:
 def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[int],
               n_flows: int, epochs: int, infer_windows: int, profile: bool = False) -> dict:
     """fit() at each batch size, then predict_proba throughput, in one mode and thread count."""
+    import numpy as np
+
     from ids import data as data_mod
     from ids import train as train_mod
     from ids.config import compose
@@ -305,19 +309,17 @@ def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[i
             bs_eff = min(int(bs), n_train)
             n_win = (n_train // bs_eff) * bs_eff
             train_s = [r["train_seconds"] for r in hist]
-            eval_s = [r["epoch_seconds"] - r["train_seconds"] for r in hist]
             steady = train_s[1:] or train_s
             out["batches"][int(bs)] = {
                 "windows_per_s": [n_win / s for s in steady],
                 "compile_seconds": max(0.0, train_s[0] - statistics.median(steady)),
-                "eval_compile_seconds": max(0.0, eval_s[0] - statistics.median(eval_s[1:] or eval_s)),
                 "steps_per_epoch": n_win // bs_eff,
             }
             model = result.model
         ebs = int(cfg.trainer.eval_batch_size)
         w = prepared.train.windows(T)
         reps = max(1, -(-int(infer_windows) // max(len(w), 1)))
-        x = w if reps == 1 else __import__("numpy").concatenate([w] * reps)
+        x = w if reps == 1 else np.concatenate([w] * reps)
         x = x[: int(infer_windows)]
         t = time.perf_counter()
         train_mod.predict_proba(model, x[:ebs], ebs)  # warm-up: the eval graph for this shape
@@ -510,7 +512,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
         exp_id = tracking.configure(cfg.tracking)
         ctx = tracking.start_run(exp_id, "bench-quick" if args.quick else "bench",
                                  tags={"ids.role": "bench", "bench.quick": str(args.quick)})
-    extra: dict[str, Any] = {"runs": {}}
+    extra: dict[str, Any] = {}
     started = time.perf_counter()
     with ctx as run:
         parent = run.info.run_id if run is not None else None
@@ -653,6 +655,8 @@ def plan_trial(rows: Rows, overrides: list[str], sizes: dict, parent: str | None
                         "tracking_other"):
                 rows.add(f"trial.{name}.{key}_seconds", t[key], "s", best="min", load=load)
             rows.add(f"trial.{name}.epochs", t["epochs"], "epochs", load=load)
+            rows.add(f"trial.{name}.training_share", t["train"] / t["total"], "of total",
+                     load=load)
         rows.add("trial.next.data_reused", r["next"]["same_data"] * float(
             r["next"]["windows_cached_before"] > 0), "bool", best="min", load=load)
         rows.add("trial.pruned_vs_complete", r["pruned"]["total"] / r["next"]["total"], "x",

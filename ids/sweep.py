@@ -11,6 +11,7 @@ nested MLflow run under one parent run per study; the study lives in `sweep.stor
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -27,6 +28,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
+from sqlalchemy import exc as sa_exc
 
 from ids import data as data_mod
 from ids import run as run_mod
@@ -55,18 +57,26 @@ def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
     hb = int(sweep_cfg.heartbeat_seconds)
-    try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=hb, grace_period=2 * hb,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=int(sweep_cfg.max_retry)),
-            engine_kwargs={"pool_pre_ping": True},
-        )
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
-        raise SweepError(
-            f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(exc).__name__}: {exc}). "
-            "Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
-            "postgresql://user:password@host:5432/db") from exc
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=hb, grace_period=2 * hb,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=int(sweep_cfg.max_retry)),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
+            # Workers starting at once on a new database race to create Optuna's tables and
+            # types ("duplicate key ... pg_type", "already exists"); the loser just retries.
+            error = exc
+            time.sleep(0.5 + attempt)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
+            error = exc
+            break
+    raise SweepError(
+        f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(error).__name__}: "
+        f"{error}). Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
+        "postgresql+psycopg2://user:password@host:5432/db") from error
 
 
 def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:
@@ -138,6 +148,10 @@ class Objective:
         if finished + ahead >= int(self.cfg.sweep.n_trials):
             trial.set_user_attr("fail_reason", "surplus: the study already had enough trials")
             raise SurplusTrial(f"trial {trial.number} is surplus")
+        if self.cfg.sweep.sampler != "qmc":  # QMC workers share one sequence and seed
+            # Seeded by the trial number, unique across workers and machines: two workers that
+            # start together on one study do not sample the same configuration.
+            trial.study.sampler = make_sampler(self.cfg.sweep, salt=trial.number)
         values = suggest(trial, self.cfg.sweep.params)
         tcfg = apply(self.cfg, values)
         tcfg.trainer.evaluate_test = False  # test data is touched once, by ids.promote
@@ -216,8 +230,7 @@ def _fmt(v: Any) -> str:
 def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, workers: int = 1,
                 on_trial=None) -> None:
     """Run trials until the study holds `sweep.n_trials` finished ones."""
-    study = load_study(cfg, salt=1000 * worker)
-    study.sampler = make_sampler(cfg.sweep, salt=1000 * worker + len(study.trials))
+    study = load_study(cfg, salt=1000 * worker)  # QMC keeps this one; others reseed per trial
     objective = Objective(cfg, parent_run_id, workers)
     n_target, deadline = int(cfg.sweep.n_trials), cfg.sweep.timeout_seconds
     started = time.monotonic()
@@ -259,30 +272,84 @@ def _worker_process(cfg_container: dict, parent_run_id: str | None, worker: int,
     worker_loop(cfg, parent_run_id, worker, workers)
 
 
+PARENT_ATTR = "mlflow.parent_run_id"  # study user attr: the one parent run of all workers
+
+
+def claim_study_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str,
+                     old: Any, new: Any) -> Any:
+    """Compare-and-set of a study user attr: `key` becomes `new` only if it is still `old`
+    (None: absent); returns the value that won. One INSERT (the table is unique on study and
+    key) or one UPDATE ... WHERE value = old, so of many workers racing on any number of
+    machines exactly one wins, on SQLite, PostgreSQL and MySQL alike (`set_user_attr` is an
+    upsert: the last writer would win)."""
+    import sqlalchemy as sa
+
+    table = sa.table("study_user_attributes", sa.column("study_id"), sa.column("key"),
+                     sa.column("value_json"))
+    try:
+        with storage.engine.begin() as conn:
+            if old is None:
+                conn.execute(sa.insert(table).values(study_id=study_id, key=key,
+                                                     value_json=json.dumps(new)))
+            else:
+                conn.execute(sa.update(table).where(
+                    table.c.study_id == study_id, table.c.key == key,
+                    table.c.value_json == json.dumps(old)).values(value_json=json.dumps(new)))
+    except sa_exc.IntegrityError:
+        pass  # another worker inserted first
+    return storage.get_study_user_attrs(study_id).get(key)
+
+
+def _usable_parent(client: MlflowClient, run_id: str, exp_id: str) -> bool:
+    """The stored parent run exists, is not deleted and is in this experiment (it is not when
+    mlruns/ was wiped or the study moved to another tracking server)."""
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return run.info.lifecycle_stage == "active" and run.info.experiment_id == exp_id
+
+
 def parent_run(cfg: DictConfig) -> str | None:
-    """The study's parent run: found again on resume (by tags), created the first time."""
+    """The study's one parent run, shared by every worker on every machine: its id lives in the
+    study (user attr `mlflow.parent_run_id`), set by whichever worker claims it first; a worker
+    that loses the race deletes the run it made and joins the winner's."""
     if not cfg.tracking.enabled:
         return None
     exp_id = tracking.configure(cfg.tracking)
-    study, storage = str(cfg.sweep.study), redact(str(cfg.sweep.storage))
-    found = mlflow.search_runs(
+    study, storage_url = str(cfg.sweep.study), redact(str(cfg.sweep.storage))
+    storage = storage_for(cfg.sweep)
+    study_id = storage.get_study_id_from_name(study)
+    client = MlflowClient()
+    current = storage.get_study_user_attrs(study_id).get(PARENT_ATTR)
+    if current and _usable_parent(client, current, exp_id):
+        client.update_run(current, status="RUNNING")
+        return current
+    found = mlflow.search_runs(  # a study started before the parent id was stored in it
         [exp_id], output_format="list",
         filter_string=f"tags.`ids.role` = 'sweep' and tags.`ids.study` = '{study}' "
-                      f"and tags.`ids.storage` = '{storage}'")
-    client = MlflowClient()
+                      f"and tags.`ids.storage` = '{storage_url}'")
     if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    tags = {**tracking.runtime_tags(), "ids.role": "sweep", "ids.study": study,
-            "ids.storage": storage}
-    run = client.create_run(exp_id, run_name=f"sweep-{study}", tags=tags)
+        mine, created = found[0].info.run_id, False
+    else:
+        tags = {**tracking.runtime_tags(), "ids.role": "sweep", "ids.study": study,
+                "ids.storage": storage_url}
+        mine, created = client.create_run(exp_id, run_name=f"sweep-{study}",
+                                          tags=tags).info.run_id, True
+    winner = claim_study_attr(storage, study_id, PARENT_ATTR, current, mine)
+    if winner != mine:
+        if created:
+            client.delete_run(mine)
+        return winner
+    if not created:
+        client.update_run(mine, status="RUNNING")
+        return mine
     params = {k: str(v)[:500] for k, v in tracking.flatten(
         OmegaConf.to_container(cfg.sweep, resolve=True), "sweep.").items()}
     for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
-    client.log_text(run.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    return run.info.run_id
+        client.log_param(mine, key, value)
+    client.log_text(mine, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    return mine
 
 
 def run_workers(cfg: DictConfig, parent_run_id: str | None) -> None:

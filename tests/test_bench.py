@@ -28,7 +28,8 @@ THREADS1 = ["train.graph.bs256.threads1.windows_per_s", "train.graph.bs256.threa
             "infer.graph.bs4096.threads1.compile_seconds", "train.threads1_vs_default.bs256"]
 TRIAL = [f"trial.{t}.{k}" for t in ("first", "next", "pruned")
          for k in ("total_seconds", "data_seconds", "compile_seconds", "train_seconds",
-                   "eval_seconds", "baselines_seconds", "tracking_other_seconds", "epochs")] + [
+                   "eval_seconds", "baselines_seconds", "tracking_other_seconds", "epochs",
+                   "training_share")] + [
     "trial.next.data_reused", "trial.pruned_vs_complete"]
 EXPECTED = DATA + TRAIN + TRIAL + ["bench.seconds"] + (
     THREADS1 if (os.cpu_count() or 1) > 1 else [])
