@@ -61,7 +61,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     class_weight: str = "none"  # none | balanced (weights the loss by inverse class frequency)
     patience: int = 5  # epochs without validation improvement before stopping; 0 = never
-    selection_metric: str = "f1"  # metric the threshold and the best epoch maximise on val
+    selection_metric: str = "mcc"  # metric the threshold, best epoch and sweep maximise on val
     mode: str = "graph"  # graph | pynative
     threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
     evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
@@ -93,7 +93,7 @@ class ParamSpec:
 class SweepConfig:
     study: str = "cnn_bilstm"
     storage: str = "sqlite:///sweeps/optuna.db"
-    n_trials: int = 12  # finished (COMPLETE or PRUNED) trials wanted in the study, in total
+    n_trials: int = 20  # finished (COMPLETE or PRUNED) trials wanted in the study, in total
     workers: int = 1
     sampler: str = "tpe"  # tpe | random | qmc
     pruner: str = "median"  # median | percentile | hyperband | successive_halving | threshold | none

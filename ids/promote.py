@@ -43,7 +43,7 @@ class PromoteError(RegistryError):
 
 def load_study(sweep_cfg) -> optuna.Study:
     """The existing study `sweep.study`; PromoteError listing the studies there if absent."""
-    from ids.sweep import storage_for
+    from ids.study import storage_for
 
     url = str(sweep_cfg.storage)
     db = tracking.sqlite_path(url)

@@ -11,7 +11,6 @@ nested MLflow run under one parent run per study; the study lives in `sweep.stor
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing as mp
 import os
@@ -19,7 +18,6 @@ import signal
 import sys
 import time
 import uuid
-import warnings
 from typing import Any
 
 import hydra
@@ -28,110 +26,27 @@ import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
-from sqlalchemy import exc as sa_exc
+from tqdm import tqdm
 
 from ids import data as data_mod
 from ids import run as run_mod
 from ids import tracking
 from ids.config import Config, ConfigError, validate
 from ids.data import DataError
-from ids.registry import redact
 from ids.space import apply, check_space, suggest
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Heartbeats and stale-trial retry are "experimental" in Optuna 5 but are what resuming needs.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-class SweepError(ConfigError):
-    """The sweep cannot start (storage, study); the message names the key and the fix."""
+from ids.study import (
+    FINISHED,
+    SweepError,
+    best_or_none,
+    counts,
+    load_study,
+    make_sampler,
+    parent_run,
+)
 
 
 class SurplusTrial(RuntimeError):
     """Another worker already holds the last open slot of the study."""
-
-
-def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
-    """Optuna RDB storage with heartbeats, so trials of a killed worker are found and retried."""
-    url = str(sweep_cfg.storage)
-    if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
-    hb = int(sweep_cfg.heartbeat_seconds)
-    for attempt in range(3):
-        try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=hb, grace_period=2 * hb,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=int(sweep_cfg.max_retry)),
-                engine_kwargs={"pool_pre_ping": True},
-            )
-        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
-            # Workers starting at once on a new database race to create Optuna's tables and
-            # types ("duplicate key ... pg_type", "already exists"); the loser just retries.
-            error = exc
-            time.sleep(0.5 + attempt)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
-            error = exc
-            break
-    raise SweepError(
-        f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(error).__name__}: "
-        f"{error}). Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
-        "postgresql+psycopg2://user:password@host:5432/db") from error
-
-
-def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:
-    """Seeded sampler; `salt` (worker, trials so far) keeps workers and resumes from repeating."""
-    seed = int(sweep_cfg.seed) + salt
-    if sweep_cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if sweep_cfg.sampler == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
-
-
-def make_pruner(sweep_cfg, epochs: int) -> optuna.pruners.BasePruner:
-    args = dict(sweep_cfg.pruner_args or {})
-    warmup = int(sweep_cfg.pruner_warmup_epochs)
-    name = sweep_cfg.pruner
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, "n_warmup_steps": warmup,
-                                              **args})
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(**{"percentile": 25.0, "n_startup_trials": 3,
-                                                  "n_warmup_steps": warmup, **args})
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**{"min_resource": 1, "max_resource": epochs,
-                                                 **args})
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**args)
-    return optuna.pruners.ThresholdPruner(**{"n_warmup_steps": warmup, **args})
-
-
-def load_study(cfg: DictConfig, salt: int = 0) -> optuna.Study:
-    s = cfg.sweep
-    try:
-        return optuna.create_study(
-            study_name=str(s.study), storage=storage_for(s), direction=str(s.direction),
-            sampler=make_sampler(s, salt), pruner=make_pruner(s, int(cfg.trainer.epochs)),
-            load_if_exists=True)
-    except TypeError as exc:
-        raise SweepError(f"sweep.pruner_args {dict(s.pruner_args)} do not fit pruner "
-                         f"'{s.pruner}': {exc}") from exc
-
-
-def counts(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running) trials: finished = COMPLETE + PRUNED; FAIL never counts."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return sum(st in FINISHED for st in states), states.count(TrialState.RUNNING)
-
-
-def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 class Objective:
@@ -244,7 +159,7 @@ def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, wor
             failures.append(t.user_attrs.get("fail_reason", "unknown error"))
         else:
             failures.clear()
-        print(trial_line(st, t, worker), flush=True)
+        tqdm.write(trial_line(st, t, worker))  # keeps the progress bar below the lines
         if on_trial is not None:
             on_trial(st, t)
 
@@ -272,90 +187,8 @@ def _worker_process(cfg_container: dict, parent_run_id: str | None, worker: int,
     worker_loop(cfg, parent_run_id, worker, workers)
 
 
-PARENT_ATTR = "mlflow.parent_run_id"  # study user attr: the one parent run of all workers
-
-
-def claim_study_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str,
-                     old: Any, new: Any) -> Any:
-    """Compare-and-set of a study user attr: `key` becomes `new` only if it is still `old`
-    (None: absent); returns the value that won. One INSERT (the table is unique on study and
-    key) or one UPDATE ... WHERE value = old, so of many workers racing on any number of
-    machines exactly one wins, on SQLite, PostgreSQL and MySQL alike (`set_user_attr` is an
-    upsert: the last writer would win)."""
-    import sqlalchemy as sa
-
-    table = sa.table("study_user_attributes", sa.column("study_id"), sa.column("key"),
-                     sa.column("value_json"))
-    try:
-        with storage.engine.begin() as conn:
-            if old is None:
-                conn.execute(sa.insert(table).values(study_id=study_id, key=key,
-                                                     value_json=json.dumps(new)))
-            else:
-                conn.execute(sa.update(table).where(
-                    table.c.study_id == study_id, table.c.key == key,
-                    table.c.value_json == json.dumps(old)).values(value_json=json.dumps(new)))
-    except sa_exc.IntegrityError:
-        pass  # another worker inserted first
-    return storage.get_study_user_attrs(study_id).get(key)
-
-
-def _usable_parent(client: MlflowClient, run_id: str, exp_id: str) -> bool:
-    """The stored parent run exists, is not deleted and is in this experiment (it is not when
-    mlruns/ was wiped or the study moved to another tracking server)."""
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    return run.info.lifecycle_stage == "active" and run.info.experiment_id == exp_id
-
-
-def parent_run(cfg: DictConfig) -> str | None:
-    """The study's one parent run, shared by every worker on every machine: its id lives in the
-    study (user attr `mlflow.parent_run_id`), set by whichever worker claims it first; a worker
-    that loses the race deletes the run it made and joins the winner's."""
-    if not cfg.tracking.enabled:
-        return None
-    exp_id = tracking.configure(cfg.tracking)
-    study, storage_url = str(cfg.sweep.study), redact(str(cfg.sweep.storage))
-    storage = storage_for(cfg.sweep)
-    study_id = storage.get_study_id_from_name(study)
-    client = MlflowClient()
-    current = storage.get_study_user_attrs(study_id).get(PARENT_ATTR)
-    if current and _usable_parent(client, current, exp_id):
-        client.update_run(current, status="RUNNING")
-        return current
-    found = mlflow.search_runs(  # a study started before the parent id was stored in it
-        [exp_id], output_format="list",
-        filter_string=f"tags.`ids.role` = 'sweep' and tags.`ids.study` = '{study}' "
-                      f"and tags.`ids.storage` = '{storage_url}'")
-    if found:
-        mine, created = found[0].info.run_id, False
-    else:
-        tags = {**tracking.runtime_tags(), "ids.role": "sweep", "ids.study": study,
-                "ids.storage": storage_url}
-        mine, created = client.create_run(exp_id, run_name=f"sweep-{study}",
-                                          tags=tags).info.run_id, True
-    winner = claim_study_attr(storage, study_id, PARENT_ATTR, current, mine)
-    if winner != mine:
-        if created:
-            client.delete_run(mine)
-        return winner
-    if not created:
-        client.update_run(mine, status="RUNNING")
-        return mine
-    params = {k: str(v)[:500] for k, v in tracking.flatten(
-        OmegaConf.to_container(cfg.sweep, resolve=True), "sweep.").items()}
-    for key, value in params.items():
-        client.log_param(mine, key, value)
-    client.log_text(mine, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    return mine
-
-
 def run_workers(cfg: DictConfig, parent_run_id: str | None) -> None:
     """N spawned processes on one study; this process draws the progress bar."""
-    from tqdm import tqdm
-
     n = int(cfg.sweep.workers)
     threads = max(1, (os.cpu_count() or 1) // n)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -391,8 +224,6 @@ def run_workers(cfg: DictConfig, parent_run_id: str | None) -> None:
 
 def sweep(cfg: DictConfig) -> dict:
     """Run (or resume) the study and return the summary written by `study_report.finalize`."""
-    from tqdm import tqdm
-
     from ids.study_report import finalize
 
     validate(cfg)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import runpy
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,12 @@ def tiny_cfg(tmp_path):
         return compose(tiny_overrides(tmp_path) + list(extra))
 
     return make
+
+
+def run_cli(monkeypatch, module: str, *args: str) -> None:
+    """`python -m <module> args` in this process: runpy gives Hydra the module as __main__,
+    so it finds ../conf as it does from the command line."""
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
+        runpy.run_module(module, run_name="__main__")

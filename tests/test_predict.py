@@ -4,16 +4,12 @@ Loading by models:/ and runs:/ URIs is covered in test_promote.py (a real regist
 
 from __future__ import annotations
 
-import runpy
-import sys
-import warnings
-
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_overrides
+from conftest import run_cli, tiny_overrides
 from ids import data as data_mod
 from ids import synthetic
 from ids.config import ConfigError, compose
@@ -22,15 +18,6 @@ from ids.inference import IdsPyfuncModel, Scorer
 from ids.predict import predict_file
 from ids.registry import ModelNotFound, load_scorer, resolve_model
 from ids.train import fit, setup_runtime
-
-
-def run_cli(monkeypatch, module: str, *args: str) -> None:
-    """`python -m <module> args` in this process: runpy gives Hydra the module as __main__,
-    so it finds ../conf as it does from the command line."""
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
-        runpy.run_module(module, run_name="__main__")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,6 @@ registry, real MindSpore training. One 2-trial sweep is shared by the whole modu
 
 from __future__ import annotations
 
-import runpy
-import sys
-import warnings
-
 import numpy as np
 import optuna
 import pandas as pd
@@ -14,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
-from conftest import tiny_overrides
+from conftest import run_cli, tiny_overrides
 from ids import data as data_mod
 from ids import synthetic
 from ids.config import ConfigError, ParamSpec, compose
@@ -53,15 +49,6 @@ def study(tmp_path_factory):
 def promoted(study):
     tmp, cfg = study
     return tmp, cfg, promote(cfg)
-
-
-def run_cli(monkeypatch, module: str, *args: str) -> None:
-    """`python -m <module> args` in this process: runpy gives Hydra the module as __main__,
-    so it finds ../conf as it does from the command line."""
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
-        runpy.run_module(module, run_name="__main__")
 
 
 def client_of(cfg) -> MlflowClient:

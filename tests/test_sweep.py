@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from conftest import ROOT, tiny_overrides
 from ids.config import ParamSpec, compose
 from ids.space import SpaceError
-from ids.sweep import SweepError, load_study, sweep
+from ids.study import SweepError, load_study
+from ids.sweep import sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SMALL_SPACE = {
@@ -84,7 +85,8 @@ def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
                                                                            "best.yaml"}
     # The objective is the validation metric of the trial's best epoch, never a test metric.
     best_child = client.get_run(parent.data.tags["best.run_id"])
-    assert best_child.data.metrics["best/val_f1"] == pytest.approx(study.best_value)
+    metric = cfg.trainer.selection_metric
+    assert best_child.data.metrics[f"best/val_{metric}"] == pytest.approx(study.best_value)
     assert not any(k.startswith("test/") for k in best_child.data.metrics)
 
 
@@ -127,7 +129,8 @@ def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path):
     for key, value in best.params.items():
         assert run.data.params[key] == str(value)
     # Dropout masks are not bit-reproducible in MindSpore: equal up to a hair.
-    assert run.data.metrics["best/val_f1"] == pytest.approx(best.value, abs=2e-3)
+    metric = cfg.trainer.selection_metric
+    assert run.data.metrics[f"best/val_{metric}"] == pytest.approx(best.value, abs=2e-3)
 
 
 def test_failing_trial_does_not_stop_the_study(tmp_path):

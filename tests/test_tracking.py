@@ -152,9 +152,10 @@ def test_final_test_metrics_baselines_and_threshold_are_logged(tracked):
     assert summary["threshold"] == t.records[best - 1]["val/threshold"]
     history = {m.step: m.value for m in t.client.get_metric_history(t.run_id, "val/threshold")}
     assert metrics["threshold"] == history[best]
-    # The best epoch maximises the validation selection metric (f1 here).
-    f1 = {m.step: m.value for m in t.client.get_metric_history(t.run_id, "val/f1")}
-    assert f1[best] == max(f1.values()) == metrics["best/val_f1"]
+    # The best epoch maximises the validation selection metric.
+    metric = t.cfg.trainer.selection_metric
+    curve = {m.step: m.value for m in t.client.get_metric_history(t.run_id, f"val/{metric}")}
+    assert curve[best] == max(curve.values()) == metrics[f"best/val_{metric}"]
 
 
 def test_plots_are_logged_as_images(tracked):

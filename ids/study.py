@@ -1,0 +1,197 @@
+"""The Optuna study behind a sweep, and its one MLflow parent run.
+
+Storage with heartbeats (a killed worker's trial is failed and retried), seeded samplers,
+pruners by name, and the parent run that every worker, on any machine, must agree on: its id is
+claimed in the study's user attributes with a compare-and-set, so two workers that start
+together do not create two parents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+from sqlalchemy import exc as sa_exc
+
+from ids import tracking
+from ids.config import ConfigError
+from ids.registry import redact
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Heartbeats and stale-trial retry are "experimental" in Optuna 5 but are what resuming needs.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class SweepError(ConfigError):
+    """The sweep cannot start (storage, study); the message names the key and the fix."""
+
+
+def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
+    """Optuna RDB storage with heartbeats, so trials of a killed worker are found and retried."""
+    url = str(sweep_cfg.storage)
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
+    hb = int(sweep_cfg.heartbeat_seconds)
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=hb, grace_period=2 * hb,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=int(sweep_cfg.max_retry)),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
+            # Workers starting at once on a new database race to create Optuna's tables and
+            # types ("duplicate key ... pg_type", "already exists"); the loser just retries.
+            error = exc
+            time.sleep(0.5 + attempt)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
+            error = exc
+            break
+    raise SweepError(
+        f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(error).__name__}: "
+        f"{error}). Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
+        "postgresql+psycopg2://user:password@host:5432/db") from error
+
+
+def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:
+    """Seeded sampler; `salt` (worker, trials so far) keeps workers and resumes from repeating."""
+    seed = int(sweep_cfg.seed) + salt
+    if sweep_cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if sweep_cfg.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def make_pruner(sweep_cfg, epochs: int) -> optuna.pruners.BasePruner:
+    args = dict(sweep_cfg.pruner_args or {})
+    warmup = int(sweep_cfg.pruner_warmup_epochs)
+    name = sweep_cfg.pruner
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, "n_warmup_steps": warmup,
+                                              **args})
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(**{"percentile": 25.0, "n_startup_trials": 3,
+                                                  "n_warmup_steps": warmup, **args})
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**{"min_resource": 1, "max_resource": epochs,
+                                                 **args})
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**args)
+    return optuna.pruners.ThresholdPruner(**{"n_warmup_steps": warmup, **args})
+
+
+def load_study(cfg: DictConfig, salt: int = 0) -> optuna.Study:
+    s = cfg.sweep
+    try:
+        return optuna.create_study(
+            study_name=str(s.study), storage=storage_for(s), direction=str(s.direction),
+            sampler=make_sampler(s, salt), pruner=make_pruner(s, int(cfg.trainer.epochs)),
+            load_if_exists=True)
+    except TypeError as exc:
+        raise SweepError(f"sweep.pruner_args {dict(s.pruner_args)} do not fit pruner "
+                         f"'{s.pruner}': {exc}") from exc
+
+
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials: finished = COMPLETE + PRUNED; FAIL never counts."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return sum(st in FINISHED for st in states), states.count(TrialState.RUNNING)
+
+
+def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+PARENT_ATTR = "mlflow.parent_run_id"  # study user attr: the one parent run of all workers
+
+
+def claim_study_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str,
+                     old: Any, new: Any) -> Any:
+    """Compare-and-set of a study user attr: `key` becomes `new` only if it is still `old`
+    (None: absent); returns the value that won. One INSERT (the table is unique on study and
+    key) or one UPDATE ... WHERE value = old, so of many workers racing on any number of
+    machines exactly one wins, on SQLite, PostgreSQL and MySQL alike (`set_user_attr` is an
+    upsert: the last writer would win)."""
+    import sqlalchemy as sa
+
+    table = sa.table("study_user_attributes", sa.column("study_id"), sa.column("key"),
+                     sa.column("value_json"))
+    try:
+        with storage.engine.begin() as conn:
+            if old is None:
+                conn.execute(sa.insert(table).values(study_id=study_id, key=key,
+                                                     value_json=json.dumps(new)))
+            else:
+                conn.execute(sa.update(table).where(
+                    table.c.study_id == study_id, table.c.key == key,
+                    table.c.value_json == json.dumps(old)).values(value_json=json.dumps(new)))
+    except sa_exc.IntegrityError:
+        pass  # another worker inserted first
+    return storage.get_study_user_attrs(study_id).get(key)
+
+
+def _usable_parent(client: MlflowClient, run_id: str, exp_id: str) -> bool:
+    """The stored parent run exists, is not deleted and is in this experiment (it is not when
+    mlruns/ was wiped or the study moved to another tracking server)."""
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return run.info.lifecycle_stage == "active" and run.info.experiment_id == exp_id
+
+
+def parent_run(cfg: DictConfig) -> str | None:
+    """The study's one parent run, shared by every worker on every machine: its id lives in the
+    study (user attr `mlflow.parent_run_id`), set by whichever worker claims it first; a worker
+    that loses the race deletes the run it made and joins the winner's."""
+    if not cfg.tracking.enabled:
+        return None
+    exp_id = tracking.configure(cfg.tracking)
+    study, storage_url = str(cfg.sweep.study), redact(str(cfg.sweep.storage))
+    storage = storage_for(cfg.sweep)
+    study_id = storage.get_study_id_from_name(study)
+    client = MlflowClient()
+    current = storage.get_study_user_attrs(study_id).get(PARENT_ATTR)
+    if current and _usable_parent(client, current, exp_id):
+        client.update_run(current, status="RUNNING")
+        return current
+    found = mlflow.search_runs(  # a study started before the parent id was stored in it
+        [exp_id], output_format="list",
+        filter_string=f"tags.`ids.role` = 'sweep' and tags.`ids.study` = '{study}' "
+                      f"and tags.`ids.storage` = '{storage_url}'")
+    if found:
+        mine, created = found[0].info.run_id, False
+    else:
+        tags = {**tracking.runtime_tags(), "ids.role": "sweep", "ids.study": study,
+                "ids.storage": storage_url}
+        mine, created = client.create_run(exp_id, run_name=f"sweep-{study}",
+                                          tags=tags).info.run_id, True
+    winner = claim_study_attr(storage, study_id, PARENT_ATTR, current, mine)
+    if winner != mine:
+        if created:
+            client.delete_run(mine)
+        return winner
+    if not created:
+        client.update_run(mine, status="RUNNING")
+        return mine
+    params = {k: str(v)[:500] for k, v in tracking.flatten(
+        OmegaConf.to_container(cfg.sweep, resolve=True), "sweep.").items()}
+    for key, value in params.items():
+        client.log_param(mine, key, value)
+    client.log_text(mine, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    return mine
