@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -74,7 +75,9 @@ def train(
     ctx = (tracking.start_run(exp_id, cfg.tracking.run_name, parent_run_id, tags) if enabled
            else nullcontext())
     started = time.perf_counter()
-    with ctx as run:
+    # The checkpoint lives as long as the run unless trainer.checkpoint_dir keeps it: the model
+    # that matters is logged to MLflow.
+    with ctx as run, tempfile.TemporaryDirectory(prefix="ids-ckpt-") as scratch:
         if enabled:
             tracking.log_config(cfg)
             tracking.log_data(prepared.info)
@@ -86,7 +89,8 @@ def train(
             if on_epoch is not None:
                 on_epoch(epoch, record)
 
-        result = fit(cfg, prepared, on_epoch=epoch_hook)
+        result = fit(cfg, prepared, on_epoch=epoch_hook,
+                     checkpoint_dir=cfg.trainer.checkpoint_dir or scratch)
         summary = summarise(cfg, prepared, result)
         summary["seconds"] = time.perf_counter() - started
         if enabled:

@@ -103,6 +103,7 @@ def fit(
     cfg,
     prepared: Prepared,
     on_epoch: Callable[[int, dict], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> FitResult:
     """Train the CNN-BiLSTM; `on_epoch(epoch, record)` may raise (e.g. optuna.TrialPruned)."""
     t_cfg, window = cfg.trainer, int(cfg.data.window)
@@ -128,7 +129,7 @@ def fit(
         optimizer(grads)
         return loss
 
-    ckpt_dir = Path(t_cfg.checkpoint_dir or tempfile.mkdtemp(prefix="ids-ckpt-"))
+    ckpt_dir = Path(checkpoint_dir or t_cfg.checkpoint_dir or tempfile.mkdtemp(prefix="ids-ckpt-"))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / "best.ckpt"
     bs = min(int(t_cfg.batch_size), len(train_w))
