@@ -78,7 +78,7 @@ def test_promote_registers_best_trial_as_champion(promoted):
     assert tags["trial.number"] == str(best.number)
     assert float(tags["trial.value"]) == best.value
     assert tags["ids.run_id"] == best.user_attrs["run_id"]
-    assert tags["objective"] == "val/f1"
+    assert tags["objective"] == f"val/{cfg.trainer.selection_metric}"
     for key, value in best.params.items():
         assert tags[f"param.{key}"] == str(value)
 
