@@ -11,7 +11,6 @@ on the same flows, logs everything to MLflow and prints the report.
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
 import time
@@ -182,8 +181,7 @@ def fail(exc: Exception) -> None:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # SIGTERM (kill, timeout, a scheduler) unwinds like Ctrl-C: the MLflow run ends KILLED.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    tracking.end_runs_killed_on_sigterm()
     try:
         summary = train(cfg)
     except (ConfigError, DataError, NonFiniteLoss) as exc:

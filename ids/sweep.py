@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import signal
 import sys
 import time
 import uuid
@@ -57,9 +56,9 @@ class Objective:
         self.exp_id = tracking.configure(cfg.tracking) if cfg.tracking.enabled else None
 
     def __call__(self, trial: optuna.Trial) -> float:
-        finished = sum(t.state in FINISHED for t in trial.study.get_trials(deepcopy=False))
-        ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number
-                    for t in trial.study.get_trials(deepcopy=False))
+        trials = trial.study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         if finished + ahead >= int(self.cfg.sweep.n_trials):
             trial.set_user_attr("fail_reason", "surplus: the study already had enough trials")
             raise SurplusTrial(f"trial {trial.number} is surplus")
@@ -181,7 +180,7 @@ def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, wor
 def _worker_process(cfg_container: dict, parent_run_id: str | None, worker: int,
                     workers: int) -> None:
     """Entry point of a spawned worker: rebuild the typed config and run the loop."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs end KILLED, not RUNNING
+    tracking.end_runs_killed_on_sigterm()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_container)
     worker_loop(cfg, parent_run_id, worker, workers)
@@ -254,7 +253,7 @@ def sweep(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs end KILLED, not RUNNING
+    tracking.end_runs_killed_on_sigterm()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         summary = sweep(cfg)

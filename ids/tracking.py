@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +56,12 @@ def configure(tracking_cfg) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def end_runs_killed_on_sigterm() -> None:
+    """SIGTERM (kill, timeout, a scheduler) unwinds like Ctrl-C, so `start_run` ends the run
+    KILLED instead of leaving it RUNNING. Entry points call this once."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def runtime_tags() -> dict[str, str]:
