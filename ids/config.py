@@ -41,7 +41,6 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "cnn_bilstm"
     conv_layers: int = 2  # Conv1d + ReLU + MaxPool + Dropout blocks
     filters: int = 64  # channels of every conv block
     kernel_size: int = 3
@@ -60,7 +59,7 @@ class TrainerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     class_weight: str = "none"  # none | balanced (weights the loss by inverse class frequency)
-    patience: int = 5  # epochs without validation improvement before stopping; 0 = never
+    patience: int = 3  # epochs without validation improvement before stopping; 0 = never
     selection_metric: str = "mcc"  # metric the threshold, best epoch and sweep maximise on val
     mode: str = "graph"  # graph | pynative
     threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
@@ -99,7 +98,6 @@ class SweepConfig:
     pruner: str = "median"  # median | percentile | hyperband | successive_halving | threshold | none
     pruner_warmup_epochs: int = 1  # epochs before a trial may be pruned
     pruner_args: dict[str, Any] = field(default_factory=dict)  # extra kwargs for the pruner
-    direction: str = "maximize"
     seed: int = 0
     heartbeat_seconds: int = 30
     max_retry: int = 1  # a trial of a killed worker is retried this many times
@@ -211,18 +209,10 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
     _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
     _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
-    _check(s.direction in ("maximize", "minimize"), "sweep.direction", "maximize or minimize", s.direction)
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
     _check(s.pruner in PRUNERS, "sweep.pruner", f"one of {', '.join(PRUNERS)}", s.pruner)
     _check(s.max_failures >= 1, "sweep.max_failures", ">= 1", s.max_failures)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
-
-
-def to_container(cfg: Config | DictConfig) -> dict[str, Any]:
-    """Plain dict of a config (resolved), for logging and pickling."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
 CONF_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")

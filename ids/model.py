@@ -101,7 +101,7 @@ class CNNBiLSTM(nn.Cell):
 
 
 def build_model(n_features: int, window: int, model_cfg: Any) -> CNNBiLSTM:
-    """A `CNNBiLSTM` from a ModelConfig-like object (DictConfig or dataclass); `name` ignored."""
+    """A `CNNBiLSTM` from a ModelConfig-like object (DictConfig or dataclass)."""
     return CNNBiLSTM(
         n_features=int(n_features),
         window=int(window),

@@ -96,7 +96,7 @@ def load_study(cfg: DictConfig, salt: int = 0) -> optuna.Study:
     s = cfg.sweep
     try:
         return optuna.create_study(
-            study_name=str(s.study), storage=storage_for(s), direction=str(s.direction),
+            study_name=str(s.study), storage=storage_for(s), direction="maximize",
             sampler=make_sampler(s, salt), pruner=make_pruner(s, int(cfg.trainer.epochs)),
             load_if_exists=True)
     except TypeError as exc:

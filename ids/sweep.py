@@ -5,7 +5,7 @@
     make sweep WORKERS=2                         # two worker processes on one study
 
 Objective: the validation selection metric of the trial's best epoch (`trainer.selection_metric`,
-F1 by default); never a test metric. Every epoch is reported to the pruner. Each trial is a
+MCC by default); never a test metric; always maximised. Every epoch is reported to the pruner. Each trial is a
 nested MLflow run under one parent run per study; the study lives in `sweep.storage`.
 """
 

@@ -18,10 +18,9 @@ from optuna.trial import TrialState
 from conftest import ROOT, tiny_overrides
 from ids.config import ParamSpec, compose
 from ids.space import SpaceError
-from ids.study import SweepError, load_study
+from ids.study import FINISHED, SweepError, load_study
 from ids.sweep import sweep
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SMALL_SPACE = {
     "model.kernel_size": {"type": "int", "low": 2, "high": 4},
     "model.lstm_units": {"type": "categorical", "choices": [4, 8]},

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, tiny_overrides
 from ids import data as data_mod
-from ids import synthetic
+from ids import synthetic, tracking
 from ids.config import compose
 from ids.inference import LABEL, SCORE, load_scorer
 from ids.metrics import REPORT_METRICS
@@ -48,16 +48,6 @@ def tracked(tmp_path_factory):
                            run=run, run_id=summary["run_id"], uri=str(cfg.tracking.uri))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _artifact(t, path: str) -> Path:
     return Path(t.client.download_artifacts(t.run_id, path, str(t.tmp / "dl")))
 
@@ -78,7 +68,7 @@ def test_resolved_config_is_logged_as_params_and_as_yaml(tracked):
     t = tracked
     resolved = OmegaConf.to_container(t.cfg, resolve=True)
     params = t.run.data.params
-    expected = {k: v for k, v in _flatten(resolved).items()
+    expected = {k: v for k, v in tracking.flatten(resolved).items()
                 if not k.startswith(("sweep.params.", "paper."))}
     assert len(expected) > 50
     for key, value in expected.items():
