@@ -1,5 +1,9 @@
 """NetFlow data: load (file or synthetic), validate, split, encode, and window flows.
 
+`data.dedup=exact` first drops every flow identical to an earlier one (raw features, Label and
+Attack; identifiers only when kept): the splits and windows then run over the remaining flows,
+so a window's "previous" flows skip the dropped ones. `Split.rows` still index the file.
+
 Split first, window second: train/val/test are contiguous blocks in flow order (or, with
 `data.split=chunks`, fixed-size contiguous chunks dealt to the splits at random by `data.seed`,
 each split the concatenation of its chunks in file order). Windows are built per split, so none
@@ -434,6 +438,7 @@ def _prepare(data_cfg) -> Prepared:
     splits = {name: Split(_take(X_all, rows), y_all[rows], att[rows], rows, hashes[rows])
               for name, rows in idx.items()}
     tr = splits["train"]
+    seen = overlap.TrainIndex(tr.hashes, tr.y)
     digest = hashlib.sha1(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     info = {"source": data_cfg.source,
             "path": None if data_cfg.source == "synthetic" else str(data_cfg.path),
@@ -444,8 +449,8 @@ def _prepare(data_cfg) -> Prepared:
             "keep_identifiers": pre.keep_identifiers,
             "dedup": {"mode": str(getattr(data_cfg, "dedup", "none")),
                       "dropped": len(df) - len(kept), "kept": len(kept)},
-            "overlap": {name: overlap.overlap_stats(tr.hashes, tr.y, splits[name].hashes,
-                                                    splits[name].y) for name in ("val", "test")},
+            "overlap": {name: seen.stats(splits[name].hashes, splits[name].y)
+                        for name in ("val", "test")},
             "settings": _settings(data_cfg)}
     return Prepared(preprocessor=pre, feature_names=list(pre.feature_names_), info=info, **splits)
 

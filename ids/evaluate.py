@@ -8,12 +8,13 @@
 Configured data (no `input`): the test split of the MODEL's own data config, read from the
 config.yaml its training run logged (`ids.lineage`): the same split as in training. A data
 setting on the command line that differs from the model's is an error naming the key and both
-values; a data file whose content changed since training is an error too. The raw test flows go through the MODEL's own preprocessor (fitted on its training
-split), and windows are built within the split, zero-padded at its start, as in training. The
-baselines are `ids.run.split_baselines` on the same flows.
+values; a data file whose content changed since training is an error too. The raw test flows
+go through the MODEL's own preprocessor (fitted on its training split), and windows are built
+within the split, zero-padded at its start, as in training. The baselines are
+`ids.run.split_baseline_scores` on the same flows.
 
 `input=FILE`: the whole file is test data (Label required), windows run over the file in order.
-The baselines are trained on the configured data's train split (threshold tuned on its val
+The baselines are trained on the model's data config's train split (threshold tuned on its val
 split), then score the file's flows through the configured data's preprocessor.
 
 Both modes report all flows and the unseen ones (flows whose features do not occur in the
@@ -86,14 +87,18 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
     path = str(cfg.input)
     y, attack = flows[LABEL].to_numpy(np.float32), flows[ATTACK].to_numpy(object)
     base, note = {}, None
-    prepared = data_mod.prepare(cfg.data)  # the model's training data: copies, baselines
-    cols = list(prepared.preprocessor.input_columns_)
     unseen, stats = np.ones(len(y), dtype=bool), None
-    if all(c in flows.columns for c in cols):
+    try:
+        prepared = data_mod.prepare(cfg.data)  # the model's training data: copies, baselines
+    except DataError as exc:
+        prepared, note = None, ("copies of training flows and baselines skipped: the model's "
+                                f"training data is not available ({exc})")
+    cols = list(prepared.preprocessor.input_columns_) if prepared else []
+    if prepared and all(c in flows.columns for c in cols):
         hashes = row_hashes(flows, cols)
         unseen = ~copy_mask(prepared.train.hashes, hashes)
         stats = overlap_stats(prepared.train.hashes, prepared.train.y, hashes, y)
-    if cfg.trainer.baselines:
+    if prepared and cfg.trainer.baselines:
         try:
             Xb = prepared.preprocessor.transform(flows)
         except DataError as exc:
@@ -130,7 +135,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
     notes = []
     if model_cfg is not None:
         lineage.check(cfg, model_cfg, overrides, f"model {ref.label}")
-        cfg = lineage.adopt(cfg, model_cfg)
+        cfg = lineage.adopt(cfg, model_cfg, overrides=overrides)
     else:
         notes.append("note: the model's training config is not in the store (no config.yaml "
                      "of its run): the data.* settings given here are used")

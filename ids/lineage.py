@@ -10,6 +10,7 @@ explicit with `input=...`.
 
 from __future__ import annotations
 
+import copy
 import os
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -49,9 +50,18 @@ def explicit_data_keys(overrides: list[str] | None) -> set[str]:
     return keys
 
 
+def _moved(given, model_path) -> bool:
+    """The model's data file is not where its run saw it (another folder or machine) and the
+    given one exists: take the given file; the content hash check in ids.evaluate decides."""
+    return bool(given and model_path and os.path.exists(str(given))
+                and not os.path.exists(str(model_path)))
+
+
 def _same(key: str, a, b) -> bool:
     if key == "path" and a and b and os.path.exists(str(a)) and os.path.exists(str(b)):
         return os.path.realpath(str(a)) == os.path.realpath(str(b))
+    if key == "path" and _moved(a, b):
+        return True
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(key, x, y) for x, y in zip(a, b, strict=True))
     return a == b
@@ -83,11 +93,13 @@ def check(cfg: DictConfig, model_cfg: DictConfig, overrides: list[str] | None,
                           "is used), or score another file explicitly with input=...")
 
 
-def adopt(cfg: DictConfig, model_cfg: DictConfig, groups=("data",)) -> DictConfig:
+def adopt(cfg: DictConfig, model_cfg: DictConfig, groups=("data",),
+          overrides: list[str] | None = None) -> DictConfig:
     """`cfg` with the model's seed and `groups` (data, model, trainer) put in; the trainer's
     runtime keys stay as given today. Without 'trainer' in groups the model's
-    selection_metric is still taken (the baselines' threshold follows it)."""
-    out = cfg.copy()
+    selection_metric is still taken (the baselines' threshold follows it). A data.path given
+    explicitly is kept when the model's file is not there (see `_moved`)."""
+    out = copy.deepcopy(cfg)  # DictConfig.copy() shares child nodes with the caller's cfg
     with open_dict(out):
         out.seed = model_cfg.seed
         for group in groups:
@@ -98,6 +110,9 @@ def adopt(cfg: DictConfig, model_cfg: DictConfig, groups=("data",)) -> DictConfi
             out[group] = node
         if "trainer" not in groups:
             out.trainer.selection_metric = model_cfg.trainer.selection_metric
+        keys = explicit_data_keys(overrides)
+        if ("path" in keys or "*" in keys) and _moved(cfg.data.path, model_cfg.data.path):
+            out.data.path = cfg.data.path
     return out
 
 

@@ -46,31 +46,59 @@ def duplicate_mask(feature_hashes: np.ndarray, labels, attack) -> np.ndarray:
     return pd.Series(key).duplicated(keep="first").to_numpy()
 
 
+class TrainIndex:
+    """The distinct feature hashes of a training split and which labels each one carries: built
+    once (one hash-table pass), then every membership test is a look-up."""
+
+    def __init__(self, train_hashes: np.ndarray, train_y=None) -> None:
+        codes, uniques = pd.factorize(np.asarray(train_hashes, dtype=np.uint64))
+        self.index = pd.Index(uniques)
+        self.has = {}
+        if train_y is not None:
+            y = np.asarray(train_y).astype(bool)
+            for label, rows in ((1, y), (0, ~y)):
+                flag = np.zeros(len(uniques) + 1, dtype=bool)  # last slot: "not in train"
+                flag[codes[rows]] = True
+                self.has[label] = flag
+
+    def positions(self, hashes: np.ndarray) -> np.ndarray:
+        return self.index.get_indexer(np.asarray(hashes, dtype=np.uint64))
+
+    def copies(self, hashes: np.ndarray) -> np.ndarray:
+        """True where a flow's feature vector occurs in the training split."""
+        return self.positions(hashes) >= 0
+
+    def stats(self, hashes: np.ndarray, y) -> dict:
+        """Share of flows that are copies of a training flow, overall and per class, and the
+        number of conflicting copies (same features in train with the other label)."""
+        y = np.asarray(y).astype(bool)
+        pos = self.positions(hashes)
+        copies = pos >= 0
+        conflicting = (copies & ~y & self.has[1][pos]) | (copies & y & self.has[0][pos])
+        n_b, n_a = int((~y).sum()), int(y.sum())
+
+        def share(num, den: int) -> float:
+            return float(num / den) if den else 0.0
+
+        return {"n": len(y), "copies": int(copies.sum()),
+                "copy_share": share(copies.sum(), len(y)),
+                "benign": n_b, "benign_copies": int(copies[~y].sum()),
+                "copy_share_benign": share(copies[~y].sum(), n_b),
+                "attack": n_a, "attack_copies": int(copies[y].sum()),
+                "copy_share_attack": share(copies[y].sum(), n_a),
+                "conflicting": int(conflicting.sum()),
+                "unseen": int((~copies).sum()), "unseen_benign": int((~copies & ~y).sum()),
+                "unseen_attack": int((~copies & y).sum())}
+
+
 def copy_mask(train_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """True where a flow's feature vector occurs in the training split."""
-    return np.asarray(pd.Index(train_hashes).unique().get_indexer(hashes) >= 0, dtype=bool)
+    return TrainIndex(train_hashes).copies(hashes)
 
 
 def overlap_stats(train_hashes: np.ndarray, train_y, hashes: np.ndarray, y) -> dict:
-    """Share of flows that are copies of a training flow, overall and per class, and the number
-    of conflicting copies (same features in train with the other label)."""
-    y, train_y = np.asarray(y).astype(bool), np.asarray(train_y).astype(bool)
-    copies = copy_mask(train_hashes, hashes)
-    conflicting = (copy_mask(train_hashes[train_y], hashes[~y]).sum()
-                   + copy_mask(train_hashes[~train_y], hashes[y]).sum())
-    n_b, n_a = int((~y).sum()), int(y.sum())
-
-    def share(num: int, den: int) -> float:
-        return float(num / den) if den else 0.0
-
-    return {"n": len(y), "copies": int(copies.sum()), "copy_share": share(copies.sum(), len(y)),
-            "benign": n_b, "benign_copies": int(copies[~y].sum()),
-            "copy_share_benign": share(copies[~y].sum(), n_b),
-            "attack": n_a, "attack_copies": int(copies[y].sum()),
-            "copy_share_attack": share(copies[y].sum(), n_a),
-            "conflicting": int(conflicting),
-            "unseen": int((~copies).sum()), "unseen_benign": int((~copies & ~y).sum()),
-            "unseen_attack": int((~copies & y).sum())}
+    """`TrainIndex.stats` for one split."""
+    return TrainIndex(train_hashes, train_y).stats(hashes, y)
 
 
 def overlap_line(name: str, s: dict) -> str:

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from ids import lineage, registry, tracking
+from ids import lineage, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import DataError
 from ids.evaluate import evaluate
@@ -162,7 +162,8 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
     trial_cfg = registry.logged_config(client, ref.run_id)
     if trial_cfg is not None:
         lineage.check(cfg, trial_cfg, overrides, f"trial {best.number} of {study.study_name!r}")
-        ecfg = lineage.adopt(cfg, trial_cfg, groups=("data", "model", "trainer"))
+        ecfg = lineage.adopt(cfg, trial_cfg, groups=("data", "model", "trainer"),
+                              overrides=overrides)
     else:  # a run without its config (older store): rebuild it from today's config
         ecfg = apply(cfg, best.params)
     tags = {**_version_tags(ecfg, study, best), "selection": "best" if trial is None else "manual",
@@ -183,6 +184,11 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
                       tags={"ids.study": study.study_name, "trial.number": str(best.number)})
         for key in REPORTED:
             client.set_model_version_tag(name, version, f"test.{key}", str(ev["metrics"][key]))
+            if key in ev["unseen_metrics"]:
+                client.set_model_version_tag(name, version, f"test_unseen.{key}",
+                                             str(ev["unseen_metrics"][key]))
+        for key, value in scorecard.verdict_tags(ev["card"]).items():
+            client.set_model_version_tag(name, version, key, value)
         if ev["run_id"]:
             client.set_model_version_tag(name, version, "evaluation.run_id", ev["run_id"])
         result["evaluation"] = ev

@@ -163,3 +163,34 @@ def test_report_shows_all_and_unseen_with_intervals_and_says_when_too_few():
     assert flat["baseline/test_unseen/extra_trees/mcc"] == pytest.approx(1.0)
     assert flat["paired/test/mcc_minus_extra_trees_ci_high"] < 0
     assert scorecard.verdict_tags(card)["verdict.test.vs_extra_trees"] == "worse"
+
+
+def test_command_line_data_settings_that_differ_from_the_models_are_named(tmp_path):
+    from ids import lineage
+
+    assert lineage.explicit_data_keys(["data.split=chunks", "trainer.lr=0.1", "seed=3"]) == {
+        "split", "seed"}
+    assert "*" in lineage.explicit_data_keys(["data=nf_bot_iot", "data.path=x"])
+    assert "*" in lineage.explicit_data_keys(["+experiment=paper"])
+    model = lineage.typed(compose(["data.split=chunks", "data.window=5"]))
+    today = compose(["data.window=5"])
+    assert lineage.conflicts(today, model, None) == []  # nothing given explicitly
+    assert lineage.conflicts(today, model, ["data.window=5"]) == []  # given, but the same
+    assert lineage.conflicts(today, model, ["data.split=contiguous"]) == [
+        "data.split='contiguous' (the model's: 'chunks')"]
+    with pytest.raises(Exception, match=r"data\.seed=7 \(the model's: 0\).*seed=7"):
+        lineage.check(compose(["seed=7"]), model, ["seed=7"], "model m")
+    adopted = lineage.adopt(today, model)
+    assert adopted.data.split == "chunks" and today.data.split == "contiguous"
+    # The same file under two spellings is the same path.
+    f = tmp_path / "flows.csv"
+    f.write_text("x")
+    a = lineage.typed(compose(["data=nf_bot_iot", f"data.path={f}"]))
+    b = compose(["data=nf_bot_iot", f"data.path={tmp_path}/../{tmp_path.name}/flows.csv"])
+    assert lineage.conflicts(b, a, ["data.path=..."]) == []
+    # The model's file is gone from where its run saw it: an existing file given explicitly is
+    # taken (ids.evaluate then checks its content hash against the training run's).
+    gone = lineage.typed(compose(["data=nf_bot_iot", f"data.path={tmp_path}/moved.csv"]))
+    assert lineage.conflicts(b, gone, ["data.path=..."]) == []
+    assert lineage.adopt(b, gone, overrides=["data.path=..."]).data.path == b.data.path
+    assert lineage.adopt(b, gone).data.path == f"{tmp_path}/moved.csv"
