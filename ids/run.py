@@ -125,6 +125,7 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     target = prepared.split(split)
     summary["report_split"] = split
     summary["overlap"] = prepared.info.get("overlap", {}).get(split)
+    summary["overlap_val"] = prepared.info.get("overlap", {}).get("val")
     seed, metric = int(cfg.seed), cfg.trainer.selection_metric
     if split == "test":
         scores = predict_proba(result.model, target.windows(int(cfg.data.window)),
@@ -201,8 +202,12 @@ def report_text(cfg, summary: dict) -> str:
              f"threshold {summary['threshold']:.4f} (tuned on val for "
              f"{summary['selection_metric']})")
     if "card" in summary:
-        return scorecard.text(summary["card"], f"this run ({split})", paper=cfg.get("paper"),
+        text = scorecard.text(summary["card"], f"this run ({split})", paper=cfg.get("paper"),
                               overlap=summary.get("overlap"), title=title)
+        if summary.get("overlap_val"):  # where the threshold and best epoch were chosen
+            head, _, rest = text.partition("\n\n")
+            text = f"{head}\n{overlap_line('val flows', summary['overlap_val'])}\n\n{rest}"
+        return text
     cols = report_columns(cfg, metrics, summary["baselines"], f"this run ({split})")
     lines = [format_report(cols, title=title)]
     if summary.get("overlap"):

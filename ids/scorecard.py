@@ -135,7 +135,7 @@ def text(card: dict, label: str, *, paper: dict | None = None, rows=None,
         for part, p in card["paired"].items():
             c = card["counts"][part]
             head = f"model vs extra-trees, MCC difference on {part} {split} flows"
-            if min(c["benign"], c["attack"]) < MIN_CLASS_FLOWS:
+            if part == "unseen" and min(c["benign"], c["attack"]) < MIN_CLASS_FLOWS:
                 lines.append(f"{head}: n/a ({c['benign']} benign, {c['attack']} attack: fewer "
                              f"than {MIN_CLASS_FLOWS} of a class)")
             else:
