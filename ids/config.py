@@ -37,6 +37,7 @@ class DataConfig:
     keep_identifiers: bool = False  # True keeps IPs/ports as features (they leak the label)
     l7_top_k: int = 16  # L7_PROTO values one-hot encoded (most frequent in train), rest -> other
     max_rows: int | None = None  # read only the first N rows of a file (quick experiments)
+    dedup: str = "none"  # none | exact: drop exact duplicate flows (features + labels) first
 
 
 @dataclass
@@ -187,6 +188,7 @@ def validate(cfg: Config | DictConfig) -> None:
            "data.split_fractions", "three positive fractions summing to 1", fr)
     _check(d.chunk_size >= 1, "data.chunk_size", ">= 1", d.chunk_size)
     _check(d.l7_top_k >= 0, "data.l7_top_k", ">= 0", d.l7_top_k)
+    _check(d.dedup in ("none", "exact"), "data.dedup", "none or exact", d.dedup)
     _check(d.max_rows is None or d.max_rows >= 1, "data.max_rows", "null or >= 1", d.max_rows)
     _check(m.conv_layers >= 0, "model.conv_layers", ">= 0", m.conv_layers)
     _check(m.filters >= 1, "model.filters", ">= 1", m.filters)

@@ -1,5 +1,9 @@
 """NetFlow data: load (file or synthetic), validate, split, encode, and window flows.
 
+`data.dedup=exact` first drops every flow identical to an earlier one (raw features, Label and
+Attack; identifiers only when kept): the splits and windows then run over the remaining flows,
+so a window's "previous" flows skip the dropped ones. `Split.rows` still index the file.
+
 Split first, window second: train/val/test are contiguous blocks in flow order (or, with
 `data.split=chunks`, fixed-size contiguous chunks dealt to the splits at random by `data.seed`,
 each split the concatenation of its chunks in file order). Windows are built per split, so none
@@ -297,6 +301,7 @@ class Split:
     y: np.ndarray  # (n,) float32 0/1
     attack: np.ndarray  # (n,) object, category strings
     rows: np.ndarray  # (n,) int64 positions in the loaded frame
+    hashes: np.ndarray | None = None  # (n,) uint64 hash of each flow's raw features (ids.overlap)
     _windows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def windows(self, T: int) -> np.ndarray:
@@ -368,13 +373,19 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _cache_key(data_cfg) -> str:
+def _settings(data_cfg) -> dict:
+    """Every data setting but the window (windows are views over the same prepared flows)."""
     if dataclasses.is_dataclass(data_cfg):
         d = dataclasses.asdict(data_cfg)
     else:
         from omegaconf import OmegaConf
         d = OmegaConf.to_container(data_cfg, resolve=True)
     d.pop("window", None)
+    return d
+
+
+def _cache_key(data_cfg) -> str:
+    d = _settings(data_cfg)
     if d.get("source") != "synthetic" and d.get("path") and os.path.exists(d["path"]):
         st = os.stat(d["path"])  # a rewritten file is read again
         d["_file"] = [os.path.abspath(d["path"]), st.st_size, st.st_mtime_ns]
@@ -392,9 +403,26 @@ def prepare(data_cfg) -> Prepared:
     return _CACHE[key]
 
 
+def _dedup(df: pd.DataFrame, hashes: np.ndarray, data_cfg) -> np.ndarray:
+    """Positions of the flows used: all (data.dedup=none), or all but exact duplicates of an
+    earlier flow (data.dedup=exact: same features, Label and Attack; the first one is kept)."""
+    from ids import overlap
+
+    mode = str(getattr(data_cfg, "dedup", "none"))
+    if mode == "none":
+        return np.arange(len(df), dtype=np.int64)
+    if mode != "exact":
+        raise DataError(f"data.dedup={mode!r} is unknown: use none or exact")
+    return np.flatnonzero(~overlap.duplicate_mask(hashes, df[LABEL].to_numpy(), df[ATTACK]))
+
+
 def _prepare(data_cfg) -> Prepared:
+    from ids import overlap
+
     df = load_frame(data_cfg)
-    idx = split_indices(len(df), data_cfg)
+    hashes = overlap.row_hashes(df, overlap.feature_columns(df, bool(data_cfg.keep_identifiers)))
+    kept = _dedup(df, hashes, data_cfg)
+    idx = {name: kept[pos] for name, pos in split_indices(len(kept), data_cfg).items()}
     y_all = df[LABEL].to_numpy(np.float32)
     counts = {}
     for name, rows in idx.items():
@@ -407,8 +435,10 @@ def _prepare(data_cfg) -> Prepared:
     pre = Preprocessor(bool(data_cfg.keep_identifiers), int(data_cfg.l7_top_k))
     pre.fit(df.iloc[idx["train"]])
     X_all, att = pre.transform(df), df[ATTACK].to_numpy(object)
-    splits = {name: Split(_take(X_all, rows), y_all[rows], att[rows], rows)
+    splits = {name: Split(_take(X_all, rows), y_all[rows], att[rows], rows, hashes[rows])
               for name, rows in idx.items()}
+    tr = splits["train"]
+    seen = overlap.TrainIndex(tr.hashes, tr.y)
     digest = hashlib.sha1(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     info = {"source": data_cfg.source,
             "path": None if data_cfg.source == "synthetic" else str(data_cfg.path),
@@ -416,7 +446,12 @@ def _prepare(data_cfg) -> Prepared:
             "n_flows": len(df), "n_features": len(pre.feature_names_), "counts": counts,
             "attack_counts": {str(k): int(v) for k, v in df[ATTACK].value_counts().items()},
             "hash": digest.hexdigest(), "split": data_cfg.split,
-            "keep_identifiers": pre.keep_identifiers}
+            "keep_identifiers": pre.keep_identifiers,
+            "dedup": {"mode": str(getattr(data_cfg, "dedup", "none")),
+                      "dropped": len(df) - len(kept), "kept": len(kept)},
+            "overlap": {name: seen.stats(splits[name].hashes, splits[name].y)
+                        for name in ("val", "test")},
+            "settings": _settings(data_cfg)}
     return Prepared(preprocessor=pre, feature_names=list(pre.feature_names_), info=info, **splits)
 
 

@@ -5,18 +5,26 @@
     python -m ids.evaluate model_uri=runs:/<run id>/model data=nf_bot_iot data.path=/data/x.csv
     python -m ids.evaluate input=/data/NF-ToN-IoT.csv        # a whole other file as test data
 
-Configured data (no `input`): the test split of `ids.data.prepare(cfg.data)`, the same split as
-in training. The raw test flows go through the MODEL's own preprocessor (fitted on its training
-split), and windows are built within the split, zero-padded at its start, as in training. The
-baselines are `ids.run.split_baselines` on the same flows.
+Configured data (no `input`): the test split of the MODEL's own data config, read from the
+config.yaml its training run logged (`ids.lineage`): the same split as in training. A data
+setting on the command line that differs from the model's is an error naming the key and both
+values; a data file whose content changed since training is an error too. The raw test flows
+go through the MODEL's own preprocessor (fitted on its training split), and windows are built
+within the split, zero-padded at its start, as in training. The baselines are
+`ids.run.split_baseline_scores` on the same flows.
 
 `input=FILE`: the whole file is test data (Label required), windows run over the file in order.
-The baselines are trained on the configured data's train split (threshold tuned on its val
+The baselines are trained on the model's data config's train split (threshold tuned on its val
 split), then score the file's flows through the configured data's preprocessor.
 
+Both modes report all flows and the unseen ones (flows whose features do not occur in the
+model's training split, `ids.overlap`) with 95 % intervals and the paired verdict against
+Extra-Trees (`ids.scorecard`).
+
 Logs an MLflow run (tags ids.role=evaluation, model_uri, registered model name/version) with
-`test/<metric>` (also linked to the logged model), `baseline/test/<name>/<metric>`, report.txt
-and plots, and prints the report.
+`test/<metric>` (also linked to the logged model), `test_unseen/<metric>`,
+`baseline/test[_unseen]/<name>/<metric>`, `overlap/test/*`, report.txt and plots, and prints
+the report.
 """
 
 from __future__ import annotations
@@ -31,11 +39,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ids import data as data_mod
-from ids import registry, tracking
+from ids import lineage, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import ATTACK, LABEL, DataError
-from ids.metrics import PAPER_METRICS, REPORT_METRICS, baselines, compute_metrics, format_report
-from ids.run import fail, report_columns, split_baselines
+from ids.metrics import PAPER_METRICS, REPORT_METRICS, baseline_scores
+from ids.overlap import copy_mask, overlap_stats, row_hashes, unseen_mask
+from ids.run import fail, split_baseline_scores
 
 
 def _digest(df: pd.DataFrame) -> str:
@@ -50,11 +59,13 @@ def _test_split(cfg, scorer) -> dict:
     raw = data_mod.load_frame(cfg.data).iloc[test.rows]
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
         raise DataError("the data changed while it was read (test labels differ); rerun")
-    base = (split_baselines(prepared, "test", int(cfg.seed), cfg.trainer.selection_metric)
+    base = (split_baseline_scores(prepared, "test", int(cfg.seed), cfg.trainer.selection_metric)
             if cfg.trainer.baselines else {})
     info = prepared.info
     return {"scores": scorer.score_matrix(scorer.transform(raw)), "y": test.y,
             "attack": test.attack, "baselines": base, "baseline_note": None,
+            "unseen": unseen_mask(prepared.train, test), "overlap": info["overlap"]["test"],
+            "rows": test.rows,
             "where": "test", "hash": info["hash"],
             "source": f"test split of {info.get('path') or info['source']} "
                       f"({info['n_flows']:,} flows, split={info['split']})",
@@ -76,30 +87,42 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
     path = str(cfg.input)
     y, attack = flows[LABEL].to_numpy(np.float32), flows[ATTACK].to_numpy(object)
     base, note = {}, None
-    if cfg.trainer.baselines:
-        prepared = data_mod.prepare(cfg.data)
+    unseen, stats = np.ones(len(y), dtype=bool), None
+    try:
+        prepared = data_mod.prepare(cfg.data)  # the model's training data: copies, baselines
+    except DataError as exc:
+        prepared, note = None, ("copies of training flows and baselines skipped: the model's "
+                                f"training data is not available ({exc})")
+    cols = list(prepared.preprocessor.input_columns_) if prepared else []
+    if prepared and all(c in flows.columns for c in cols):
+        hashes = row_hashes(flows, cols)
+        unseen = ~copy_mask(prepared.train.hashes, hashes)
+        stats = overlap_stats(prepared.train.hashes, prepared.train.y, hashes, y)
+    if prepared and cfg.trainer.baselines:
         try:
             Xb = prepared.preprocessor.transform(flows)
         except DataError as exc:
             note = f"baselines skipped: the configured data's features do not fit the file ({exc})"
         else:
             tr, va = prepared.train, prepared.val
-            base = baselines(tr.X, tr.y, Xb, y, attack, seed=int(cfg.seed), X_val=va.X,
-                             y_val=va.y, metric=cfg.trainer.selection_metric)
+            base = baseline_scores(tr.X, tr.y, Xb, seed=int(cfg.seed), X_val=va.X, y_val=va.y,
+                                   metric=cfg.trainer.selection_metric)
             src = prepared.info.get("path") or prepared.info["source"]
-            note = (f"baselines: trained on the train split of {src} (data.*), threshold tuned "
-                    "on its val split, scored on this file")
+            note = (f"baselines: trained on the train split of {src} (the model's data config), "
+                    "threshold tuned on its val split, scored on this file")
     return {"scores": scorer.score_matrix(scorer.transform(flows)), "y": y, "attack": attack,
             "baselines": base, "baseline_note": note, "where": "test", "hash": _digest(flows),
+            "unseen": unseen, "overlap": stats, "rows": np.arange(len(y)),
             "source": f"{path} (whole file, {len(flows):,} flows)",
             "dataset": path.rsplit("/", 1)[-1], "path": path}
 
 
 def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
-             tags: dict[str, str] | None = None) -> dict:
+             tags: dict[str, str] | None = None, overrides: list[str] | None = None) -> dict:
     """Score `model_uri` (default `cfg.model_uri`, else models:/<promote.model_name>@<alias>) on
-    the configured test split or on `cfg.input`; log an evaluation run; return metrics,
-    baselines, run_id, report and the model reference."""
+    its own data config's test split or on `cfg.input`; log an evaluation run; return metrics,
+    baselines, run_id, report and the model reference. `overrides` (the command line's) name
+    the data settings given explicitly: one that differs from the model's is a ConfigError."""
     from ids.train import setup_runtime
 
     validate(cfg)
@@ -108,32 +131,47 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
     # run then creates the store if tracking is on).
     client = registry.connect(cfg.tracking.uri) if registry.needs_store(uri) else None
     ref = registry.resolve_model(uri, client)
+    model_cfg = registry.logged_config(client, ref.run_id)
+    notes = []
+    if model_cfg is not None:
+        lineage.check(cfg, model_cfg, overrides, f"model {ref.label}")
+        cfg = lineage.adopt(cfg, model_cfg, overrides=overrides)
+    else:
+        notes.append("note: the model's training config is not in the store (no config.yaml "
+                     "of its run): the data.* settings given here are used")
     flows = read_input(str(cfg.input)) if cfg.get("input") else None
     setup_runtime(cfg.trainer)
     scorer = registry.load_scorer(ref)
     part = _input_file(cfg, scorer, flows) if flows is not None else _test_split(cfg, scorer)
-    metrics = compute_metrics(part["y"], part["scores"], scorer.threshold, part["attack"])
 
     trained_on = registry.run_tag(client, ref.run_id, "data.hash") if client else None
     same_data = None if trained_on is None else trained_on == part["hash"]
-    notes = [n for n in (part["baseline_note"],) if n]
     if same_data is False and not cfg.get("input"):
-        notes.append(f"warning: the configured data (hash {part['hash'][:12]}) is not the data "
-                     f"the model was trained on (hash {trained_on[:12]}): its test split may "
-                     "overlap the model's training flows; set data.* as in training")
+        raise DataError(f"the data at data.path (content hash {part['hash'][:12]}) is not the "
+                        f"data model {ref.label} was trained on (hash {trained_on[:12]}): its "
+                        "test split would hold the model's training flows. Restore the training "
+                        "file, or score this file as a whole with input=...")
+    notes += [n for n in (part["baseline_note"],) if n]
     if same_data is True and cfg.get("input"):
         notes.append("warning: this file is the data the model was trained on (same content "
                      "hash): its train and val flows are scored too, so the figures are optimistic")
+    preds = {scorecard.MODEL: (part["scores"], scorer.threshold), **part["baselines"]}
+    card = scorecard.build(part["y"], part["attack"], part["unseen"], preds, seed=int(cfg.seed))
+    metrics = card["all"][scorecard.MODEL]
+    base = {k: v for k, v in card["all"].items() if k != scorecard.MODEL}
     n, attacks = len(part["y"]), int(np.sum(part["y"]))
     title = (f"{part['source']}: {n:,} flows, {attacks:,} attack; model {ref.label} "
              f"(window {scorer.window}, its own threshold {scorer.threshold:.4f} tuned on val)")
-    cols = report_columns(cfg, metrics, part["baselines"], f"{ref.label} ({part['where']})")
-    report = "\n".join([format_report(cols, report_rows(metrics), title=title), *notes])
+    report = "\n".join([scorecard.text(card, f"{ref.label} ({part['where']})",
+                                       paper=cfg.get("paper"), rows=report_rows(metrics),
+                                       overlap=part["overlap"], title=title), *notes])
 
     run_id = None
     if cfg.tracking.enabled:
-        run_id = _log(cfg, ref, scorer, part, metrics, report, same_data, tags or {})
-    return {"metrics": metrics, "baselines": part["baselines"], "run_id": run_id,
+        run_id = _log(cfg, ref, scorer, part, card, report, same_data, tags or {})
+    return {"metrics": metrics, "baselines": base, "run_id": run_id,
+            "unseen_metrics": card["unseen"][scorecard.MODEL], "card": card,
+            "rows": part["rows"], "config": cfg,
             "report": report, "model_uri": uri, "model": ref, "threshold": scorer.threshold,
             "window": scorer.window, "n": n, "source": part["source"],
             "same_data_as_training": same_data}
@@ -152,7 +190,7 @@ def _metric_dict(metrics: dict, prefix: str) -> dict[str, float]:
             if isinstance(v, (int, float)) and v == v}
 
 
-def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report: str,
+def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: str,
          same_data: bool | None, tags: dict) -> str:
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
@@ -161,7 +199,8 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report:
     run_tags = {"ids.role": "evaluation", **ref.tags(), "eval.data": part["source"][:5000],
                 "data.hash": part["hash"],
                 "data.same_as_training": "unknown" if same_data is None else str(same_data).lower(),
-                **tags}
+                **scorecard.verdict_tags(card), **tags}
+    metrics = card["all"][scorecard.MODEL]
     name = cfg.tracking.run_name or f"evaluate-{ref.label.replace(' ', '-')}"
     with tracking.start_run(exp_id, name, tags=run_tags) as run:
         params = {"model_uri": ref.uri, "input": cfg.get("input") or "", "threshold":
@@ -177,8 +216,10 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report:
         mlflow.log_input(dataset, context="evaluation")
         mlflow.log_metrics(_metric_dict(metrics, "test/"), model_id=ref.model_id,
                            dataset=dataset if ref.model_id else None)
-        for bname, bm in part["baselines"].items():
-            tracking.log_metrics(bm, prefix=f"baseline/test/{bname}/")
+        tracking.log_metrics({k: v for k, v in scorecard.mlflow_metrics(card).items()
+                              if not k.startswith("test/")})
+        if part["overlap"]:
+            tracking.log_metrics(part["overlap"], prefix="overlap/test/")
         mlflow.log_text(report, "report.txt")
         if cfg.tracking.log_plots:
             from ids import plots
@@ -195,7 +236,7 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        result = evaluate(cfg)
+        result = evaluate(cfg, overrides=lineage.cli_overrides())
     except (ConfigError, DataError, registry.RegistryError) as exc:
         fail(exc)
     print(result["report"])

@@ -150,7 +150,15 @@ def _attack_proba(model, X) -> np.ndarray:
 
 def baselines(X_train, y_train, X_test, y_test, attack_test=None, seed: int = 0,
               X_val=None, y_val=None, metric: str = "f1") -> dict[str, dict[str, float]]:
-    """Metrics of two reference models on the test flows.
+    """Metrics of the two reference models of `baseline_scores` on the test flows."""
+    scores = baseline_scores(X_train, y_train, X_test, seed=seed, X_val=X_val, y_val=y_val,
+                             metric=metric)
+    return {name: compute_metrics(y_test, s, t, attack_test) for name, (s, t) in scores.items()}
+
+
+def baseline_scores(X_train, y_train, X_test, seed: int = 0, X_val=None, y_val=None,
+                    metric: str = "f1") -> dict[str, tuple[np.ndarray, float]]:
+    """(scores, threshold) of two reference models on the test flows.
 
     "all_attack" flags every flow (score 1, threshold 0.5): the floor any model must beat.
     "extra_trees" is a per-flow ExtraTreesClassifier(100 trees), the bar from the stack notes.
@@ -162,7 +170,7 @@ def baselines(X_train, y_train, X_test, y_test, attack_test=None, seed: int = 0,
 
     X_train, X_test = _per_flow(X_train), _per_flow(X_test)
     y_train = np.asarray(y_train).reshape(-1).astype(int)
-    out = {"all_attack": compute_metrics(y_test, np.ones(len(X_test)), 0.5, attack_test)}
+    out = {"all_attack": (np.ones(len(X_test)), 0.5)}
     if len(X_train) > BASELINE_MAX_TRAIN_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(
             len(X_train), BASELINE_MAX_TRAIN_ROWS, replace=False))
@@ -173,8 +181,7 @@ def baselines(X_train, y_train, X_test, y_test, attack_test=None, seed: int = 0,
     if X_val is not None and y_val is not None:
         X_val = _per_flow(X_val)
         threshold, _ = best_threshold(y_val, _attack_proba(model, X_val), metric)
-    out["extra_trees"] = compute_metrics(y_test, _attack_proba(model, X_test), threshold,
-                                         attack_test)
+    out["extra_trees"] = (_attack_proba(model, X_test), float(threshold))
     return out
 
 

@@ -11,9 +11,12 @@
    from the same training run (tag `ids.run_id`) is reused.
 3. Points `promote.alias` (champion) at that version; the version that held it before gets
    `promote.previous_alias` (previous). Re-promoting the current champion moves nothing.
-4. Unless `promote.evaluate=false`, re-evaluates the version on the study's test split (the
-   trial's own data settings), the first time that split is used, and tags the version with
-   the test metrics and the evaluation run.
+4. Unless `promote.evaluate=false`, re-evaluates the version on the study's test split, the
+   first time that split is used, and tags the version with the test metrics and the
+   evaluation run. The trial's data/model/trainer config comes from the config.yaml its run
+   logged (`ids.lineage`), not from today's command line: sweep with data.split=chunks, then a
+   plain `make promote` scores the chunked test split. A data setting on the command line that
+   differs from the trial's is an error naming it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from ids import registry, tracking
+from ids import lineage, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import DataError
 from ids.evaluate import evaluate
@@ -128,8 +131,11 @@ def move_aliases(client: MlflowClient, name: str, alias: str, previous_alias: st
     return before
 
 
-def promote(cfg: DictConfig, trial: int | None = None) -> dict:
-    """Register the best (or the given) COMPLETE trial, move the aliases, evaluate on test."""
+def promote(cfg: DictConfig, trial: int | None = None, *,
+            overrides: list[str] | None = None) -> dict:
+    """Register the best (or the given) COMPLETE trial, move the aliases, evaluate on test.
+    `overrides` (the command line's): a data setting there that differs from the trial's run
+    is a ConfigError, raised before anything is registered."""
     from ids.space import apply
 
     validate(cfg)
@@ -153,7 +159,15 @@ def promote(cfg: DictConfig, trial: int | None = None) -> dict:
     except registry.ModelNotFound as exc:
         raise PromoteError(f"{exc} (trial {best.number} of study {study.study_name!r}: is "
                            "tracking.uri the store the sweep logged to?)") from exc
-    tags = {**_version_tags(cfg, study, best), "selection": "best" if trial is None else "manual"}
+    trial_cfg = registry.logged_config(client, ref.run_id)
+    if trial_cfg is not None:
+        lineage.check(cfg, trial_cfg, overrides, f"trial {best.number} of {study.study_name!r}")
+        ecfg = lineage.adopt(cfg, trial_cfg, groups=("data", "model", "trainer"),
+                              overrides=overrides)
+    else:  # a run without its config (older store): rebuild it from today's config
+        ecfg = apply(cfg, best.params)
+    tags = {**_version_tags(ecfg, study, best), "selection": "best" if trial is None else "manual",
+            "config.source": "run" if trial_cfg is not None else "command line + trial params"}
     how = "Best COMPLETE trial" if trial is None else "Trial (chosen by hand)"
     description = (f"{how} {best.number} of Optuna study {study.study_name!r}: "
                    f"{tags['objective']} = {best.value:.6f}; params {best.params}")
@@ -166,11 +180,15 @@ def promote(cfg: DictConfig, trial: int | None = None) -> dict:
               "previous_version": before if before != version else None,
               "version_uri": f"models:/{name}/{version}"}
     if p.evaluate:
-        ecfg = apply(cfg, best.params)  # the trial's own data settings (split, window, ...)
         ev = evaluate(ecfg, result["version_uri"],
                       tags={"ids.study": study.study_name, "trial.number": str(best.number)})
         for key in REPORTED:
             client.set_model_version_tag(name, version, f"test.{key}", str(ev["metrics"][key]))
+            if key in ev["unseen_metrics"]:
+                client.set_model_version_tag(name, version, f"test_unseen.{key}",
+                                             str(ev["unseen_metrics"][key]))
+        for key, value in scorecard.verdict_tags(ev["card"]).items():
+            client.set_model_version_tag(name, version, key, value)
         if ev["run_id"]:
             client.set_model_version_tag(name, version, "evaluation.run_id", ev["run_id"])
         result["evaluation"] = ev
@@ -199,7 +217,7 @@ def summary_text(cfg, result: dict) -> str:
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        result = promote(cfg)
+        result = promote(cfg, overrides=lineage.cli_overrides())
     except (ConfigError, DataError, RegistryError) as exc:
         fail(exc)
     print(summary_text(cfg, result))

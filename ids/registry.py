@@ -169,6 +169,25 @@ def load_scorer(ref: ModelRef):
     return scorer
 
 
+def logged_config(client: MlflowClient | None, run_id: str | None):
+    """The resolved config the run logged (`config.yaml` artifact) as a DictConfig with seed,
+    data, model and trainer typed by today's schema; None when the run or file is absent."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from ids.lineage import typed
+
+    if client is None or not run_id:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ids-config-") as tmp:
+        try:
+            path = client.download_artifacts(run_id, "config.yaml", tmp)
+        except (MlflowException, OSError):
+            return None
+        return typed(OmegaConf.load(path))
+
+
 def run_tag(client: MlflowClient, run_id: str | None, key: str) -> str | None:
     """A tag of a run, or None when the run or tag is absent."""
     if not run_id:

@@ -11,6 +11,7 @@ on the same flows, logs everything to MLflow and prints the report.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -22,27 +23,38 @@ import mlflow
 from omegaconf import DictConfig
 
 from ids import data as data_mod
-from ids import tracking
+from ids import scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import DataError, Prepared
 from ids.inference import Scorer
-from ids.metrics import baselines, compute_metrics, format_report
+from ids.metrics import baseline_scores, compute_metrics, format_report
+from ids.overlap import overlap_line, unseen_mask
 from ids.train import FitResult, NonFiniteLoss, fit, predict_proba, setup_runtime
 
 _BASELINES: dict[tuple, dict] = {}
 
 
-def split_baselines(prepared: Prepared, split: str, seed: int,
-                    metric: str = "f1") -> dict[str, dict[str, float]]:
-    """All-attack and per-flow Extra-Trees on exactly the flows the model is scored on (cached:
-    they depend on the data only, not on the model)."""
-    key = (prepared.info.get("hash"), split, seed, prepared.info.get("split"), metric)
+def split_baseline_scores(prepared: Prepared, split: str, seed: int,
+                          metric: str = "f1") -> dict[str, tuple]:
+    """(scores, threshold) of all-attack and per-flow Extra-Trees on exactly the flows the model
+    is scored on (cached: they depend on the data only, not on the model; the key holds the
+    content hash and every data setting but the window)."""
+    settings = json.dumps(prepared.info.get("settings"), sort_keys=True, default=str)
+    key = (prepared.info.get("hash"), settings, split, seed, prepared.info.get("split"), metric)
     if key not in _BASELINES:
         target, tr, va = prepared.split(split), prepared.train, prepared.val
         kwargs = {"X_val": va.X, "y_val": va.y} if split == "test" else {}
-        _BASELINES[key] = baselines(tr.X, tr.y, target.X, target.y, target.attack, seed=seed,
-                                    metric=metric, **kwargs)
+        _BASELINES[key] = baseline_scores(tr.X, tr.y, target.X, seed=seed, metric=metric,
+                                          **kwargs)
     return _BASELINES[key]
+
+
+def split_baselines(prepared: Prepared, split: str, seed: int,
+                    metric: str = "f1") -> dict[str, dict[str, float]]:
+    """Metrics of `split_baseline_scores` on the split's flows."""
+    target = prepared.split(split)
+    return {name: compute_metrics(target.y, s, t, target.attack)
+            for name, (s, t) in split_baseline_scores(prepared, split, seed, metric).items()}
 
 
 def report_columns(cfg, model_metrics: dict, base: dict, label: str) -> dict[str, dict]:
@@ -111,15 +123,29 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     }
     split = "test" if cfg.trainer.evaluate_test else "val"
     target = prepared.split(split)
+    summary["report_split"] = split
+    summary["overlap"] = prepared.info.get("overlap", {}).get(split)
+    summary["overlap_val"] = prepared.info.get("overlap", {}).get("val")
+    seed, metric = int(cfg.seed), cfg.trainer.selection_metric
     if split == "test":
         scores = predict_proba(result.model, target.windows(int(cfg.data.window)),
                                int(cfg.trainer.eval_batch_size))
-        summary["test"] = compute_metrics(target.y, scores, result.threshold, target.attack)
+        preds = {scorecard.MODEL: (scores, result.threshold)}
+        if cfg.trainer.baselines:
+            preds.update(split_baseline_scores(prepared, split, seed, metric))
+        card = scorecard.build(target.y, target.attack, unseen_mask(prepared.train, target),
+                               preds, seed=seed, split=split)
+        summary["card"] = card
+        summary["test"] = card["all"][scorecard.MODEL]
+        summary["test_unseen"] = card["unseen"][scorecard.MODEL]
         summary["test_scores"] = scores
-    summary["report_split"] = split
-    summary["baselines"] = (split_baselines(prepared, split, int(cfg.seed),
-                                            cfg.trainer.selection_metric)
-                            if cfg.trainer.baselines else {})
+        summary["baselines"] = {k: v for k, v in card["all"].items() if k != scorecard.MODEL}
+        return summary
+    unseen = unseen_mask(prepared.train, target)
+    summary["val_unseen"] = (compute_metrics(target.y[unseen], result.val_scores[unseen],
+                                             result.threshold) if unseen.any() else {})
+    summary["baselines"] = split_baselines(prepared, split, seed, metric) \
+        if cfg.trainer.baselines else {}
     return summary
 
 
@@ -129,10 +155,16 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict) -> st
     tracking.log_metrics({"best_epoch": result.best_epoch, "threshold": result.threshold,
                           f"best/val_{cfg.trainer.selection_metric}": result.best_value})
     tracking.log_metrics(result.val_metrics, prefix="best/val_")
-    if "test" in summary:
-        tracking.log_metrics(summary["test"], prefix="test/")
-    for name, metrics in summary["baselines"].items():
-        tracking.log_metrics(metrics, prefix=f"baseline/{split}/{name}/")
+    for name, stats in prepared.info.get("overlap", {}).items():
+        if name == "val" or split == "test":
+            tracking.log_metrics(stats, prefix=f"overlap/{name}/")
+    if "card" in summary:
+        tracking.log_metrics(scorecard.mlflow_metrics(summary["card"]))
+        mlflow.set_tags(scorecard.verdict_tags(summary["card"]))
+    else:
+        tracking.log_metrics(summary.get("val_unseen", {}), prefix="val_unseen/")
+        for name, metrics in summary["baselines"].items():
+            tracking.log_metrics(metrics, prefix=f"baseline/{split}/{name}/")
     mlflow.log_text(report_text(cfg, summary), "report.txt")
     if cfg.tracking.log_plots:
         log_plots(cfg, prepared, result, summary)
@@ -169,8 +201,23 @@ def report_text(cfg, summary: dict) -> str:
     title = (f"{split} split, best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
              f"threshold {summary['threshold']:.4f} (tuned on val for "
              f"{summary['selection_metric']})")
+    if "card" in summary:
+        text = scorecard.text(summary["card"], f"this run ({split})", paper=cfg.get("paper"),
+                              overlap=summary.get("overlap"), title=title)
+        if summary.get("overlap_val"):  # where the threshold and best epoch were chosen
+            head, _, rest = text.partition("\n\n")
+            text = f"{head}\n{overlap_line('val flows', summary['overlap_val'])}\n\n{rest}"
+        return text
     cols = report_columns(cfg, metrics, summary["baselines"], f"this run ({split})")
-    return format_report(cols, title=title)
+    lines = [format_report(cols, title=title)]
+    if summary.get("overlap"):
+        lines.append(overlap_line(f"{split} flows", summary["overlap"]))
+    unseen = summary.get("val_unseen")
+    if unseen:
+        lines.append(f"this run on the unseen {split} flows: MCC {unseen['mcc']:.4f}, benign "
+                     f"recall {unseen['benign_recall']:.4f} ({unseen['tn'] + unseen['fp']:.0f} "
+                     "benign)")
+    return "\n".join(lines)
 
 
 def fail(exc: Exception) -> None:

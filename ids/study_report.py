@@ -20,20 +20,27 @@ from optuna.trial import TrialState
 _RERUN_DROP = {"trainer": ("evaluate_test", "checkpoint_dir")}
 
 
-def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial) -> dict:
-    """The trial's whole resolved data/model/trainer config: reruns it exactly."""
+def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial,
+                   client: MlflowClient | None = None) -> dict:
+    """The trial's whole resolved data/model/trainer config: reruns it exactly. Read from the
+    config.yaml the trial's run logged (the record promote uses too) when the store has it,
+    else rebuilt from today's config and the trial's params."""
+    from ids.registry import logged_config
     from ids.space import apply
 
-    tcfg = OmegaConf.to_container(apply(cfg, trial.params), resolve=True)
+    logged = logged_config(client, trial.user_attrs.get("run_id"))
+    tcfg = OmegaConf.to_container(logged if logged is not None else apply(cfg, trial.params),
+                                  resolve=True)
     out = {"seed": tcfg["seed"]}
     for group in ("data", "model", "trainer"):
         out[group] = {k: v for k, v in tcfg[group].items() if k not in _RERUN_DROP.get(group, ())}
     return out
 
 
-def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path) -> Path:
+def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
+                    client: MlflowClient | None = None) -> Path:
     best = study.best_trial
-    body = best_overrides(cfg, best)
+    body = best_overrides(cfg, best, client)
     name = str(cfg.sweep.study)
     metric = cfg.trainer.selection_metric
     header = (
@@ -109,7 +116,8 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
                        best_run_id=best.user_attrs.get("run_id"),
                        worst_value=min(t.value for t in completed) if
                        study.direction.name == "MAXIMIZE" else max(t.value for t in completed),
-                       best_yaml=str(write_best_yaml(cfg, study, folder)))
+                       best_yaml=str(write_best_yaml(cfg, study, folder,
+                                                     MlflowClient() if parent_run_id else None)))
     if parent_run_id:
         client = MlflowClient()
         summary["orphans_closed"] = close_orphan_runs(client, parent_run_id, study)

@@ -251,3 +251,34 @@ def test_test_split_scores_match_the_training_windows(promoted):
     np.testing.assert_allclose(scorer.score_matrix(X),
                                predict_proba(scorer.model, windows, scorer.eval_batch_size),
                                atol=1e-6)
+
+
+def test_promote_scores_the_trials_chunked_test_split_not_todays_command_line(
+        tmp_path, monkeypatch, capsys):
+    """Sweep with data.split=chunks, then a plain promote (today's config: contiguous): the
+    champion is scored on the chunked test split it never saw, taken from the trial's run; an
+    evaluate that asks for data.split=contiguous on that model fails naming data.split."""
+    sweep(make_cfg(tmp_path, "data.split=chunks", "data.chunk_size=400", "sweep.n_trials=1",
+                   "trainer.baselines=false", "tracking.log_plots=false"))
+    plain = make_cfg(tmp_path)
+    assert plain.data.split == "contiguous"
+    result = promote(plain)
+    ev = result["evaluation"]
+    chunked = apply(plain, {"data.split": "chunks", "data.chunk_size": 400}).data
+    want = data_mod.split_indices(4000, chunked)["test"]
+    contiguous = data_mod.split_indices(4000, plain.data)["test"]
+    assert not np.array_equal(want, contiguous)
+    np.testing.assert_array_equal(ev["rows"], want)
+    assert ev["config"].data.split == "chunks" and ev["metrics"]["n"] == len(want)
+    assert "unseen" in ev["report"] and "copies of a training flow" in ev["report"]
+    assert client_of(plain).get_model_version(NAME, result["version"]).tags[
+        "config.source"] == "run"
+
+    window = optuna_study(plain).best_trial.params["data.window"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(monkeypatch, "ids.evaluate", *tiny_overrides(tmp_path), f"data.window={window}",
+                "data.split=contiguous", f"hydra.run.dir={tmp_path}/hydra")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "data.split='contiguous' (the model's: 'chunks')" in err and "Traceback" not in err
+    assert "data.window" not in err  # the same as the model's: no complaint

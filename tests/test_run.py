@@ -147,8 +147,12 @@ def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample):
     # The paper's claimed figures (accuracy/precision/recall/F1 0.99), none for MCC.
     for metric in ("accuracy", "precision", "recall", "f1"):
         assert _row(out, metric)[0] == "0.9900", metric
-    mcc = _row(out, "mcc")
-    assert mcc[0] == "-" and mcc[2] == "0.0000"  # all-attack has MCC 0
+    mcc = _row(out, "mcc")  # paper, then "value [low, high]" for this run and each baseline
+    assert mcc[0] == "-" and mcc[4:7] == ["0.000", "[0.000,", "0.000]"]  # all-attack: MCC 0
+    assert float(mcc[2].strip("[,")) <= float(mcc[1]) <= float(mcc[3].strip("]"))
+    for text in ("copies of a training flow", "unseen:", "MCC difference on all test flows",
+                 "flows close in time are not independent"):
+        assert text in out, text
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("paper")
@@ -158,8 +162,11 @@ def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample):
     assert tags["data.source"] == "nf_bot_iot" and tags["data.path"] == str(v1_sample)
     assert tags["data.layout"] == "v1" and tags["data.n_flows"] == "20000"
     assert run.data.params["trainer.epochs"] == "1"
-    assert f"{metrics['test/mcc']:.4f}" == mcc[1]
-    assert f"{metrics['baseline/test/extra_trees/mcc']:.4f}" == mcc[3]
+    assert f"{metrics['test/mcc']:.3f}" == mcc[1]
+    assert f"{metrics['test/mcc_ci_low']:.3f}" == mcc[2].strip("[,")
+    assert f"{metrics['baseline/test/extra_trees/mcc']:.3f}" == mcc[7]
+    assert metrics["test/n"] == metrics["test_unseen/n"] + metrics["overlap/test/copies"]
+    assert tags["verdict.test.vs_extra_trees"] in ("better", "worse", "no evidence either way")
 
 
 def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path):
