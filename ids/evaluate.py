@@ -170,8 +170,8 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report:
         if not cfg.get("input") or cfg.trainer.baselines:
             params.update(tracking.flatten(OmegaConf.to_container(cfg.data, resolve=True),
                                            "data."))
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_params({k: tracking.redact(str(v))[:500] for k, v in params.items()})
+        mlflow.log_text(tracking.config_yaml(cfg), "config.yaml")
         dataset = MetaDataset(source=HTTPDatasetSource(url=str(part["path"] or "synthetic://")),
                               name=part["dataset"], digest=part["hash"][:36])
         mlflow.log_input(dataset, context="evaluation")
@@ -200,7 +200,7 @@ def main(cfg: DictConfig) -> None:
         fail(exc)
     print(result["report"])
     if result["run_id"]:
-        print(f"\nMLflow evaluation run {result['run_id']} in {cfg.tracking.uri} "
+        print(f"\nMLflow evaluation run {result['run_id']} in {tracking.redact(cfg.tracking.uri)} "
               f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
 
 

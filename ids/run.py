@@ -139,7 +139,8 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict) -> st
     if not cfg.tracking.log_model:
         return None
     scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
-                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size))
+                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),
+                    tracking.model_config(cfg))
     return tracking.log_scorer(scorer)
 
 
@@ -175,7 +176,7 @@ def report_text(cfg, summary: dict) -> str:
 
 def fail(exc: Exception) -> None:
     """Known bad input: the message names the problem and the fix; no traceback."""
-    print(f"error: {exc}", file=sys.stderr)
+    print(f"error: {tracking.redact(str(exc))}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -188,7 +189,7 @@ def main(cfg: DictConfig) -> None:
         fail(exc)
     print(report_text(cfg, summary))
     if "run_id" in summary:
-        print(f"\nMLflow run {summary['run_id']} in {cfg.tracking.uri} "
+        print(f"\nMLflow run {summary['run_id']} in {tracking.redact(cfg.tracking.uri)} "
               f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
 
 
