@@ -34,7 +34,14 @@ from ids import data as data_mod
 from ids import registry, tracking
 from ids.config import ConfigError, validate
 from ids.data import ATTACK, LABEL, DataError
-from ids.metrics import PAPER_METRICS, REPORT_METRICS, baselines, compute_metrics, format_report
+from ids.metrics import (
+    PAPER_METRICS,
+    REPORT_METRICS,
+    ScoreError,
+    baselines,
+    compute_metrics,
+    format_report,
+)
 from ids.run import fail, report_columns, split_baselines
 
 
@@ -196,7 +203,7 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report:
 def main(cfg: DictConfig) -> None:
     try:
         result = evaluate(cfg)
-    except (ConfigError, DataError, registry.RegistryError) as exc:
+    except (ConfigError, DataError, registry.RegistryError, ScoreError) as exc:
         fail(exc)
     print(result["report"])
     if result["run_id"]:

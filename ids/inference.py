@@ -106,6 +106,10 @@ def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
         diff = sorted(set(want.items()) ^ set(got.items()))[:4]
         raise modelfile.ModelFormatError(f"invalid ids model file: weights.npz does not fit the "
                                          f"model in scorer.json (differences: {diff})")
+    broken = [k for k, a in arrays.items() if not np.isfinite(a).all()]
+    if broken:
+        raise modelfile.ModelFormatError(f"invalid ids model file: weights {broken[:3]} hold NaN "
+                                         "or infinite values (a diverged training); retrain it")
     return {k: ms.Parameter(ms.Tensor(a.astype(np.float32)), name=k) for k, a in arrays.items()}
 
 

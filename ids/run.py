@@ -176,7 +176,8 @@ def report_text(cfg, summary: dict) -> str:
 
 def fail(exc: Exception) -> None:
     """Known bad input: the message names the problem and the fix; no traceback."""
-    print(f"error: {tracking.redact(str(exc))}", file=sys.stderr)
+    one_line = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    print(f"error: {tracking.redact(one_line)}", file=sys.stderr)
     sys.exit(2)
 
 

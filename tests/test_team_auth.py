@@ -71,8 +71,8 @@ def test_only_logged_in_users_reach_the_server_and_only_authorised_ones_move_cha
         # A worker: sweep and promote, credentials only in MLflow's environment variables.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
         overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("tracking.uri=")]
-        overrides += [f"tracking.uri={server.url}", "trainer.epochs=1", "sweep.n_trials=2",
-                      "trainer.baselines=false", "tracking.log_plots=false",
+        overrides += [f"tracking.uri={server.url}", "trainer.epochs=1", "sweep.n_trials=1",
+                      "promote.evaluate=false", "trainer.baselines=false", "tracking.log_plots=false",
                       f"hydra.run.dir={tmp_path}/hydra"]
         denied = subprocess.run([sys.executable, "-m", "ids.sweep", *overrides], cwd=ROOT,
                                 env=env, capture_output=True, text=True, timeout=300)
@@ -92,9 +92,10 @@ def test_only_logged_in_users_reach_the_server_and_only_authorised_ones_move_cha
         from mlflow.server import get_app_client
 
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-        get_app_client("basic-auth", tracking_uri=server.url).create_user("reader", "r3ader-pw!X")
+        users = get_app_client("basic-auth", tracking_uri=server.url)
+        users.create_user("reader", "reader-password-42")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "r3ader-pw!X")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reader-password-42")
         reader = MlflowClient(server.url)
         assert reader.get_model_version_by_alias(NAME, "champion").version == champion.version
         with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied|403"):

@@ -138,6 +138,11 @@ def init_postgres(data_dir: Path) -> str:
     data_dir = Path(data_dir).resolve()
     pw_file = data_dir / "ids-password"
     if (data_dir / "PG_VERSION").exists():
+        if not pw_file.is_file():
+            raise ServerError(f"{data_dir} holds a PostgreSQL cluster but not its password file "
+                              f"{pw_file.name}: put the password of user '{USER}' there (one "
+                              "line, chmod 600), or choose an empty --data-dir / --dir for a new "
+                              "cluster")
         return pw_file.read_text().strip()
     user = _server_user()
     data_dir.mkdir(parents=True, exist_ok=True)
