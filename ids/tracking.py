@@ -43,7 +43,16 @@ def configure(tracking_cfg) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     name = str(tracking_cfg.experiment)
-    exp = mlflow.get_experiment_by_name(name)
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if " 401" not in str(exc) and "UNAUTHENTICATED" not in str(exc):
+            raise
+        from ids.config import ConfigError
+
+        raise ConfigError(f"tracking.uri={redact(uri)}: the server requires a login; export "
+                          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (printed by "
+                          "`make server`)") from exc
     if exp is not None:
         return exp.experiment_id
     location = None

@@ -76,7 +76,8 @@ def test_only_logged_in_users_reach_the_server_and_only_authorised_ones_move_cha
                       f"hydra.run.dir={tmp_path}/hydra"]
         denied = subprocess.run([sys.executable, "-m", "ids.sweep", *overrides], cwd=ROOT,
                                 env=env, capture_output=True, text=True, timeout=300)
-        assert denied.returncode != 0  # no credentials: refused before any trial
+        assert denied.returncode == 2, denied.stderr[-3000:]  # refused before any trial
+        assert "requires a login" in denied.stderr and "MLFLOW_TRACKING_PASSWORD" in denied.stderr
         env.update(auth.client_env())
         for module in ("ids.sweep", "ids.promote"):
             proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, env=env,
