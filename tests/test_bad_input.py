@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,3 +222,31 @@ def test_readme_table_matches_the_cases():
     assert names == list(CASES)
     for row, case in zip(rows, CASES.values(), strict=True):
         assert row.rstrip(" |").endswith(str(case.code)), row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_an_interrupted_predict_leaves_no_output(tiny_model, tmp_path, sig):
+    """Interrupted mid-file: the partial file is removed and nothing has the output's name."""
+    flows = synthetic.generate(200_000, 5, MIX)
+    path = _csv(tmp_path, flows)
+    out = tmp_path / "alerts.csv"
+    cmd = [sys.executable, "-m", "ids.predict", f"hydra.run.dir={tmp_path}/hydra",
+           f"model_uri={tiny_model[0]}", f"input={path}", f"output={out}", "chunk_size=2000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    partial = tmp_path / "alerts.csv.partial"
+    try:
+        deadline = time.monotonic() + 240
+        while not (partial.exists() and partial.stat().st_size > 100_000):  # mid-file
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "predict never started writing"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, output[-2000:]
+    assert not out.exists() and not partial.exists(), output[-2000:]
