@@ -62,7 +62,7 @@ ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to ch
 		--host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
 
 server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; data in servers/)
-	$(BIN)/python -m ids.servers team --dir servers --host $(HOST) --port $(PORT) \
+	$(BIN)/python -m ids.tools.servers team --dir servers --host $(HOST) --port $(PORT) \
 		--pg-port $(PG_PORT) $(ARGS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost

@@ -132,6 +132,7 @@ class Config:
     input: str | None = None
     output: str | None = None
     chunk_size: int = 100_000
+    overwrite: bool = False  # ids.predict: replace an existing output file
 
 
 def register() -> None:

@@ -31,6 +31,7 @@ import json
 import os
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,23 @@ def _layout(columns) -> str:
     if not missing:
         return expected
     odd = sorted(cols - set(V2_FEATURES + ID_COLUMNS + [LABEL, ATTACK]))
+    seps = [s for s in (";", "\t", "|") if len(cols) == 1 and s in str(next(iter(cols)))]
+    if seps:
+        raise DataError(f"only one column, {str(odd[0])[:60]!r}...: the file looks "
+                        f"{seps[0]!r}-separated; ids reads comma-separated CSV (convert it, e.g. "
+                        "pandas.read_csv(path, sep=...).to_csv(new_path, index=False))")
     raise DataError(f"missing columns {missing} for the NetFlow {expected} layout (expected "
                     f"{feats}); unexpected columns {odd[:10]} - renamed? Rename them back to the "
                     "published NetFlow column names.")
+
+
+def _row(df: pd.DataFrame, i: int) -> str:
+    """Where position i of `df` is in its file: the index holds the row number from the file's
+    first flow (predict sets it per chunk), so chunked and whole-file reads say the same."""
+    r = df.index[i]
+    if isinstance(r, (int, np.integer)):
+        return f"row {int(r)} (0-based, header excluded: line {int(r) + 2} of a CSV)"
+    return f"row {r!r}"
 
 
 def _columns(df: pd.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
@@ -89,16 +104,18 @@ def _columns(df: pd.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
             num = pd.to_numeric(s, errors="coerce")
             bad = np.flatnonzero(num.isna().to_numpy() & s.notna().to_numpy())
             if len(bad):
-                raise DataError(f"column {c!r} must be numeric, but row {bad[0]} (0-based, "
-                                f"header excluded) holds {s.iloc[bad[0]]!r} ({len(bad)} such "
-                                "rows); fix or drop those rows")
+                raise DataError(f"column {c!r} must be numeric, but {_row(df, bad[0])} holds "
+                                f"{s.iloc[bad[0]]!r} ({len(bad)} such rows); fix or drop those "
+                                "rows")
             s = num
         a = (s.to_numpy(np.float64, na_value=np.nan)
              if pd.api.types.is_extension_array_dtype(s) else s.to_numpy())
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
-            raise DataError(f"column {c!r} has {nan} NaN and {inf} infinite values; fill or drop "
-                            "those rows before loading")
+            first = int(np.flatnonzero(~np.isfinite(a))[0])
+            raise DataError(f"column {c!r} has {nan} NaN and {inf} infinite values (NaN: an "
+                            f"empty cell), the first at {_row(df, first)}; fill or drop those rows "
+                            "before loading")
         out[c] = a
     return out
 
@@ -113,22 +130,48 @@ def _strings(s: pd.Series) -> np.ndarray:
         s.astype(str).to_numpy(object))
 
 
+# Counts that cannot be negative, and TCP flag fields (whole numbers, bit sets).
+NON_NEGATIVE = ["IN_BYTES", "OUT_BYTES", "IN_PKTS", "OUT_PKTS", "FLOW_DURATION_MILLISECONDS"]
+
+
+def _check_counts(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> None:
+    """DataError for a negative count or a negative or fractional TCP flags value: the encoding
+    would otherwise clip or truncate them without a word."""
+    for c in [c for c in NON_NEGATIVE + FLAG_COLUMNS if c in cols]:
+        a = cols[c]
+        neg = np.flatnonzero(a < 0)
+        if len(neg):
+            raise DataError(f"column {c!r} must be >= 0, but {_row(df, neg[0])} holds "
+                            f"{a[neg[0]]!r} ({len(neg)} such rows); fix or drop those rows")
+        if c in FLAG_COLUMNS and a.dtype.kind == "f":
+            frac = np.flatnonzero(a != np.floor(a))
+            if len(frac):
+                raise DataError(f"column {c!r} holds TCP flag bits, a whole number, but "
+                                f"{_row(df, frac[0])} holds {a[frac[0]]!r} ({len(frac)} such "
+                                "rows); fix or drop those rows")
+
+
 def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame:
-    """A clean copy in canonical column order (ids present + features + Label + Attack)."""
+    """A clean copy in canonical column order (ids present + features + Label + Attack).
+    Error messages name the row by `df.index` (the row number in the file)."""
     if len(df) == 0:
         raise DataError("the data has no flows (empty file or only a header)")
     df = df.rename(columns=lambda c: str(c).strip())
+    if not require_label and LABEL in df.columns and df[LABEL].isna().all():
+        df = df.drop(columns=[c for c in (LABEL, ATTACK) if c in df.columns])  # labels optional
     feats = V2_FEATURES if _layout(df.columns) == "v2" else V1_FEATURES
     ids = [c for c in ID_COLUMNS if c in df.columns]
     cols = {c: _strings(df[c]) for c in ids if c in IP_COLUMNS}
     cols.update(_columns(df, [c for c in ids if c in PORT_COLUMNS] + feats))
+    _check_counts(df, cols)
     if LABEL in df.columns:
         lab = pd.to_numeric(df[LABEL], errors="coerce").to_numpy(np.float64)
         bad = ~np.isin(lab, (0.0, 1.0))
         if bad.any():
+            first = int(np.flatnonzero(bad)[0])
             vals = pd.unique(df[LABEL].to_numpy()[bad])[:5].tolist()
             raise DataError(f"column 'Label' must be 0 (benign) or 1 (attack); found {vals} in "
-                            f"{int(bad.sum())} rows")
+                            f"{int(bad.sum())} rows, the first at {_row(df, first)}")
         cols[LABEL] = lab.astype(np.int64)
         fill = pd.Series(np.where(lab == 1, "Attack", "Benign"), dtype=object, index=df.index)
         att = df[ATTACK] if ATTACK in df.columns else fill
@@ -148,6 +191,8 @@ def read_flows(path, max_rows: int | None = None, require_label: bool = True) ->
                         f"published at {PUBLISHED}; download it and set data.path=... (or "
                         "IDS_DATA_PATH), or run with data=synthetic, which needs no download")
     name, nrows = p.name.lower(), None if max_rows is None else int(max_rows)
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty (0 bytes): no flows to load; re-download the file")
     opts = {"engine": "pyarrow"} if nrows is None else {"nrows": nrows, "low_memory": False}
     try:
         if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
@@ -170,7 +215,22 @@ def read_flows(path, max_rows: int | None = None, require_label: bool = True) ->
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         what = "is empty" if "empty" in str(e).lower() else f"is not a readable CSV ({e})"
         raise DataError(f"{p} {what}: no flows to load; re-download the file") from e
-    return validate_frame(df, require_label)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as e:
+        raise DataError(f"{p} cannot be read as {_kind(name)} ({type(e).__name__}: {e}); is the "
+                        "file complete, and does its extension match its content?") from e
+    try:
+        return validate_frame(df, require_label)
+    except DataError as e:
+        raise DataError(f"{p}: {e}") from e
+
+
+def _kind(name: str) -> str:
+    """What a file's extension promises, for error messages."""
+    for ext, kind in ((".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd"),
+                      (".zip", "a zip archive"), (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(ext):
+            return kind
+    return "a CSV file"
 
 
 def load_frame(data_cfg) -> pd.DataFrame:

@@ -42,7 +42,7 @@ from ids import data as data_mod
 from ids import lineage, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import ATTACK, LABEL, DataError
-from ids.metrics import PAPER_METRICS, REPORT_METRICS, baseline_scores
+from ids.metrics import PAPER_METRICS, REPORT_METRICS, ScoreError, baseline_scores
 from ids.overlap import copy_mask, overlap_stats, row_hashes, unseen_mask
 from ids.run import fail, split_baseline_scores
 
@@ -209,8 +209,8 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: st
         if not cfg.get("input") or cfg.trainer.baselines:
             params.update(tracking.flatten(OmegaConf.to_container(cfg.data, resolve=True),
                                            "data."))
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_params({k: tracking.redact(str(v))[:500] for k, v in params.items()})
+        mlflow.log_text(tracking.config_yaml(cfg), "config.yaml")
         dataset = MetaDataset(source=HTTPDatasetSource(url=str(part["path"] or "synthetic://")),
                               name=part["dataset"], digest=part["hash"][:36])
         mlflow.log_input(dataset, context="evaluation")
@@ -237,11 +237,11 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: st
 def main(cfg: DictConfig) -> None:
     try:
         result = evaluate(cfg, overrides=lineage.cli_overrides())
-    except (ConfigError, DataError, registry.RegistryError) as exc:
+    except (ConfigError, DataError, registry.RegistryError, ScoreError) as exc:
         fail(exc)
     print(result["report"])
     if result["run_id"]:
-        print(f"\nMLflow evaluation run {result['run_id']} in {cfg.tracking.uri} "
+        print(f"\nMLflow evaluation run {result['run_id']} in {tracking.redact(cfg.tracking.uri)} "
               f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
 
 

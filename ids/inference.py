@@ -1,16 +1,16 @@
 """Score raw flows with a trained model: preprocessing, windows, weights and threshold in one.
 
-A `Scorer` is saved as a folder (`scorer.json`, `preprocessor.pkl`, `model.ckpt`) that is the
-artifact of the MLflow pyfunc model, so `mlflow.pyfunc.load_model(uri).predict(df)` scores flows
-in the published column layout exactly like the in-process model.
+A `Scorer` is saved as a folder of data (`scorer.json`, `preprocessor.npz`, `weights.npz`; see
+`ids.modelfile`) that is the artifact of the MLflow pyfunc model, so
+`mlflow.pyfunc.load_model(uri).predict(df)` scores flows in the published column layout exactly
+like the in-process model. `load_scorer` reads that folder directly: it never executes code
+stored with a model (neither pickles nor the model's code file).
 """
 
 from __future__ import annotations
 
 import json
-import pickle
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mindspore as ms
@@ -18,6 +18,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from ids import modelfile
 from ids.data import Preprocessor
 from ids.model import build_model
 from ids.train import predict_proba
@@ -31,13 +32,18 @@ class Scorer:
     model_cfg: dict
     window: int
     threshold: float
-    checkpoint: Path
+    checkpoint: Path  # a MindSpore .ckpt from training, or the weights.npz of a saved Scorer
     eval_batch_size: int = 4096
+    config: dict = field(default_factory=dict)  # the run's resolved data/model/trainer config
 
     def __post_init__(self) -> None:
         n_features = len(self.preprocessor.feature_names_)
         self.model = build_model(n_features, self.window, _Obj(self.model_cfg))
-        ms.load_param_into_net(self.model, ms.load_checkpoint(str(self.checkpoint)))
+        if Path(self.checkpoint).suffix == ".npz":
+            params = _weights(self.model, modelfile.read_npz(Path(self.checkpoint)))
+        else:  # the checkpoint training just wrote on this machine
+            params = ms.load_checkpoint(str(self.checkpoint))
+        ms.load_param_into_net(self.model, params)
         self.model.set_train(False)
 
     @property
@@ -67,25 +73,44 @@ class Scorer:
                             index=flows.index)
 
     def save(self, folder: str | Path) -> Path:
+        """JSON + npz only (format `ids.modelfile.FORMAT`, version `VERSION`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.checkpoint, folder / "model.ckpt")
-        with open(folder / "preprocessor.pkl", "wb") as fh:
-            pickle.dump(self.preprocessor, fh)
-        meta = {"model": self.model_cfg, "window": self.window, "threshold": self.threshold,
-                "eval_batch_size": self.eval_batch_size,
-                "feature_names": list(self.preprocessor.feature_names_)}
-        (folder / "scorer.json").write_text(json.dumps(meta, indent=2))
+        pre_meta, pre_arrays = modelfile.preprocessor_state(self.preprocessor)
+        modelfile.write_npz(folder / "preprocessor.npz", pre_arrays)
+        modelfile.write_npz(folder / "weights.npz",
+                            {p.name: p.asnumpy() for p in self.model.get_parameters()})
+        meta = {"format": modelfile.FORMAT, "version": modelfile.VERSION,
+                "model": dict(self.model_cfg), "window": int(self.window),
+                "threshold": float(self.threshold), "eval_batch_size": int(self.eval_batch_size),
+                "preprocessor": pre_meta, "config": self.config or {}}
+        (folder / "scorer.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Scorer:
+        """Read and check a saved Scorer; ModelFormatError names what is wrong."""
         folder = Path(folder)
-        meta = json.loads((folder / "scorer.json").read_text())
-        with open(folder / "preprocessor.pkl", "rb") as fh:
-            pre = pickle.load(fh)
+        meta = modelfile.read_meta(folder)
+        pre = modelfile.preprocessor_from_state(meta["preprocessor"],
+                                                modelfile.read_npz(folder / "preprocessor.npz"))
         return cls(pre, meta["model"], int(meta["window"]), float(meta["threshold"]),
-                   folder / "model.ckpt", int(meta.get("eval_batch_size", 4096)))
+                   folder / "weights.npz", int(meta["eval_batch_size"]), meta.get("config", {}))
+
+
+def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
+    """Saved arrays as parameters, after checking they are exactly the network's."""
+    want = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    got = {k: tuple(a.shape) for k, a in arrays.items()}
+    if got != want:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:4]
+        raise modelfile.ModelFormatError(f"invalid ids model file: weights.npz does not fit the "
+                                         f"model in scorer.json (differences: {diff})")
+    broken = [k for k, a in arrays.items() if not np.isfinite(a).all()]
+    if broken:
+        raise modelfile.ModelFormatError(f"invalid ids model file: weights {broken[:3]} hold NaN "
+                                         "or infinite values (a diverged training); retrain it")
+    return {k: ms.Parameter(ms.Tensor(a.astype(np.float32)), name=k) for k, a in arrays.items()}
 
 
 class _Obj(dict):
@@ -95,7 +120,8 @@ class _Obj(dict):
 
 
 class IdsPyfuncModel(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper: `predict(raw_flows)` -> DataFrame with `score` and `label` per flow."""
+    """MLflow wrapper: `predict(raw_flows)` -> DataFrame with `score` and `label` per flow.
+    Logged from code (`ids/pyfunc_model.py`), never pickled."""
 
     def load_context(self, context) -> None:
         ms.set_device("CPU")
@@ -106,6 +132,9 @@ class IdsPyfuncModel(mlflow.pyfunc.PythonModel):
 
 
 def load_scorer(model_uri: str) -> Scorer:
-    """The Scorer behind a logged or registered model (runs:/..., models:/NAME@alias, a path)."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    return model.unwrap_python_model().scorer
+    """The Scorer behind a logged or registered model (runs:/..., models:/NAME@alias, a path),
+    read as data: the model's files are downloaded and checked, nothing stored is executed."""
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+    local = Path(_download_artifact_from_uri(artifact_uri=str(model_uri)))
+    return Scorer.load(modelfile.check_mlmodel(local))

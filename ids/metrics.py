@@ -45,6 +45,21 @@ def _rates(tn, fp, fn, tp) -> dict[str, np.ndarray]:
     }
 
 
+class ScoreError(ValueError):
+    """Scores that cannot be judged (NaN): the model's output is broken, not the labels."""
+
+
+def _finite_scores(s: np.ndarray) -> np.ndarray:
+    """`s` unless it holds NaN: a NaN score is neither attack nor benign, so no metric or
+    threshold may silently count it as either."""
+    nan = np.flatnonzero(np.isnan(s))
+    if len(nan):
+        raise ScoreError(f"{len(nan)} of {len(s)} scores are NaN (the first at flow {nan[0]}): "
+                         "the model's output is not a number (diverged weights?); retrain it or "
+                         "check the flows it scored")
+    return s
+
+
 def _labels(y_true, n: int | None = None) -> np.ndarray:
     y = np.asarray(y_true).reshape(-1)
     if not np.isin(y, (0, 1)).all():
@@ -91,7 +106,7 @@ def compute_metrics(y_true, scores, threshold: float, attack=None) -> dict[str, 
     of each flow) "detection_rate/<Category>": the fraction of that category's flows predicted
     attack. For "detection_rate/Benign" that fraction is the false alarm rate.
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    s = _finite_scores(np.asarray(scores, dtype=np.float64).reshape(-1))
     y = _labels(y_true, len(s))
     pred = s >= threshold
     tn, fp, fn, tp = confusion(y, pred)
@@ -113,10 +128,8 @@ def threshold_curve(y_true, scores, metric: str = "f1") -> tuple[np.ndarray, np.
     for score >= threshold. One sort and two cumulative sums: O(n log n)."""
     if metric not in THRESHOLD_METRICS:
         raise ValueError(f"metric must be one of {', '.join(THRESHOLD_METRICS)}, got {metric!r}")
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    s = _finite_scores(np.asarray(scores, dtype=np.float64).reshape(-1))
     y = _labels(y_true, len(s))
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN: no threshold can be chosen")
     order = np.argsort(-s, kind="stable")  # descending scores
     s, y = s[order], y[order]
     last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # end of each run of equal scores

@@ -27,7 +27,9 @@ import gzip
 import os
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
@@ -70,19 +72,30 @@ def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     if not name.endswith(_CSV):
         raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one CSV "
                         "inside) or .parquet")
-    if name.endswith(".zip"):
-        with zipfile.ZipFile(p) as zf:
-            n = sum(m.lower().endswith(".csv") and not m.startswith("__MACOSX/")
-                    for m in zf.namelist())
-        if n != 1:
-            raise DataError(f"{p} holds {n} CSV files; the zip must hold exactly one")
     try:
-        with pd.read_csv(p, chunksize=int(chunk_size), low_memory=False) as reader:
-            yield from reader
+        with ExitStack() as stack:
+            src = p
+            if name.endswith(".zip"):  # open the one CSV: pandas refuses folder entries
+                zf = stack.enter_context(zipfile.ZipFile(p))
+                src = stack.enter_context(zf.open(_zip_member(zf, p)))
+            yield from stack.enter_context(pd.read_csv(src, chunksize=int(chunk_size),
+                                                       low_memory=False))
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{p} is empty: no flows to score") from exc
     except pd.errors.ParserError as exc:
         raise DataError(f"{p} is not a readable CSV ({exc})") from exc
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as exc:
+        raise DataError(f"{p} cannot be read ({type(exc).__name__}: {exc}); is the file "
+                        "complete, and does its extension match its content?") from exc
+
+
+def _zip_member(zf: zipfile.ZipFile, p: Path) -> str:
+    csvs = [m for m in zf.namelist() if m.lower().endswith(".csv") and not m.endswith("/")
+            and not m.startswith("__MACOSX/")]
+    if len(csvs) != 1:
+        raise DataError(f"{p} holds {len(csvs)} CSV files {csvs[:5]}; the zip must hold "
+                        "exactly one (unzip it and point input at one CSV)")
+    return csvs[0]
 
 
 def _passthrough(raw: pd.DataFrame, start: int) -> pd.DataFrame:
@@ -99,7 +112,7 @@ def _open_output(path: Path, gz: bool):
 
 def predict_file(model_uri: str, input: str | Path, output: str | Path,
                  chunk_size: int = 100_000, *, scorer: Scorer | None = None,
-                 tracking_uri: str | None = None) -> int:
+                 tracking_uri: str | None = None, overwrite: bool = False) -> int:
     """Score every flow of `input` into `output` (csv or csv.gz); returns the number of rows.
 
     `tracking_uri` is the MLflow store for models:/ and runs:/ URIs (default: the current one);
@@ -109,16 +122,30 @@ def predict_file(model_uri: str, input: str | Path, output: str | Path,
         if tracking_uri and registry.needs_store(str(model_uri)):
             registry.connect(tracking_uri)
         scorer = registry.load_scorer(registry.resolve_model(str(model_uri)))
-    return score_file(scorer, input, output, chunk_size)[0]
+    return score_file(scorer, input, output, chunk_size, overwrite)[0]
 
 
-def score_file(scorer: Scorer, input: str | Path, output: str | Path,
-               chunk_size: int = 100_000) -> tuple[int, int]:
-    """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer."""
+def check_output(input: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """The output path, if it may be written: not the input, in an existing folder, and not an
+    existing file unless `overwrite`."""
     out_path = Path(str(output)).expanduser()
     if out_path.resolve() == Path(str(input)).expanduser().resolve():
         raise ConfigError(f"output={output} would overwrite the input; choose another file")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not out_path.parent.is_dir():
+        raise ConfigError(f"output={output}: folder {out_path.parent} does not exist; create it "
+                          "or choose another output path")
+    if out_path.exists() and not overwrite:
+        raise ConfigError(f"output={output} exists; choose another file, or pass "
+                          "overwrite=true to replace it")
+    return out_path
+
+
+def score_file(scorer: Scorer, input: str | Path, output: str | Path,
+               chunk_size: int = 100_000, overwrite: bool = False) -> tuple[int, int]:
+    """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer. Writes
+    `<output>.partial` beside the output and renames it when complete: an error or an
+    interrupt leaves no output, and never a truncated one under the final name."""
+    out_path = check_output(input, output, overwrite)
     tmp = out_path.with_name(out_path.name + ".partial")
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
@@ -148,11 +175,11 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
             for raw in read_chunks(input, chunk_size):
                 if len(raw) == 0:
                     continue
+                raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
                 try:
                     X = scorer.transform(validate_frame(raw, require_label=False))
                 except DataError as exc:
-                    raise DataError(f"{input}, flows {n_rows}-{n_rows + len(raw) - 1} (0-based): "
-                                    f"{exc}") from exc
+                    raise DataError(f"{input}: {exc}") from exc
                 pending_X.append(X)
                 pending_meta.append(_passthrough(raw, n_rows))
                 n_pending += len(raw)
@@ -171,20 +198,24 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from ids.run import fail
+    from ids.tracking import end_runs_killed_on_sigterm
     from ids.train import setup_runtime
 
+    end_runs_killed_on_sigterm()  # SIGTERM unwinds: the partial output is removed
     uri = registry.default_model_uri(cfg)
     try:
         if not cfg.input or not cfg.output:
             raise ConfigError("input and output are required: python -m ids.predict "
                               "input=flows.csv output=alerts.csv [model_uri=...]")
+        check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
         if registry.needs_store(uri):
             registry.connect(cfg.tracking.uri)
         setup_runtime(cfg.trainer)
         ref = registry.resolve_model(uri)
         scorer = registry.load_scorer(ref)
         started = time.perf_counter()
-        n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size))
+        n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
+                               bool(cfg.overwrite))
     except (ConfigError, DataError, registry.RegistryError) as exc:
         fail(exc)
     seconds = time.perf_counter() - started

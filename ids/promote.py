@@ -226,7 +226,7 @@ def main(cfg: DictConfig) -> None:
         print()
         print(ev["report"])
         if ev["run_id"]:
-            print(f"\nMLflow evaluation run {ev['run_id']} in {cfg.tracking.uri} "
+            print(f"\nMLflow evaluation run {ev['run_id']} in {tracking.redact(cfg.tracking.uri)} "
                   f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
     print(f"\nload it with models:/{result['name']}@{result['alias']} "
           f"(python -m ids.evaluate / ids.predict use it by default)")

@@ -17,6 +17,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ids import tracking
+from ids.modelfile import ModelFormatError
+from ids.tracking import redact  # noqa: F401 - the one redact(), kept importable from here
 
 _VERSION = re.compile(r"^\d+$")
 
@@ -159,13 +161,12 @@ def load_scorer(ref: ModelRef):
 
     try:
         scorer = _load(ref.uri)
+    except ModelFormatError as exc:
+        raise ModelNotFound(f"model_uri={ref.uri!r}: {exc}") from exc
     except (MlflowException, OSError) as exc:
         raise ModelNotFound(f"model_uri={ref.uri!r} could not be loaded ({type(exc).__name__}: "
                             f"{str(exc)[:300]}); point model_uri at a model logged by ids") \
             from exc
-    except AttributeError as exc:  # a pyfunc model, but not an IdsPyfuncModel
-        raise ModelNotFound(f"model_uri={ref.uri!r} is not an ids model (no Scorer inside); "
-                            "use a model logged by `python -m ids.run` or a sweep") from exc
     return scorer
 
 
@@ -196,13 +197,3 @@ def run_tag(client: MlflowClient, run_id: str | None, key: str) -> str | None:
         return client.get_run(run_id).data.tags.get(key)
     except MlflowException:
         return None
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password, safe for tags and messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: keep it as it is
-        return url

@@ -171,7 +171,8 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict) -> st
     if not cfg.tracking.log_model:
         return None
     scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
-                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size))
+                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),
+                    tracking.model_config(cfg))
     return tracking.log_scorer(scorer)
 
 
@@ -222,7 +223,8 @@ def report_text(cfg, summary: dict) -> str:
 
 def fail(exc: Exception) -> None:
     """Known bad input: the message names the problem and the fix; no traceback."""
-    print(f"error: {exc}", file=sys.stderr)
+    one_line = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    print(f"error: {tracking.redact(one_line)}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -235,7 +237,7 @@ def main(cfg: DictConfig) -> None:
         fail(exc)
     print(report_text(cfg, summary))
     if "run_id" in summary:
-        print(f"\nMLflow run {summary['run_id']} in {cfg.tracking.uri} "
+        print(f"\nMLflow run {summary['run_id']} in {tracking.redact(cfg.tracking.uri)} "
               f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
 
 

@@ -190,8 +190,8 @@ def parent_run(cfg: DictConfig) -> str | None:
         client.update_run(mine, status="RUNNING")
         return mine
     params = {k: str(v)[:500] for k, v in tracking.flatten(
-        OmegaConf.to_container(cfg.sweep, resolve=True), "sweep.").items()}
+        tracking.redacted(OmegaConf.to_container(cfg.sweep, resolve=True)), "sweep.").items()}
     for key, value in params.items():
         client.log_param(mine, key, value)
-    client.log_text(mine, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    client.log_text(mine, tracking.config_yaml(cfg), "config.yaml")
     return mine

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from ids.tracking import redact
+
 # Keys a rerun must not inherit from the trial: where the test split and checkpoints go.
 _RERUN_DROP = {"trainer": ("evaluate_test", "checkpoint_dir")}
 
@@ -148,5 +150,5 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
         print("  promote: make promote  (registers it as champion and scores the test split)")
     print(f"  trials: {summary['folder']}/trials.csv")
     if summary.get("parent_run_id"):
-        print(f"  MLflow: parent run {summary['parent_run_id']} in {cfg.tracking.uri} "
+        print(f"  MLflow: parent run {summary['parent_run_id']} in {redact(cfg.tracking.uri)} "
               f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -42,7 +43,16 @@ def configure(tracking_cfg) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     name = str(tracking_cfg.experiment)
-    exp = mlflow.get_experiment_by_name(name)
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if " 401" not in str(exc) and "UNAUTHENTICATED" not in str(exc):
+            raise
+        from ids.config import ConfigError
+
+        raise ConfigError(f"tracking.uri={redact(uri)}: the server requires a login; export "
+                          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (printed by "
+                          "`make server`)") from exc
     if exp is not None:
         return exp.experiment_id
     location = None
@@ -89,7 +99,7 @@ def runtime_tags() -> dict[str, str]:
 def start_run(experiment_id: str, run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict[str, Any] | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run that ends FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error), never RUNNING."""
-    all_tags = {**runtime_tags(), **(tags or {})}
+    all_tags = redacted({**runtime_tags(), **(tags or {})})
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
                            parent_run_id=parent_run_id, tags=all_tags)
     try:
@@ -100,7 +110,7 @@ def start_run(experiment_id: str, run_name: str | None = None, parent_run_id: st
     except BaseException as exc:
         pruned = type(exc).__name__ == "TrialPruned"
         if not pruned:
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.set_tag("error", redact(f"{type(exc).__name__}: {exc}")[:5000])
         mlflow.end_run("FINISHED" if pruned else ("KILLED" if isinstance(exc, SystemExit) else "FAILED"))
         raise
     else:
@@ -118,17 +128,51 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/\s]*@")
+_SECRET_QUERY = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd|token|secret|access_token"
+                           r"|api_key)=)[^&;#\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URI in it replaced by ***: `user:password@` and
+    password=... query parameters. For anything logged (params, tags, artifacts) or printed."""
+    text = _USERINFO.sub(r"\g<head>:***@", str(text))
+    return _SECRET_QUERY.sub(r"\g<head>***", text)
+
+
+def redacted(obj: Any) -> Any:
+    """A copy of a nested dict/list with `redact` applied to every string in it."""
+    if isinstance(obj, dict):
+        return {k: redacted(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redacted(v) for v in obj]
+    return redact(obj) if isinstance(obj, str) else obj
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML, passwords redacted: what `config.yaml` artifacts hold."""
+    return OmegaConf.to_yaml(OmegaConf.create(redacted(OmegaConf.to_container(cfg, resolve=True))))
+
+
+def model_config(cfg: DictConfig) -> dict:
+    """The resolved data/model/trainer sections, redacted: stored inside the model."""
+    return redacted({k: OmegaConf.to_container(cfg[k], resolve=True)
+                     for k in ("data", "model", "trainer")})
+
+
 def log_config(cfg: DictConfig) -> None:
-    """The resolved config: flattened as params (search space excluded) and whole as YAML."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    """The resolved config: flattened as params (search space excluded) and whole as YAML,
+    passwords redacted."""
+    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     params = {k: str(v)[:500] for k, v in flatten(resolved).items()
               if not k.startswith(("sweep.params.", "paper."))}
     mlflow.log_params(params)
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    mlflow.log_text(config_yaml(cfg), "config.yaml")
 
 
 def log_data(info: dict) -> None:
     """Source, path, size, class mix and content hash of the data, as tags and a JSON file."""
+    info = redacted(info)
     for key in ("source", "path", "layout", "n_flows", "n_features", "hash", "split"):
         if key in info and info[key] is not None:
             mlflow.set_tag(f"data.{key}", str(info[key]))
@@ -165,32 +209,65 @@ def log_figure(fig, name: str) -> None:
 
 
 def log_scorer(scorer, name: str = "model") -> str:
-    """Log a Scorer as an MLflow pyfunc model; returns its model URI."""
-    from ids.inference import IdsPyfuncModel
+    """Log a Scorer as an MLflow pyfunc model from code (`ids/pyfunc_model.py`): its data in
+    artifacts/scorer, the `ids` package in code/ and every requirement pinned, so the model
+    loads in a clean environment and loading it unpickles nothing. Returns its model URI."""
+    with _pyfunc_files(scorer) as kwargs:
+        return mlflow.pyfunc.log_model(name=name, **kwargs).model_uri
 
+
+def save_scorer_model(scorer, path: str | Path) -> str:
+    """The same model as `log_scorer`, written to a local folder (no tracking store)."""
+    with _pyfunc_files(scorer) as kwargs:
+        mlflow.pyfunc.save_model(str(path), **kwargs)
+    return str(path)
+
+
+@contextmanager
+def _pyfunc_files(scorer) -> Iterator[dict]:
+    import shutil
+
+    from ids import modelfile
+
+    pkg = Path(__file__).resolve().parent
     # No signature: MLflow's schema enforcement refuses int64 columns where a file has floats,
     # and the Preprocessor already checks columns and values with clearer errors.
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
-    pyfunc_log.setLevel(logging.ERROR)  # "signature cannot be inferred", "CloudPickle" notes
+    pyfunc_log.setLevel(logging.ERROR)  # "signature cannot be inferred" notes
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = scorer.save(Path(tmp) / "scorer")
-            info = mlflow.pyfunc.log_model(name=name, python_model=IdsPyfuncModel(),
-                                           artifacts={"scorer": str(folder)},
-                                           pip_requirements=_requirements())
+            code = Path(tmp) / "code" / "ids"
+            shutil.copytree(pkg, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            yield {"python_model": str(pkg / modelfile.CODE_FILE),
+                   "artifacts": {"scorer": str(folder)}, "code_paths": [str(code)],
+                   "pip_requirements": requirements()}
     finally:
         pyfunc_log.setLevel(level)
-    return info.model_uri
 
 
-def _requirements() -> list[str]:
+_FALLBACK_REQUIREMENTS = ("mindspore", "numpy", "pandas", "scikit-learn", "mlflow", "pyarrow")
+
+
+def requirements() -> list[str]:
+    """Every runtime requirement of the installed `ids` distribution, pinned to the version
+    installed here (the model was trained and checked with exactly these)."""
+    import re
+
+    try:
+        declared = [r for r in (metadata.requires("ids") or []) if "extra ==" not in r]
+    except metadata.PackageNotFoundError:
+        declared = list(_FALLBACK_REQUIREMENTS)
     reqs = []
-    for pkg in ("mindspore", "numpy", "pandas", "scikit-learn", "mlflow"):
+    for spec in declared:
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?", spec)
+        if not m:
+            continue
         try:
-            reqs.append(f"{pkg}=={metadata.version(pkg)}")
+            reqs.append(f"{m.group(1)}{m.group(2) or ''}=={metadata.version(m.group(1))}")
         except metadata.PackageNotFoundError:
-            pass
+            reqs.append(spec.split(";")[0].strip())
     return reqs
 
 

@@ -55,3 +55,24 @@ def run_cli(monkeypatch, module: str, *args: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
         runpy.run_module(module, run_name="__main__")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(folder of a saved MLflow pyfunc model, its Scorer, the config): one 1-epoch training on
+    4,000 synthetic flows (window 4) for the whole session; no tracking store."""
+    from ids import data as data_mod
+    from ids.config import compose
+    from ids.inference import Scorer
+    from ids.tracking import model_config, save_scorer_model
+    from ids.train import fit, setup_runtime
+
+    tmp = tmp_path_factory.mktemp("tiny-model")
+    cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=1", "trainer.baselines=false"])
+    prepared = data_mod.prepare(cfg.data)
+    setup_runtime(cfg.trainer)
+    result = fit(cfg, prepared, checkpoint_dir=str(tmp / "ckpt"))
+    scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
+                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),
+                    model_config(cfg))
+    return save_scorer_model(scorer, tmp / "model"), scorer, cfg

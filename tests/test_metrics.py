@@ -14,6 +14,7 @@ from ids.metrics import (
     PAPER_METRICS,
     REPORT_METRICS,
     THRESHOLD_METRICS,
+    ScoreError,
     baselines,
     best_threshold,
     compute_metrics,
@@ -93,8 +94,18 @@ def test_ranking_metrics_match_sklearn_and_survive_one_class_and_nan():
     for labels, pr_auc in ((np.ones(20), 1.0), (np.zeros(20), 0.0)):
         single = compute_metrics(labels, rng.random(20), 0.5)
         assert (single["roc_auc"], single["pr_auc"]) == (0.5, pr_auc)
-    s[:3] = np.nan
+    s[:3] = np.inf
     assert all(math.isfinite(v) for v in compute_metrics(y, s, 0.5).values())
+
+
+def test_nan_scores_are_an_error_not_benign():
+    """A NaN score is neither class: counting it as benign (NaN >= t is False) hid a broken
+    model; the error says how many and where."""
+    s = np.array([0.2, 0.9, np.nan, 0.7, np.nan])
+    for call in (lambda: compute_metrics([0, 1, 1, 1, 0], s, 0.5),
+                 lambda: best_threshold([0, 1, 1, 1, 0], s)):
+        with pytest.raises(ScoreError, match=r"2 of 5 scores are NaN \(the first at flow 2\)"):
+            call()
 
 
 def test_inputs_are_validated():

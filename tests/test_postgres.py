@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import ROOT, tiny_overrides
-from ids import servers
 from ids.config import compose
+from ids.tools import servers
 
 N_TRIALS = 4
 STUDY = "scale-out"

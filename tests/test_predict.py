@@ -14,9 +14,10 @@ from ids import data as data_mod
 from ids import synthetic
 from ids.config import ConfigError, compose
 from ids.data import DataError
-from ids.inference import IdsPyfuncModel, Scorer
+from ids.inference import Scorer
 from ids.predict import predict_file
 from ids.registry import ModelNotFound, load_scorer, resolve_model
+from ids.tracking import save_scorer_model
 from ids.train import fit, setup_runtime
 
 
@@ -31,10 +32,7 @@ def model(tmp_path_factory):
     result = fit(cfg, prepared)
     scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
                     float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size))
-    uri = str(tmp / "model")
-    mlflow.pyfunc.save_model(uri, python_model=IdsPyfuncModel(),
-                             artifacts={"scorer": str(scorer.save(tmp / "scorer"))},
-                             pip_requirements=["mindspore"])
+    uri = save_scorer_model(scorer, tmp / "model")
     flows = synthetic.generate(3000, 7, dict(cfg.data.class_mix))
     path = tmp / "flows.csv"
     flows.to_csv(path, index=False)
@@ -102,7 +100,7 @@ def test_bad_input(model, scorer):
     bad["IN_BYTES"] = bad["IN_BYTES"].astype(object)
     bad.loc[2500, "IN_BYTES"] = "lots"
     bad.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"flows 2000-2999.*IN_BYTES.*'lots'"):
+    with pytest.raises(DataError, match=r"IN_BYTES.*row 2500 .*'lots'"):  # row in the file
         predict_file(uri, path, out, chunk_size=1000, scorer=scorer)
     assert not out.exists()
     with pytest.raises(DataError, match="not found"):

@@ -180,7 +180,8 @@ def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_ends_the_run_killed_not_running(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_ends_the_run_killed_not_running(tmp_path, sig):
     db = tmp_path / "mlruns" / "mlflow.db"
     cmd = [PYTHON, "-m", "ids.run", *tiny_overrides(tmp_path), "trainer.epochs=500",
            "trainer.patience=0", f"hydra.run.dir={tmp_path}/hydra"]
@@ -199,7 +200,7 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
                                          "AND r.status = 'RUNNING'").fetchone()[0]
             except sqlite3.Error:  # not created or still migrating
                 epochs = 0
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
@@ -208,4 +209,5 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
         log.close()
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     (run,) = client.search_runs([client.get_experiment_by_name("ids").experiment_id])
-    assert run.info.status in ("KILLED", "FAILED"), run.info.status
+    assert run.info.status == "KILLED", (run.info.status, run.data.tags.get("error"))
+    assert run.info.end_time is not None

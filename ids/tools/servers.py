@@ -3,16 +3,18 @@
 Workers on several machines share one Optuna study (RDB storage on PostgreSQL) and one MLflow
 experiment (a tracking server whose backend store is PostgreSQL and which serves artifacts):
 
-    python -m ids.servers team                      # both, in servers/; prints what workers need
-    python -m ids.servers postgres --data-dir servers/postgres --port 5432
-    python -m ids.servers mlflow \\
+    python -m ids.tools.servers team                      # both, in servers/; prints what workers need
+    python -m ids.tools.servers postgres --data-dir servers/postgres --port 5432
+    python -m ids.tools.servers mlflow \\
         --backend-store-uri postgresql+psycopg2://ids@127.0.0.1:5432/mlflow \\
         --artifacts-destination servers/artifacts --port 5000
 
 Each command runs in the foreground and stops what it started on Ctrl-C. Everything listens on
 127.0.0.1 unless `--host` says otherwise. The password of the PostgreSQL user `ids` is made at
 initdb time and kept in `<data dir>/ids-password`; clients read it from PGPASSWORD, so it never
-appears in URIs (which MLflow logs as parameters).
+appears in URIs (which MLflow logs as parameters). The MLflow server requires a login
+(`ids.tools.auth`: MLflow's basic-auth app, admin password generated once in
+`<auth dir>/admin-password`); clients pass it in MLFLOW_TRACKING_USERNAME/PASSWORD.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ids.tools.auth import APP_NAME, Auth, init_auth
 
 USER = "ids"  # PostgreSQL role owning the databases
 DRIVER = "postgresql+psycopg2"  # psycopg2-binary is in the dev extra
@@ -134,6 +138,11 @@ def init_postgres(data_dir: Path) -> str:
     data_dir = Path(data_dir).resolve()
     pw_file = data_dir / "ids-password"
     if (data_dir / "PG_VERSION").exists():
+        if not pw_file.is_file():
+            raise ServerError(f"{data_dir} holds a PostgreSQL cluster but not its password file "
+                              f"{pw_file.name}: put the password of user '{USER}' there (one "
+                              "line, chmod 600), or choose an empty --data-dir / --dir for a new "
+                              "cluster")
         return pw_file.read_text().strip()
     user = _server_user()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -213,21 +222,27 @@ class Mlflow:
 def start_mlflow(backend_store_uri: str, artifacts_destination: Path, port: int = 5000,
                  host: str = "127.0.0.1", workers: int = 2, log: Path | None = None,
                  password: str | None = None, allowed_hosts: str | None = None,
-                 timeout: float = 180.0) -> Mlflow:
+                 timeout: float = 180.0, auth: Auth | None = None) -> Mlflow:
     """`mlflow server` with a database backend store and proxied artifacts (clients upload
-    through the server, so workers need no shared folder); waits until /health answers."""
+    through the server, so workers need no shared folder); with `auth`, only logged-in users
+    get in (MLflow's basic-auth app). Waits until /health answers."""
     dest = Path(artifacts_destination).resolve()
     dest.mkdir(parents=True, exist_ok=True)
+    log = Path(log) if log else None
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
            "--serve-artifacts", "--artifacts-destination", str(dest), "--host", host,
            "--port", str(port), "--workers", str(workers)]
     if allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
+    if auth is not None:
+        cmd += ["--app-name", APP_NAME]
     env = dict(os.environ)
     # MLflow's job runner (GenAI scoring, trace archival) adds four processes we never use.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if password:
         env["PGPASSWORD"] = password
+    if auth is not None:
+        env.update(auth.server_env())
     out = open(log, "ab") if log else None  # the server keeps its own copy open
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -285,7 +300,7 @@ def _wait(servers: list) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ids.servers", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m ids.tools.servers", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     team = sub.add_parser("team", help="PostgreSQL + MLflow server; prints the workers' URIs")
@@ -303,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     for p in (team, pg, ml):
         p.add_argument("--host", default="127.0.0.1",
                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 for a team)")
+    ml.add_argument("--auth-dir", type=Path, default=Path("servers/mlflow-auth"),
+                    help="users and the generated admin password (default: servers/mlflow-auth)")
     for p in (team, ml):
+        p.add_argument("--no-auth", action="store_true",
+                       help="no login: whoever reaches the port reads and writes (trusted "
+                            "networks only)")
         p.add_argument("--port", type=int, default=5000)
         p.add_argument("--workers", type=int, default=2, help="MLflow server processes")
         p.add_argument("--allowed-hosts", default=None,
@@ -312,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with `&`
     started: list = []
+    auth = None
     try:
         if args.command in ("team", "postgres"):
             data_dir = args.dir / "postgres" if args.command == "team" else args.data_dir
@@ -323,10 +344,14 @@ def main(argv: list[str] | None = None) -> int:
                 else args.backend_store_uri
             dest = args.dir / "artifacts" if args.command == "team" \
                 else args.artifacts_destination
+            if not args.no_auth:
+                auth = init_auth(args.dir / "mlflow-auth" if args.command == "team"
+                                 else args.auth_dir)
             started.append(start_mlflow(backend, dest, args.port, args.host, args.workers,
                                         password=started[0].password if started else None,
-                                        allowed_hosts=args.allowed_hosts))
-            print(f"MLflow server on {started[-1].url} (artifacts in {dest})", flush=True)
+                                        allowed_hosts=args.allowed_hosts, auth=auth))
+            print(f"MLflow server on {started[-1].url} (artifacts in {dest}; "
+                  f"{'login required' if auth else 'NO login'})", flush=True)
     except (ServerError, KeyboardInterrupt, SystemExit) as exc:
         for s in reversed(started):
             s.stop()
@@ -338,14 +363,30 @@ def main(argv: list[str] | None = None) -> int:
         pg_srv, host = started[0], _public_host(args.host)
         storage = f"{DRIVER}://{USER}@{host}:{pg_srv.port}/optuna"
         print(f"\nOn every worker machine:\n  export PGPASSWORD='{pg_srv.password}'")
+        _print_login(auth)
         if args.command == "team":
             tracking = f"http://{host}:{args.port}"
             print(f'  make sweep ARGS="sweep.storage={storage} tracking.uri={tracking}"\n'
                   f"Browse: {tracking}", flush=True)
         else:
             print(f"  sweep.storage={storage}", flush=True)
+    elif auth is not None:
+        print("\nOn every client machine:")
+        _print_login(auth)
     print("Ctrl-C stops the servers.", flush=True)
     return _wait(started)
+
+
+def _print_login(auth: Auth | None) -> None:
+    """The admin password in full only right after it was generated; afterwards its file."""
+    if auth is None:
+        return
+    secret = (f"'{auth.password}'" if auth.created
+              else f'"$(cat {auth.password_file})"  # on this machine; copy it to the others')
+    print(f"  export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD={secret}")
+    if auth.created:
+        print(f"  (the MLflow admin password is shown only now; it is kept in "
+              f"{auth.password_file}, mode 0600)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,252 @@
+"""The README's bad-input table, one case per row: real files through the real commands.
+
+Every error case ends with one line on stderr naming the file, the row and the column where
+they apply, exit code 2, and no output file (not even a partial one). The cases that are not
+errors (a zip with a folder entry, an empty Label column) are scored. README.md holds the same
+rows between `<!-- bad-input table -->` markers; `test_readme_table_matches_the_cases` keeps
+them one to one.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli
+from ids import synthetic
+from ids.tools import servers
+
+MIX = {"Benign": 1.0, "DoS": 3.0}
+
+
+def _flows(n: int = 300) -> pd.DataFrame:
+    return synthetic.generate(n, 11, MIX)
+
+
+def _csv(tmp: Path, df: pd.DataFrame, name: str = "flows.csv", **kw) -> Path:
+    path = tmp / name
+    df.to_csv(path, index=False, **kw)
+    return path
+
+
+def _set(df: pd.DataFrame, col: str, row: int, value) -> pd.DataFrame:
+    df = df.copy()
+    df[col] = df[col].astype(object)
+    df.loc[row, col] = value
+    return df
+
+
+def _zip(tmp: Path, members: dict[str, str]) -> Path:
+    path = tmp / "flows.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in members.items():
+            if name.endswith("/"):
+                zf.writestr(zipfile.ZipInfo(name), "")
+            else:
+                zf.writestr(name, text)
+    return path
+
+
+def _ragged(tmp: Path) -> Path:
+    path = _csv(tmp, _flows())
+    lines = path.read_text().splitlines()
+    lines[4] += ",extra"  # data row 3, line 5
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Case:
+    make: Callable[[Path], Path | list[str]]  # the input file, or the whole command line
+    expect: tuple[str, ...] = ()  # fragments of the one-line error (or of stdout when code 0)
+    code: int = 2
+    module: str = "ids.predict"
+    chunk_size: int = 100  # several chunks: row numbers must still count from the file start
+
+
+CASES: dict[str, Case] = {
+    "missing column": Case(lambda t: _csv(t, _flows().drop(columns=["TCP_FLAGS"])),
+                           ("flows.csv", "missing columns ['TCP_FLAGS']")),
+    "renamed column": Case(lambda t: _csv(t, _flows().rename(columns={"IN_BYTES": "in_bytes"})),
+                           ("flows.csv", "'IN_BYTES'", "'in_bytes'", "renamed?")),
+    "text in a numeric column": Case(lambda t: _csv(t, _set(_flows(), "IN_BYTES", 150, "lots")),
+                                     ("flows.csv", "'IN_BYTES'", "row 150 ", "line 152", "'lots'")),
+    "NaN (empty cell)": Case(lambda t: _csv(t, _set(_flows(), "OUT_PKTS", 242, None)),
+                             ("flows.csv", "'OUT_PKTS'", "1 NaN", "row 242 ")),
+    "infinity": Case(lambda t: _csv(t, _set(_flows(), "IN_BYTES", 7, "inf")),
+                     ("flows.csv", "'IN_BYTES'", "1 infinite", "row 7 ")),
+    "empty file (0 bytes)": Case(lambda t: (t / "flows.csv").write_text("") or t / "flows.csv",
+                                 ("flows.csv", "is empty")),
+    "header only": Case(lambda t: _csv(t, _flows().iloc[:0]), ("flows.csv", "no flows")),
+    "ragged rows": Case(_ragged, ("flows.csv", "Expected 14 fields in line 5, saw 15")),
+    "wrong delimiter": Case(lambda t: _csv(t, _flows(), sep=";"),
+                            ("flows.csv", "';'-separated", "comma-separated")),
+    "gzip that is not gzip": Case(
+        lambda t: (t / "flows.csv.gz").write_text("not,gzip\n1,2\n") and t / "flows.csv.gz",
+        ("flows.csv.gz", "BadGzipFile", "extension match its content")),
+    "zip with no CSV": Case(lambda t: _zip(t, {"README.txt": "flows elsewhere"}),
+                            ("flows.zip", "holds 0 CSV files")),
+    "zip with two CSVs": Case(lambda t: _zip(t, {"a.csv": "x\n1\n", "b.csv": "x\n2\n"}),
+                              ("flows.zip", "holds 2 CSV files", "a.csv", "b.csv")),
+    "zip with a folder entry": Case(
+        lambda t: _zip(t, {"flows/": "", "flows/flows.csv": _flows().to_csv(index=False)}),
+        ("scored 300 flows",), code=0),
+    "Label outside {0, 1}": Case(lambda t: _csv(t, _set(_flows(), "Label", 210, 2)),
+                                 ("flows.csv", "'Label'", "found [2]", "row 210 ")),
+    "empty Label column": Case(
+        lambda t: _csv(t, _flows().assign(Label=np.nan, Attack=np.nan)),
+        ("scored 300 flows",), code=0),
+    "negative count": Case(lambda t: _csv(t, _set(_flows(), "IN_BYTES", 120, -5)),
+                           ("flows.csv", "'IN_BYTES'", ">= 0", "row 120 ", "-5")),
+    "fractional TCP flags": Case(lambda t: _csv(t, _set(_flows(), "TCP_FLAGS", 30, 2.5)),
+                                 ("flows.csv", "'TCP_FLAGS'", "whole number", "row 30 ", "2.5")),
+    "model URI that does not exist": Case(lambda t: ["model_uri=models:/ids-cnn-bilstm@champion",
+                                                     f"tracking.uri={_empty_store(t)}"],
+                                          ("models:/ids-cnn-bilstm@champion",
+                                           "no registered model 'ids-cnn-bilstm'")),
+    "output in a missing folder": Case(lambda t: [f"output={t}/no/such/alerts.csv"],
+                                       ("output=", "no/such", "does not exist")),
+    "output file exists": Case(lambda t: [f"output={_existing(t)}"],
+                               ("alerts.csv exists", "overwrite=true")),
+    "window longer than the split": Case(
+        lambda t: ["data.n_flows=2000", "data.window=400", f"tracking.uri=sqlite:///{t}/m.db"],
+        ("data.window=400", "longer than the", "split (300 flows)"), module="ids.run"),
+    "NaN model weights": Case(lambda t: [f"model_uri={_nan_model(t)}"],
+                              ("weights", "NaN or infinite", "retrain")),
+    "PostgreSQL cluster without its password file": Case(
+        lambda t: ["postgres", "--data-dir", str(_bare_cluster(t))],
+        ("holds a PostgreSQL cluster", "ids-password"), module="ids.tools.servers"),
+}
+
+_MODEL: dict[str, str] = {}
+
+
+def _empty_store(tmp: Path) -> str:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    (tmp / "mlruns").mkdir(exist_ok=True)
+    MlflowClient(uri).search_experiments()  # creates the (empty) store
+    return uri
+
+
+def _existing(tmp: Path) -> Path:
+    path = tmp / "alerts.csv"
+    path.write_text("keep me\n")
+    return path
+
+
+def _nan_model(tmp: Path) -> Path:
+    folder = tmp / "nan-model"
+    shutil.copytree(_MODEL["folder"], folder)
+    weights = folder / "artifacts" / "scorer" / "weights.npz"
+    with np.load(weights) as npz:
+        arrays = {k: np.full_like(npz[k], np.nan) for k in npz.files}
+    np.savez(weights, **arrays)
+    return folder
+
+
+def _bare_cluster(tmp: Path) -> Path:
+    folder = tmp / "pg"
+    folder.mkdir()
+    (folder / "PG_VERSION").write_text("15\n")
+    return folder
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, tiny_model, tmp_path, monkeypatch, capsys):
+    case = CASES[name]
+    _MODEL["folder"] = tiny_model[0]
+    made = case.make(tmp_path)
+    out = tmp_path / "alerts.csv"
+    existed = out.exists()
+    if case.module == "ids.tools.servers":
+        code = servers.main(made)
+    else:
+        args = [f"hydra.run.dir={tmp_path}/hydra", f"chunk_size={case.chunk_size}"]
+        if case.module == "ids.predict":
+            args += [f"model_uri={tiny_model[0]}", f"input={_csv(tmp_path, _flows(), 'ok.csv')}",
+                     f"output={out}"]
+        args += made if isinstance(made, list) else [f"input={made}"]
+        if case.module == "ids.run":
+            args = [a for a in args if not a.startswith("chunk_size=")]
+        capsys.readouterr()
+        try:
+            run_cli(monkeypatch, case.module, *args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    stdout, stderr = capsys.readouterr()
+    assert code == case.code, (stdout[-500:], stderr[-2000:])
+    if case.code == 0:
+        for fragment in case.expect:
+            assert fragment in stdout
+        assert pd.read_csv(out)["flow"].tolist() == list(range(300))
+        return
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
+    for fragment in case.expect:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in stderr
+    # Nothing (partially) written: no output unless it was there before, untouched.
+    assert out.exists() == existed and (not existed or out.read_text() == "keep me\n")
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_an_existing_output_is_replaced_with_overwrite_true(tiny_model, tmp_path, monkeypatch):
+    out = _existing(tmp_path)
+    run_cli(monkeypatch, "ids.predict", f"hydra.run.dir={tmp_path}/hydra",
+            f"model_uri={tiny_model[0]}", f"input={_csv(tmp_path, _flows())}", f"output={out}",
+            "overwrite=true")
+    assert len(pd.read_csv(out)) == 300
+
+
+def test_readme_table_matches_the_cases():
+    text = (ROOT / "README.md").read_text()
+    lines = text.split("<!-- bad-input table -->")[1].strip().splitlines()
+    end = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))
+    rows = lines[2:end]  # after the header and its rule
+    names = [re.sub(r"\\(.)", r"\1", row.split(" | ")[0][2:].strip()) for row in rows]
+    assert names == list(CASES)
+    for row, case in zip(rows, CASES.values(), strict=True):
+        assert row.rstrip(" |").endswith(str(case.code)), row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_an_interrupted_predict_leaves_no_output(tiny_model, tmp_path, sig):
+    """Interrupted mid-file: the partial file is removed and nothing has the output's name."""
+    flows = synthetic.generate(200_000, 5, MIX)
+    path = _csv(tmp_path, flows)
+    out = tmp_path / "alerts.csv"
+    cmd = [sys.executable, "-m", "ids.predict", f"hydra.run.dir={tmp_path}/hydra",
+           f"model_uri={tiny_model[0]}", f"input={path}", f"output={out}", "chunk_size=2000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    partial = tmp_path / "alerts.csv.partial"
+    try:
+        deadline = time.monotonic() + 240
+        while not (partial.exists() and partial.stat().st_size > 100_000):  # mid-file
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "predict never started writing"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, output[-2000:]
+    assert not out.exists() and not partial.exists(), output[-2000:]
