@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ids import data as data_mod
-from ids import registry, tracking
+from ids import progress, registry, tracking
 from ids.config import ConfigError, validate
 from ids.data import ATTACK, LABEL, DataError
 from ids.metrics import PAPER_METRICS, REPORT_METRICS, baselines, compute_metrics, format_report
@@ -108,9 +108,14 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
     # run then creates the store if tracking is on).
     client = registry.connect(cfg.tracking.uri) if registry.needs_store(uri) else None
     ref = registry.resolve_model(uri, client)
+    if cfg.get("input"):
+        progress.step(f"reading {cfg.input}")
     flows = read_input(str(cfg.input)) if cfg.get("input") else None
     setup_runtime(cfg.trainer)
+    progress.step(f"loading {ref.label}")
     scorer = registry.load_scorer(ref)
+    progress.step("scoring the flows and the baselines on " +
+                  ("the file" if flows is not None else "the test split"))
     part = _input_file(cfg, scorer, flows) if flows is not None else _test_split(cfg, scorer)
     metrics = compute_metrics(part["y"], part["scores"], scorer.threshold, part["attack"])
 
@@ -132,6 +137,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
 
     run_id = None
     if cfg.tracking.enabled:
+        progress.step("logging the evaluation run")
         run_id = _log(cfg, ref, scorer, part, metrics, report, same_data, tags or {})
     return {"metrics": metrics, "baselines": part["baselines"], "run_id": run_id,
             "report": report, "model_uri": uri, "model": ref, "threshold": scorer.threshold,
@@ -194,6 +200,7 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, metrics: dict, report:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    progress.configure(cfg.quiet)
     try:
         result = evaluate(cfg)
     except (ConfigError, DataError, registry.RegistryError) as exc:
