@@ -1,10 +1,10 @@
 """Score flows as they arrive: `python -m ids.predict input=- output=-`.
 
-    nprobe ... --dump-format t | python -m ids.predict input=- output=- alerts_only=true
+    tail -n +1 -f flows.csv | python -m ids.predict input=- output=- alerts_only=true
     zcat flows.csv.gz | python -m ids.predict input=- output=- > scored.csv
 
-Standard input is CSV in the published NetFlow column layout (a header line first, as nProbe
-writes it). Every flow is scored as soon as its line is complete: a flow's window is the flow
+Standard input is CSV in the published NetFlow column layout (the NF-* files' column names,
+nProbe's; a header line first). Every flow is scored as soon as its line is complete: a flow's window is the flow
 itself and the `window - 1` flows before it, which have all arrived by then; the last
 transformed flows are carried across reads exactly as in chunked file mode, so the output
 equals `ids.predict` on the whole file, byte for byte, however the input was split. Whatever
