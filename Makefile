@@ -13,9 +13,12 @@ HOST ?= 127.0.0.1
 WORKERS ?=
 TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 PYTEST_ARGS ?=
+MODEL ?= models:/ids-cnn-bilstm@champion
+SERVE_PORT ?= 5001
+SERVE_WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate predict server clean
+.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate predict serve server clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
@@ -64,6 +67,12 @@ ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to ch
 server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; data in servers/)
 	$(BIN)/python -m ids.tools.servers team --dir servers --host $(HOST) --port $(PORT) \
 		--pg-port $(PG_PORT) $(ARGS)
+
+# MLflow's scoring server starts uvicorn by name: the venv's bin goes first on PATH.
+serve: $(STAMP) ## serve the champion (or MODEL=...) on http://$(HOST):$(SERVE_PORT)/invocations
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
+		$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host $(HOST) \
+		--port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
 	$(BIN)/python -m ids.bench $(ARGS)

@@ -186,15 +186,20 @@ class Job(NamedTuple):
 
 def run_jobs(jobs: list[Job], parallel: int = 1) -> None:
     """Each job in its own fresh process; `parallel` at a time (1 = clean timings)."""
-    if parallel <= 1:
-        for job in jobs:
-            job.handle(in_fresh_process(job.fn, *job.args))
-        return
-    with ThreadPoolExecutor(parallel) as pool:
-        order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
-        futures = {i: pool.submit(in_fresh_process, jobs[i].fn, *jobs[i].args) for i in order}
-        for i, job in enumerate(jobs):
-            job.handle(futures[i].result())
+    from ids import progress
+
+    with progress.counter(len(jobs), "bench", "job") as bar:
+        if parallel <= 1:
+            for job in jobs:
+                job.handle(in_fresh_process(job.fn, *job.args))
+                bar.update(1)
+            return
+        with ThreadPoolExecutor(parallel) as pool:
+            order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
+            futures = {i: pool.submit(in_fresh_process, jobs[i].fn, *jobs[i].args) for i in order}
+            for i, job in enumerate(jobs):
+                job.handle(futures[i].result())
+                bar.update(1)
 
 
 def _rss_mb() -> float:
@@ -394,7 +399,7 @@ def trial_job(overrides: list[str], n_flows: int, epochs: int, parent_run_id: st
     timed(run_mod, "fit")
     base = _with_flows(overrides, n_flows) + [
         f"trainer.epochs={epochs}", "trainer.patience=0", "trainer.evaluate_test=false",
-        "tracking.experiment=bench"] + list(extra_overrides)
+        "tracking.experiment=bench", "quiet=true"] + list(extra_overrides)
     plan = [("first", [], None), ("next", [f"{k}={v}" for k, v in variant.items()], None),
             ("pruned", [f"{k}={v}" for k, v in variant.items()], 1)]
     out: dict[str, Any] = {}
@@ -492,6 +497,9 @@ def run_bench(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: --sections {unknown} unknown; use {','.join(SECTIONS)}")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = compose(overrides)  # a bad override fails here, before any work
+    from ids import progress
+
+    progress.configure(cfg.quiet)
     default_threads = max(1, os.cpu_count() or 1)
     threads = ([int(t) for t in args.threads.split(",")] if args.threads
                else sorted({1, default_threads}))

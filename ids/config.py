@@ -120,6 +120,7 @@ class PromoteConfig:
 @dataclass
 class Config:
     seed: int = 0
+    quiet: bool = False  # no progress bars or per-epoch lines (reports are still printed)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -133,6 +134,7 @@ class Config:
     output: str | None = None
     chunk_size: int = 100_000
     overwrite: bool = False  # ids.predict: replace an existing output file
+    alerts_only: bool = False  # ids.predict input=- output=-: write only flows labelled attack
 
 
 def register() -> None:

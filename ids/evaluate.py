@@ -23,7 +23,7 @@ Extra-Trees (`ids.scorecard`).
 
 Logs an MLflow run (tags ids.role=evaluation, model_uri, registered model name/version) with
 `test/<metric>` (also linked to the logged model), `test_unseen/<metric>`,
-`baseline/test[_unseen]/<name>/<metric>`, `overlap/test/*`, report.txt and plots, and prints
+`baseline/test[_unseen]/<name>/<metric>`, `test_copies/*`, report.txt and plots, and prints
 the report.
 """
 
@@ -39,7 +39,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ids import data as data_mod
-from ids import lineage, registry, scorecard, tracking
+from ids import lineage, progress, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import ATTACK, LABEL, DataError
 from ids.metrics import PAPER_METRICS, REPORT_METRICS, ScoreError, baseline_scores
@@ -139,9 +139,14 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
     else:
         notes.append("note: the model's training config is not in the store (no config.yaml "
                      "of its run): the data.* settings given here are used")
+    if cfg.get("input"):
+        progress.step(f"reading {cfg.input}")
     flows = read_input(str(cfg.input)) if cfg.get("input") else None
     setup_runtime(cfg.trainer)
+    progress.step(f"loading {ref.label}")
     scorer = registry.load_scorer(ref)
+    progress.step("scoring the flows and the baselines on " +
+                  ("the file" if flows is not None else "the test split"))
     part = _input_file(cfg, scorer, flows) if flows is not None else _test_split(cfg, scorer)
 
     trained_on = registry.run_tag(client, ref.run_id, "data.hash") if client else None
@@ -168,6 +173,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
 
     run_id = None
     if cfg.tracking.enabled:
+        progress.step("logging the evaluation run")
         run_id = _log(cfg, ref, scorer, part, card, report, same_data, tags or {})
     return {"metrics": metrics, "baselines": base, "run_id": run_id,
             "unseen_metrics": card["unseen"][scorecard.MODEL], "card": card,
@@ -219,7 +225,7 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: st
         tracking.log_metrics({k: v for k, v in scorecard.mlflow_metrics(card).items()
                               if not k.startswith("test/")})
         if part["overlap"]:
-            tracking.log_metrics(part["overlap"], prefix="overlap/test/")
+            tracking.log_metrics(part["overlap"], prefix="test_copies/")
         mlflow.log_text(report, "report.txt")
         if cfg.tracking.log_plots:
             from ids import plots
@@ -235,6 +241,7 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: st
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    progress.configure(cfg.quiet)
     try:
         result = evaluate(cfg, overrides=lineage.cli_overrides())
     except (ConfigError, DataError, registry.RegistryError, ScoreError) as exc:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ids import registry
+from ids import progress, registry
 from ids.config import ConfigError
 from ids.data import ATTACK, ID_COLUMNS, LABEL, DataError, validate_frame
 from ids.inference import LABEL as PRED_LABEL
@@ -172,7 +172,7 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
 
     try:
         with _open_output(tmp, out_path.name.lower().endswith(".gz")) as fh:
-            for raw in read_chunks(input, chunk_size):
+            for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
                 if len(raw) == 0:
                     continue
                 raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
@@ -203,16 +203,27 @@ def main(cfg: DictConfig) -> None:
 
     end_runs_killed_on_sigterm()  # SIGTERM unwinds: the partial output is removed
     uri = registry.default_model_uri(cfg)
+    streaming = "-" in (str(cfg.input), str(cfg.output))  # standard input/output: ids.stream
+    progress.configure(cfg.quiet or streaming)
     try:
         if not cfg.input or not cfg.output:
             raise ConfigError("input and output are required: python -m ids.predict "
                               "input=flows.csv output=alerts.csv [model_uri=...]")
-        check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
+        if cfg.alerts_only and not streaming:
+            raise ConfigError("alerts_only=true applies to streaming (input=- output=-); for a "
+                              "file, filter the output on its label column")
+        if not streaming:
+            check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
         if registry.needs_store(uri):
             registry.connect(cfg.tracking.uri)
         setup_runtime(cfg.trainer)
         ref = registry.resolve_model(uri)
+        progress.step(f"loading {ref.label}")
         scorer = registry.load_scorer(ref)
+        if streaming:
+            from ids import stream
+
+            return stream.main(cfg, scorer, ref)
         started = time.perf_counter()
         n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
                                bool(cfg.overwrite))

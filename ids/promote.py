@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from ids import lineage, registry, scorecard, tracking
+from ids import lineage, progress, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import DataError
 from ids.evaluate import evaluate
@@ -146,6 +146,7 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
                           f"must differ from promote.previous_alias, but got "
                           f"(model_name={name!r}, alias={alias!r}, previous_alias={prev!r})")
     trial = p.get("trial") if trial is None else trial
+    progress.step(f"reading study {cfg.sweep.study}")
     study = load_study(cfg.sweep)
     best = pick_trial(study, trial)
     model_uri = best.user_attrs.get("model_uri")
@@ -171,6 +172,7 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
     how = "Best COMPLETE trial" if trial is None else "Trial (chosen by hand)"
     description = (f"{how} {best.number} of Optuna study {study.study_name!r}: "
                    f"{tags['objective']} = {best.value:.6f}; params {best.params}")
+    progress.step(f"registering trial {best.number} as {name}")
     version, created = register(client, name, model_uri, ref, tags, description)
     before = move_aliases(client, name, alias, prev, version)
     result = {"study": study.study_name, "trial": best.number, "value": best.value,
@@ -180,6 +182,7 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
               "previous_version": before if before != version else None,
               "version_uri": f"models:/{name}/{version}"}
     if p.evaluate:
+        progress.step(f"evaluating version {version} on the test split")
         ev = evaluate(ecfg, result["version_uri"],
                       tags={"ids.study": study.study_name, "trial.number": str(best.number)})
         for key in REPORTED:
@@ -216,6 +219,7 @@ def summary_text(cfg, result: dict) -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    progress.configure(cfg.quiet)
     try:
         result = promote(cfg, overrides=lineage.cli_overrides())
     except (ConfigError, DataError, RegistryError) as exc:

@@ -23,7 +23,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from ids import data as data_mod
-from ids import scorecard, tracking
+from ids import progress, run_view, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.data import DataError, Prepared
 from ids.inference import Scorer
@@ -78,7 +78,9 @@ def train(
 ) -> dict:
     """Run one experiment end to end and return its summary (metrics, run id, model URI)."""
     validate(cfg)
-    prepared = prepared or data_mod.prepare(cfg.data)
+    if prepared is None:
+        progress.step(f"preparing the data ({cfg.data.source})")
+        prepared = data_mod.prepare(cfg.data)
     data_mod.check_window(int(cfg.data.window), prepared)
     setup_runtime(cfg.trainer, workers)
     enabled = bool(cfg.tracking.enabled)
@@ -93,20 +95,26 @@ def train(
             tracking.log_config(cfg)
             tracking.log_data(prepared.info)
 
+        bar = progress.TrainingProgress(int(cfg.trainer.epochs), cfg.trainer.selection_metric,
+                                        quiet=bool(cfg.quiet))
+
         def epoch_hook(epoch: int, record: dict) -> None:
             if enabled:
-                tracking.log_metrics({k: v for k, v in record.items() if k != "epoch"},
-                                     step=epoch)
+                tracking.log_metrics(run_view.epoch_metrics(record), step=epoch)
+            bar.on_epoch(epoch, record)
             if on_epoch is not None:
                 on_epoch(epoch, record)
 
-        result = fit(cfg, prepared, on_epoch=epoch_hook,
-                     checkpoint_dir=cfg.trainer.checkpoint_dir or scratch)
+        with bar:
+            result = fit(cfg, prepared, on_epoch=epoch_hook,
+                         checkpoint_dir=cfg.trainer.checkpoint_dir or scratch,
+                         on_batch=bar.on_batch)
+        progress.step("scoring and logging the results")
         summary = summarise(cfg, prepared, result)
         summary["seconds"] = time.perf_counter() - started
         if enabled:
             summary["run_id"] = run.info.run_id
-            summary["model_uri"] = log_results(cfg, prepared, result, summary)
+            summary["model_uri"] = log_results(cfg, prepared, result, summary, parent_run_id)
     return summary
 
 
@@ -149,22 +157,26 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     return summary
 
 
-def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict) -> str | None:
-    """Final metrics, baselines, plots and the pyfunc model of a finished run."""
+def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
+                parent_run_id: str | None = None) -> str | None:
+    """Final metrics, baselines, plots and the pyfunc model of a finished run.
+
+    The best epoch's validation figures go under `val_best/`, which the MLflow UI lists after
+    the per-epoch `train/` and `val/` curves (its sections are sorted by name). A sweep trial's
+    baselines go once to the study's parent run (see `run_view.log_baselines`)."""
     split = summary["report_split"]
-    tracking.log_metrics({"best_epoch": result.best_epoch, "threshold": result.threshold,
-                          f"best/val_{cfg.trainer.selection_metric}": result.best_value})
-    tracking.log_metrics(result.val_metrics, prefix="best/val_")
+    tracking.log_metrics({"best_epoch": result.best_epoch, "threshold": result.threshold})
+    tracking.log_metrics(result.val_metrics, prefix="val_best/")
     for name, stats in prepared.info.get("overlap", {}).items():
         if name == "val" or split == "test":
-            tracking.log_metrics(stats, prefix=f"overlap/{name}/")
-    if "card" in summary:
+            tracking.log_metrics(stats, prefix=f"{name}_copies/")
+    if "card" in summary:  # test: model and baselines on all and unseen flows, with intervals
         tracking.log_metrics(scorecard.mlflow_metrics(summary["card"]))
         mlflow.set_tags(scorecard.verdict_tags(summary["card"]))
     else:
         tracking.log_metrics(summary.get("val_unseen", {}), prefix="val_unseen/")
-        for name, metrics in summary["baselines"].items():
-            tracking.log_metrics(metrics, prefix=f"baseline/{split}/{name}/")
+        run_view.log_baselines(summary["baselines"], split, prepared.info, parent_run_id)
+    run_view.describe(cfg, summary)
     mlflow.log_text(report_text(cfg, summary), "report.txt")
     if cfg.tracking.log_plots:
         log_plots(cfg, prepared, result, summary)
@@ -231,6 +243,7 @@ def fail(exc: Exception) -> None:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     tracking.end_runs_killed_on_sigterm()
+    progress.configure(cfg.quiet)
     try:
         summary = train(cfg)
     except (ConfigError, DataError, NonFiniteLoss) as exc:

@@ -70,6 +70,7 @@ class Objective:
         tcfg = apply(self.cfg, values)
         tcfg.trainer.evaluate_test = False  # test data is touched once, by ids.promote
         tcfg.tracking.run_name = f"{self.cfg.sweep.study}-trial-{trial.number}"
+        tcfg.quiet = True  # the sweep prints one line per trial, not one per epoch
         metric = f"val/{tcfg.trainer.selection_metric}"
         tags = {"ids.role": "trial", "ids.study": str(self.cfg.sweep.study),
                 "trial.number": str(trial.number), "trial.state": "RUNNING",

@@ -104,8 +104,10 @@ def fit(
     prepared: Prepared,
     on_epoch: Callable[[int, dict], None] | None = None,
     checkpoint_dir: str | Path | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> FitResult:
-    """Train the CNN-BiLSTM; `on_epoch(epoch, record)` may raise (e.g. optuna.TrialPruned)."""
+    """Train the CNN-BiLSTM; `on_epoch(epoch, record)` may raise (e.g. optuna.TrialPruned);
+    `on_batch(done, n_batches)` follows a long epoch (progress bars)."""
     t_cfg, window = cfg.trainer, int(cfg.data.window)
     check_window(window, prepared)
     ms.set_seed(int(cfg.seed))
@@ -149,6 +151,8 @@ def fit(
             yb = y_train[idx]
             wb = np.where(yb > 0.5, w_attack, w_benign).astype(np.float32)
             losses.append(train_step(ms.Tensor(train_w[idx]), ms.Tensor(yb), ms.Tensor(wb)))
+            if on_batch is not None:
+                on_batch(b + 1, n_batches)
         train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
         if not np.isfinite(train_loss):
             raise NonFiniteLoss(f"epoch {epoch}: training loss is {train_loss}; "

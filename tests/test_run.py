@@ -165,7 +165,7 @@ def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample):
     assert f"{metrics['test/mcc']:.3f}" == mcc[1]
     assert f"{metrics['test/mcc_ci_low']:.3f}" == mcc[2].strip("[,")
     assert f"{metrics['baseline/test/extra_trees/mcc']:.3f}" == mcc[7]
-    assert metrics["test/n"] == metrics["test_unseen/n"] + metrics["overlap/test/copies"]
+    assert metrics["test/n"] == metrics["test_unseen/n"] + metrics["test_copies/copies"]
     assert tags["verdict.test.vs_extra_trees"] in ("better", "worse", "no evidence either way")
 
 

@@ -87,7 +87,7 @@ def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
     # The objective is the validation metric of the trial's best epoch, never a test metric.
     best_child = client.get_run(parent.data.tags["best.run_id"])
     metric = cfg.trainer.selection_metric
-    assert best_child.data.metrics[f"best/val_{metric}"] == pytest.approx(study.best_value)
+    assert best_child.data.metrics[f"val_best/{metric}"] == pytest.approx(study.best_value)
     assert not any(k.startswith("test/") for k in best_child.data.metrics)
 
 
@@ -130,7 +130,7 @@ def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path):
     for key, value in best.params.items():
         assert run.data.params[key] == str(value)
     metric = cfg.trainer.selection_metric
-    assert run.data.metrics[f"best/val_{metric}"] == pytest.approx(best.value, abs=1e-9)
+    assert run.data.metrics[f"val_best/{metric}"] == pytest.approx(best.value, abs=1e-9)
 
 
 def test_failing_trial_does_not_stop_the_study(tmp_path):

@@ -145,7 +145,7 @@ def test_final_test_metrics_baselines_and_threshold_are_logged(tracked):
     # The best epoch maximises the validation selection metric.
     metric = t.cfg.trainer.selection_metric
     curve = {m.step: m.value for m in t.client.get_metric_history(t.run_id, f"val/{metric}")}
-    assert curve[best] == max(curve.values()) == metrics[f"best/val_{metric}"]
+    assert curve[best] == max(curve.values()) == metrics[f"val_best/{metric}"]
 
 
 def test_plots_are_logged_as_images(tracked):

@@ -1,0 +1,91 @@
+"""Issue 15: live progress on a terminal, one line per epoch elsewhere, nothing when quiet."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ids import data as data_mod
+from ids import progress
+from ids.run import train
+from ids.train import fit, setup_runtime
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as stderr does in an interactive shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _not_quiet():
+    progress.configure(False)
+    yield
+    progress.configure(False)
+
+
+def test_terminal_shows_epoch_bar_batch_bar_and_epoch_lines(tiny_cfg, monkeypatch):
+    """A real fit drives the bars: the epoch bar with loss / metric / threshold, an inner bar
+    over batches (a 'long' epoch here: BATCH_BAR_MIN lowered), and one line per epoch."""
+    monkeypatch.setattr(progress, "BATCH_BAR_MIN", 2)
+    cfg = tiny_cfg("trainer.patience=0", "data.n_flows=2000")
+    prepared = data_mod.prepare(cfg.data)
+    setup_runtime(cfg.trainer)
+    term = Terminal()
+    batches: list[tuple[int, int]] = []
+
+    def on_batch(done: int, total: int) -> None:
+        batches.append((done, total))
+        bar.on_batch(done, total)
+
+    with progress.TrainingProgress(2, "mcc", stream=term) as bar:
+        result = fit(cfg, prepared, on_epoch=bar.on_epoch, on_batch=on_batch)
+    out = term.getvalue()
+    n_batches = len(prepared.train.y) // 128
+    assert batches == [(b, n_batches) for b in range(1, n_batches + 1)] * 2
+    assert "training: 100%" in out and "2/2" in out  # the epoch bar ran to the end
+    assert "batches" in out and "loss " in out and "mcc " in out and "thr " in out
+    lines = [ln for ln in out.replace("\r", "\n").splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"]
+    first = result.history[0]
+    assert f"train loss {first['train/loss']:.4f}" in lines[0]
+    assert f"val mcc {first['val/mcc']:.4f}" in lines[0]
+    assert f"threshold {first['val/threshold']:.4f}" in lines[0]
+    assert lines[0].endswith("*")  # the first epoch is the best so far
+
+
+def test_off_terminal_one_line_per_epoch_and_quiet_prints_nothing(tiny_cfg, capsys):
+    """`ids.run`'s training as CI sees it (stderr not a terminal): exactly one line per epoch
+    and no bar; `quiet=true`: nothing at all."""
+    cfg = tiny_cfg("trainer.epochs=3", "trainer.patience=0", "tracking.enabled=false",
+                   "trainer.baselines=false", "data.n_flows=2000")
+    summary = train(cfg)
+    err = capsys.readouterr().err
+    ours = [ln for ln in err.splitlines() if ln.startswith(("epoch ", "training", "["))]
+    assert [ln.split()[1] for ln in ours] == ["1/3", "2/3", "3/3"], err[-2000:]
+    assert "\r" not in err and "%|" not in err  # no bar drawn into a log
+    assert summary["epochs_run"] == 3
+
+    # quiet=true (the config key, as the sweep's trials set it): nothing, terminal or not.
+    for stream in (Terminal(), io.StringIO()):
+        with progress.TrainingProgress(1, "mcc", stream=stream, quiet=True) as bar:
+            bar.on_batch(1, 100)
+            bar.on_epoch(1, {"train/loss": 0.5, "val/mcc": 0.1, "val/threshold": 0.5})
+        assert stream.getvalue() == ""
+
+
+def test_steps_and_counters_only_on_a_terminal():
+    term, log = Terminal(), io.StringIO()
+    progress.step("loading the model", stream=term)
+    progress.step("loading the model", stream=log)
+    assert "loading the model ..." in term.getvalue() and log.getvalue() == ""
+    frames = [list(range(3)), list(range(4))]
+    assert list(progress.rows(iter(frames), "scoring", stream=term)) == frames
+    assert "7" in term.getvalue().split("scoring")[-1]  # 7 flows counted
+    progress.configure(True)
+    quiet = Terminal()
+    progress.step("loading the model", stream=quiet)
+    list(progress.rows(iter(frames), "scoring", stream=quiet))
+    assert quiet.getvalue() == ""
