@@ -3,6 +3,11 @@
     python -m ids.predict input=flows.csv output=alerts.csv       # models:/ids-cnn-bilstm@champion
     python -m ids.predict model_uri=runs:/<run id>/model input=flows.csv.gz output=alerts.csv.gz
     python -m ids.predict input=big.csv output=alerts.csv chunk_size=500000
+    python -m ids.predict input=flows.csv output=alerts.csv overwrite=true  # replace alerts.csv
+
+The output's folder must exist and the output must not (unless overwrite=true); it is written
+as `<output>.partial` and renamed when complete, so an error, Ctrl-C or SIGTERM leaves nothing
+under the output's name.
 
 The file is read `chunk_size` rows at a time (csv, csv.gz/bz2/xz/zst, zip with one CSV, parquet),
 so it may be larger than memory. A flow's window holds it and the `window - 1` flows before it in
