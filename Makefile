@@ -66,7 +66,7 @@ server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; 
 		--pg-port $(PG_PORT) $(ARGS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
-	$(BIN)/python -m ids.bench $(ARGS)
+	$(BIN)/python -m ids.tools.bench $(ARGS)
 
 clean: ## remove run records, sweeps, Hydra outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache
