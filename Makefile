@@ -75,7 +75,7 @@ serve: $(STAMP) ## serve the champion (or MODEL=...) on http://$(HOST):$(SERVE_P
 		--port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
-	$(BIN)/python -m ids.bench $(ARGS)
+	$(BIN)/python -m ids.tools.bench $(ARGS)
 
 clean: ## remove run records, sweeps, Hydra outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache

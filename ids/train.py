@@ -9,7 +9,9 @@ threshold, and reloads that checkpoint at the end. The test split is never touch
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,6 +101,69 @@ def class_weights(y: np.ndarray, mode: str) -> tuple[float, float]:
     return n / (2 * max(n - pos, 1.0)), n / (2 * max(pos, 1.0))
 
 
+class WeightedLoss(nn.Cell):
+    """Mean of the per-sample weighted binary cross-entropy of the model's logits."""
+
+    def __init__(self, model: nn.Cell) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = nn.BCEWithLogitsLoss(reduction="none")
+
+    def construct(self, x, y, w):
+        return (self.loss(self.model(x), y) * w).mean()
+
+
+def train_step(model: nn.Cell, optimizer: nn.Optimizer) -> nn.Cell:
+    """Forward, gradients and the optimizer update as one Cell: in graph mode one compiled
+    graph per step, so the gradients never go back to the host between backward and update."""
+    return nn.TrainOneStepCell(WeightedLoss(model), optimizer)
+
+
+def batches(windows: np.ndarray, y: np.ndarray, order: np.ndarray, bs: int,
+            weights: tuple[float, float]):
+    """(x, y, w) tensors of each full batch of `order`; rows sorted within a batch (reads go
+    forward through memory). `from_numpy` shares the freshly gathered arrays: no extra copy."""
+    w_benign, w_attack = weights
+    for b in range(len(order) // bs):
+        idx = np.sort(order[b * bs : (b + 1) * bs])
+        yb = y[idx]
+        wb = np.where(yb > 0.5, w_attack, w_benign).astype(np.float32)
+        yield ms.from_numpy(windows[idx]), ms.from_numpy(yb), ms.from_numpy(wb)
+
+
+def prefetch(items, depth: int = 3):
+    """Iterate `items` in a background thread, up to `depth` ahead: the next batches are
+    gathered on the host while MindSpore computes the current step."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="ids-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def fit(
     cfg,
     prepared: Prepared,
@@ -118,18 +183,8 @@ def fit(
     model = build_model(train_w.shape[2], window, cfg.model)
     optimizer = nn.Adam(model.trainable_params(), learning_rate=float(t_cfg.lr),
                         weight_decay=float(t_cfg.weight_decay))
-    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-    w_benign, w_attack = class_weights(y_train, t_cfg.class_weight)
-
-    def forward_fn(x, y, w):
-        return (loss_fn(model(x), y) * w).mean()
-
-    grad_fn = ms.value_and_grad(forward_fn, None, optimizer.parameters)
-
-    def train_step(x, y, w):
-        loss, grads = grad_fn(x, y, w)
-        optimizer(grads)
-        return loss
+    weights = class_weights(y_train, t_cfg.class_weight)
+    step = train_step(model, optimizer)
 
     ckpt_dir = Path(checkpoint_dir or t_cfg.checkpoint_dir or tempfile.mkdtemp(prefix="ids-ckpt-"))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -143,14 +198,11 @@ def fit(
 
     for epoch in range(1, int(t_cfg.epochs) + 1):
         t0 = time.perf_counter()
-        model.set_train(True)
-        order = rng.permutation(len(train_w))
+        step.set_train(True)
+        order = rng.permutation(len(train_w))[: n_batches * bs]
         losses = []
-        for b in range(n_batches):
-            idx = np.sort(order[b * bs : (b + 1) * bs])
-            yb = y_train[idx]
-            wb = np.where(yb > 0.5, w_attack, w_benign).astype(np.float32)
-            losses.append(train_step(ms.Tensor(train_w[idx]), ms.Tensor(yb), ms.Tensor(wb)))
+        for b, (x, y, w) in enumerate(prefetch(batches(train_w, y_train, order, bs, weights))):
+            losses.append(step(x, y, w))
             if on_batch is not None:
                 on_batch(b + 1, n_batches)
         train_loss = float(np.mean([loss.asnumpy() for loss in losses]))

@@ -170,3 +170,36 @@ def test_diverging_training_raises_non_finite_loss(tmp_path):
     setup_runtime(cfg.trainer)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1: .*trainer\.lr"):
         fit(cfg, data_mod.prepare(cfg.data))
+
+
+def test_batches_cover_the_order_once_and_prefetch_keeps_it():
+    """The prefetched batches are exactly the synchronous ones, rows sorted within a batch."""
+    from ids.train import batches, prefetch
+
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((50, 4, 3)).astype(np.float32)
+    y = (rng.random(50) > 0.5).astype(np.float32)
+    order = rng.permutation(50)[:48]
+    plain = list(batches(windows, y, order, 16, (1.0, 3.0)))
+    ahead = list(prefetch(batches(windows, y, order, 16, (1.0, 3.0)), depth=2))
+    assert len(plain) == len(ahead) == 3
+    for (x0, _, _), (x1, y1, w1), b in zip(plain, ahead, range(3), strict=True):
+        idx = np.sort(order[b * 16 : (b + 1) * 16])
+        assert np.array_equal(x0.asnumpy(), windows[idx])
+        assert np.array_equal(x1.asnumpy(), windows[idx])
+        assert np.array_equal(y1.asnumpy(), y[idx])
+        assert np.array_equal(w1.asnumpy(), np.where(y[idx] > 0.5, 3.0, 1.0))
+
+
+def test_prefetch_hands_the_producers_error_to_the_consumer():
+    from ids.train import prefetch
+
+    def broken():
+        yield 1
+        raise ValueError("bad batch")
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch"):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]
