@@ -1,4 +1,4 @@
-"""What the copy accounting and the intervals add to a run: `python -m ids.trust_cost [N]`.
+"""What the copy accounting and the intervals add to a run: `python -m ids.tools.trust_cost [N]`.
 
 Times each step on N synthetic flows (default 600,000; v1 layout, contiguous 70/15/15 split)
 with random model and forest scores, best of 5: row hashing, copy shares of val and test plus
