@@ -97,7 +97,8 @@ class SweepConfig:
     workers: int = 1
     sampler: str = "tpe"  # tpe | random | qmc
     pruner: str = "median"  # median | percentile | hyperband | successive_halving | threshold | none
-    pruner_warmup_epochs: int = 1  # epochs before a trial may be pruned
+    pruner_warmup_epochs: int = 2  # epochs never pruned: the first prunable epoch is this + 1
+    pruner_startup_trials: int = 5  # finished trials before the median/percentile pruner acts
     pruner_args: dict[str, Any] = field(default_factory=dict)  # extra kwargs for the pruner
     direction: str = "maximize"
     seed: int = 0
@@ -215,6 +216,10 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
     _check(s.pruner in PRUNERS, "sweep.pruner", f"one of {', '.join(PRUNERS)}", s.pruner)
     _check(s.max_failures >= 1, "sweep.max_failures", ">= 1", s.max_failures)
+    _check(s.pruner_warmup_epochs >= 0, "sweep.pruner_warmup_epochs", ">= 0",
+           s.pruner_warmup_epochs)
+    _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
+           s.pruner_startup_trials)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
 
 
