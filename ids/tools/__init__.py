@@ -1,0 +1,1 @@
+"""Tools beside the detector: benchmark, team servers, measurements."""
