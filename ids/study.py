@@ -73,22 +73,27 @@ def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(sweep_cfg, epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner by name. It sees, per epoch, the trial's best validation value so far (see
+    `ids.sweep.Objective`), never the last epoch's, and judges nothing during the first
+    `sweep.pruner_warmup_epochs` epochs (Optuna step s may be pruned when s >= n_warmup_steps,
+    steps are 1-based epochs) nor before `sweep.pruner_startup_trials` trials have finished."""
     args = dict(sweep_cfg.pruner_args or {})
-    warmup = int(sweep_cfg.pruner_warmup_epochs)
+    warmup = int(sweep_cfg.pruner_warmup_epochs) + 1  # first epoch that may be pruned
+    startup = int(sweep_cfg.pruner_startup_trials)
     name = sweep_cfg.pruner
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, "n_warmup_steps": warmup,
-                                              **args})
+        return optuna.pruners.MedianPruner(**{"n_startup_trials": startup,
+                                              "n_warmup_steps": warmup, **args})
     if name == "percentile":
-        return optuna.pruners.PercentilePruner(**{"percentile": 25.0, "n_startup_trials": 3,
+        return optuna.pruners.PercentilePruner(**{"percentile": 25.0, "n_startup_trials": startup,
                                                   "n_warmup_steps": warmup, **args})
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**{"min_resource": 1, "max_resource": epochs,
+        return optuna.pruners.HyperbandPruner(**{"min_resource": warmup, "max_resource": epochs,
                                                  **args})
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**args)
+        return optuna.pruners.SuccessiveHalvingPruner(**{"min_resource": warmup, **args})
     return optuna.pruners.ThresholdPruner(**{"n_warmup_steps": warmup, **args})
 
 

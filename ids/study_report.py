@@ -101,6 +101,13 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study) -> None:
         plt.close(fig)
 
 
+def pruned_at(study: optuna.Study) -> dict[int, int]:
+    """{epoch: number of trials pruned after it}, in epoch order."""
+    epochs = [int(t.user_attrs.get("pruned_epoch", t.last_step or 0)) for t in study.trials
+              if t.state == TrialState.PRUNED]
+    return {e: epochs.count(e) for e in sorted(set(epochs))}
+
+
 def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) -> dict:
     """Exports and parent-run logging; safe to call again after every resume."""
     folder = Path(cfg.sweep.export_dir) / str(cfg.sweep.study)
@@ -110,7 +117,8 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
     states = [t.state.name for t in study.trials]
     summary: dict = {"study": study.study_name, "folder": str(folder),
                      "n_complete": states.count("COMPLETE"), "n_pruned": states.count("PRUNED"),
-                     "n_fail": states.count("FAIL"), "parent_run_id": parent_run_id}
+                     "n_fail": states.count("FAIL"), "parent_run_id": parent_run_id,
+                     "pruned_at": pruned_at(study)}
     completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if completed:
         best = study.best_trial
@@ -126,6 +134,8 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
         client.log_artifact(parent_run_id, str(folder / "trials.csv"))
         for key in ("n_complete", "n_pruned", "n_fail"):
             client.log_metric(parent_run_id, f"study/{key}", summary[key])
+        for epoch, n in summary["pruned_at"].items():
+            client.log_metric(parent_run_id, f"study/pruned_at_epoch_{epoch}", n)
         if completed:
             client.log_metric(parent_run_id, "best/value", summary["best_value"])
             client.log_metric(parent_run_id, "best/trial", summary["best_number"])
@@ -138,9 +148,16 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
     return summary
 
 
+def _at(pruned_at: dict | None) -> str:
+    if not pruned_at:
+        return ""
+    return " (" + ", ".join(f"{n} at epoch {e}" for e, n in pruned_at.items()) + ")"
+
+
 def print_summary(cfg: DictConfig, summary: dict) -> None:
     print(f"\nstudy '{summary['study']}': {summary['n_complete']} complete, "
-          f"{summary['n_pruned']} pruned, {summary['n_fail']} failed")
+          f"{summary['n_pruned']} pruned{_at(summary.get('pruned_at'))}, "
+          f"{summary['n_fail']} failed")
     if "best_number" in summary:
         print(f"best trial {summary['best_number']}: val {cfg.trainer.selection_metric} = "
               f"{summary['best_value']:.4f} (worst complete: {summary['worst_value']:.4f})")

@@ -5,7 +5,10 @@
     make sweep WORKERS=2                         # two worker processes on one study
 
 Objective: the validation selection metric of the trial's best epoch (`trainer.selection_metric`,
-MCC by default); never a test metric; always maximised. Every epoch is reported to the pruner. Each trial is a
+MCC by default); never a test metric; always maximised. After every epoch the pruner sees the
+trial's best value so far (`PruneGate`); it may stop a trial only after
+`sweep.pruner_warmup_epochs` epochs and never at its last epoch (a trial that reaches it is
+COMPLETE). Each trial is a
 nested MLflow run under one parent run per study; the study lives in `sweep.storage`.
 """
 
@@ -48,6 +51,29 @@ class SurplusTrial(RuntimeError):
     """Another worker already holds the last open slot of the study."""
 
 
+class PruneGate:
+    """What the pruner sees and when it may act, per trial.
+
+    It reports the trial's best value so far (what the trial would return if stopped now), not
+    a noisy last epoch; and it never asks at the last epoch (`trainer.epochs`, or the epoch
+    where patience runs out): a trial that got there costs nothing more to finish, so it ends
+    COMPLETE. The bookkeeping mirrors `ids.train.fit` (improvement, ties broken by val loss).
+    """
+
+    def __init__(self, epochs: int, patience: int) -> None:
+        self.epochs, self.patience = epochs, patience
+        self.best, self.loss, self.stale = -math.inf, math.inf, 0
+
+    def should_prune(self, trial: optuna.Trial, epoch: int, value: float, loss: float) -> bool:
+        if value > self.best or (value == self.best and loss < self.loss):
+            self.best, self.loss, self.stale = value, loss, 0
+        else:
+            self.stale += 1
+        trial.report(self.best, epoch)
+        last = epoch >= self.epochs or (self.patience > 0 and self.stale >= self.patience)
+        return not last and trial.should_prune()
+
+
 class Objective:
     """Trains one configuration per trial; data is prepared once per worker and reused."""
 
@@ -76,9 +102,10 @@ class Objective:
                 "trial.number": str(trial.number), "trial.state": "RUNNING",
                 "trial.attempt": uuid.uuid4().hex}  # finds this attempt's run if it fails
 
+        gate = PruneGate(int(tcfg.trainer.epochs), int(tcfg.trainer.patience))
+
         def on_epoch(epoch: int, record: dict) -> None:
-            trial.report(float(record[metric]), epoch)
-            if trial.should_prune():
+            if gate.should_prune(trial, epoch, float(record[metric]), float(record["val/loss"])):
                 trial.set_user_attr("pruned_epoch", epoch)
                 if tcfg.tracking.enabled:
                     mlflow.set_tags({"trial.state": "PRUNED", "trial.pruned_epoch": str(epoch)})
@@ -222,6 +249,27 @@ def run_workers(cfg: DictConfig, parent_run_id: str | None) -> None:
                            "the study is intact: run the same command again to resume")
 
 
+MIN_BENIGN = 100  # fewer benign validation flows than this: the objective is coarse
+
+
+def resolution_note(y_val) -> str:
+    """How finely validation can tell trials apart: one benign flow more or less moves benign
+    recall by 1/benign and, near a perfect model, MCC by about as much as printed here."""
+    n = len(y_val)
+    benign = int(n - int(y_val.sum()))
+    attack = n - benign
+    mcc_one = 1.0
+    if benign > 1 and attack > 0:  # a perfect model vs. the same with one false alarm
+        tp, fp, tn = attack, 1, benign - 1
+        mcc_one = 1.0 - (tp * tn) / math.sqrt((tp + fp) * attack * benign * (tn + 0.0))
+    note = (f"validation: {n} flows, {benign} benign; one benign flow is {1 / max(benign, 1):.4f} "
+            f"of benign recall and about {mcc_one:.4f} of MCC")
+    if benign < MIN_BENIGN:
+        note = (f"WARNING: {note}. Trials closer than that cannot be told apart: use more flows "
+                "(data.n_flows, a larger file) or data.split=chunks with a larger val share")
+    return note
+
+
 def sweep(cfg: DictConfig) -> dict:
     """Run (or resume) the study and return the summary written by `study_report.finalize`."""
     from ids.study_report import finalize
@@ -229,7 +277,8 @@ def sweep(cfg: DictConfig) -> dict:
     validate(cfg)
     check_space(cfg)
     study = load_study(cfg)  # fails here on a bad storage URL, before any trial
-    data_mod.prepare(cfg.data)  # bad data fails here too, and the worker reuses it
+    prepared = data_mod.prepare(cfg.data)  # bad data fails here too, and the worker reuses it
+    print(resolution_note(prepared.val.y), file=sys.stderr)
     parent = parent_run(cfg)
     client = MlflowClient() if parent else None
     try:

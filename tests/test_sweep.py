@@ -154,11 +154,12 @@ def test_failing_trial_does_not_stop_the_study(tmp_path):
 
 def test_pruner_prunes_and_the_child_run_says_so(tmp_path):
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.pruner=threshold",
-                    "+sweep.pruner_args.lower=1.1", "trainer.epochs=3")
+                    "+sweep.pruner_args.lower=1.1", "trainer.epochs=3",
+                    "sweep.pruner_warmup_epochs=0")
     summary = sweep(cfg)
     study = load_study(cfg)
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
-    assert summary["n_pruned"] == 2
+    assert summary["n_pruned"] == 2 and summary["pruned_at"] == {1: 2}
     _, _, children = runs_of(cfg)
     assert len(children) == 2
     for c in children:

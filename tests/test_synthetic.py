@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ids.config import NF_BOT_IOT_MIX
+from ids.config import NF_BOT_IOT_MIX, SYNTHETIC_MIX
 from ids.synthetic import COLUMNS, generate
 
 N = 20_000
@@ -70,24 +70,42 @@ def test_attacks_come_in_campaigns(df):
         assert (src[1:] == src[:-1]).mean() > 0.95
 
 
+def benign_periods(frame: pd.DataFrame, min_len: int = 5) -> int:
+    """Runs of at least `min_len` consecutive benign flows."""
+    y = frame["Label"].to_numpy()
+    run = np.cumsum(np.r_[1, y[1:] != y[:-1]])
+    sizes = np.bincount(run[y == 0])
+    return int((sizes >= min_len).sum())
+
+
+def test_benign_periods_scale_with_the_flows_and_fill_every_split():
+    small, large = generate(20_000, 0, SYNTHETIC_MIX), generate(100_000, 0, SYNTHETIC_MIX)
+    assert benign_periods(large) > 4 * benign_periods(small) > 0
+    n = len(large)
+    for lo, hi in ((0.70, 0.85), (0.85, 1.0)):  # validation, test of the default split
+        block = large.iloc[int(lo * n):int(hi * n)]
+        assert (block["Label"] == 0).sum() >= 1000
+        assert benign_periods(block) >= 20
+
+
 @pytest.mark.slow
 def test_context_beats_per_flow():
-    """Extra-Trees on each flow alone vs. with the mean of the 9 flows before it (70/15/15)."""
+    """Extra-Trees on each flow alone vs. with the 4 flows before it (70/15/15)."""
     from sklearn.ensemble import ExtraTreesClassifier
     from sklearn.metrics import matthews_corrcoef
 
     from ids.data import V1_FEATURES
 
     n = 100_000
-    frame = generate(n, 0, NF_BOT_IOT_MIX)
+    frame = generate(n, 0, SYNTHETIC_MIX)
     X = np.log1p(frame[V1_FEATURES].to_numpy(float))
     y = frame["Label"].to_numpy()
-    ctx = pd.DataFrame(X).rolling(9, min_periods=1).mean().shift(1).fillna(0).to_numpy()
+    ctx = np.hstack([pd.DataFrame(X).shift(k).fillna(0).to_numpy() for k in range(1, 5)])
     a, b = int(0.7 * n), int(0.85 * n)
     scores = []
     for M in (X, np.hstack([X, ctx])):
         et = ExtraTreesClassifier(200, n_jobs=-1, random_state=0).fit(M[:a], y[:a])
         scores.append(matthews_corrcoef(y[b:], et.predict(M[b:])))
     print(f"per-flow MCC {scores[0]:.3f}, with context {scores[1]:.3f}")
-    assert 0.3 < scores[0] < 0.95
-    assert scores[1] > scores[0] + 0.1
+    assert 0.3 < scores[0] < 0.8
+    assert scores[1] > scores[0] + 0.15
