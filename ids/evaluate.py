@@ -11,7 +11,7 @@ setting on the command line that differs from the model's is an error naming the
 values; a data file whose content changed since training is an error too. The raw test flows
 go through the MODEL's own preprocessor (fitted on its training split), and windows are built
 within the split, zero-padded at its start, as in training. The baselines are
-`ids.run.split_baseline_scores` on the same flows.
+`ids.scorecard.split_baseline_scores` on the same flows.
 
 `input=FILE`: the whole file is test data (Label required), windows run over the file in order.
 The baselines are trained on the model's data config's train split (threshold tuned on its val
@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import hydra
 import mlflow
 import numpy as np
 import pandas as pd
@@ -40,11 +39,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ids import data as data_mod
 from ids import lineage, progress, registry, scorecard, tracking
-from ids.config import ConfigError, validate
+from ids.config import validate
 from ids.data import ATTACK, LABEL, DataError
-from ids.metrics import PAPER_METRICS, REPORT_METRICS, ScoreError, baseline_scores
+from ids.metrics import PAPER_METRICS, REPORT_METRICS, baseline_scores
 from ids.overlap import copy_mask, overlap_stats, row_hashes, unseen_mask
-from ids.run import fail, split_baseline_scores
+from ids.scorecard import split_baseline_scores
 
 
 def _digest(df: pd.DataFrame) -> str:
@@ -239,18 +238,7 @@ def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: st
     return run.info.run_id
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    progress.configure(cfg.quiet)
-    try:
-        result = evaluate(cfg, overrides=lineage.cli_overrides())
-    except (ConfigError, DataError, registry.RegistryError, ScoreError) as exc:
-        fail(exc)
-    print(result["report"])
-    if result["run_id"]:
-        print(f"\nMLflow evaluation run {result['run_id']} in {tracking.redact(cfg.tracking.uri)} "
-              f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
-
-
 if __name__ == "__main__":
-    main()
+    from ids import cli
+
+    cli.evaluate()

@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
@@ -200,40 +199,35 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
     return n_rows, n_alerts
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from ids.run import fail
-    from ids.tracking import end_runs_killed_on_sigterm
+def predict(cfg: DictConfig) -> None:
+    """Score `cfg.input` into `cfg.output` with the model (default: the champion), or stream
+    with input=- / output=- (`ids.stream`); print what was scored and where it went."""
     from ids.train import setup_runtime
 
-    end_runs_killed_on_sigterm()  # SIGTERM unwinds: the partial output is removed
     uri = registry.default_model_uri(cfg)
     streaming = "-" in (str(cfg.input), str(cfg.output))  # standard input/output: ids.stream
     progress.configure(cfg.quiet or streaming)
-    try:
-        if not cfg.input or not cfg.output:
-            raise ConfigError("input and output are required: python -m ids.predict "
-                              "input=flows.csv output=alerts.csv [model_uri=...]")
-        if cfg.alerts_only and not streaming:
-            raise ConfigError("alerts_only=true applies to streaming (input=- output=-); for a "
-                              "file, filter the output on its label column")
-        if not streaming:
-            check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
-        if registry.needs_store(uri):
-            registry.connect(cfg.tracking.uri)
-        setup_runtime(cfg.trainer)
-        ref = registry.resolve_model(uri)
-        progress.step(f"loading {ref.label}")
-        scorer = registry.load_scorer(ref)
-        if streaming:
-            from ids import stream
+    if not cfg.input or not cfg.output:
+        raise ConfigError("input and output are required: python -m ids.predict "
+                          "input=flows.csv output=alerts.csv [model_uri=...]")
+    if cfg.alerts_only and not streaming:
+        raise ConfigError("alerts_only=true applies to streaming (input=- output=-); for a "
+                          "file, filter the output on its label column")
+    if not streaming:
+        check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
+    if registry.needs_store(uri):
+        registry.connect(cfg.tracking.uri)
+    setup_runtime(cfg.trainer)
+    ref = registry.resolve_model(uri)
+    progress.step(f"loading {ref.label}")
+    scorer = registry.load_scorer(ref)
+    if streaming:
+        from ids import stream
 
-            return stream.main(cfg, scorer, ref)
-        started = time.perf_counter()
-        n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
-                               bool(cfg.overwrite))
-    except (ConfigError, DataError, registry.RegistryError) as exc:
-        fail(exc)
+        return stream.main(cfg, scorer, ref)
+    started = time.perf_counter()
+    n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
+                           bool(cfg.overwrite))
     seconds = time.perf_counter() - started
     print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}, "
           f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "
@@ -242,4 +236,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ids import cli
+
+    cli.predict()

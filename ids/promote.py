@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 
-import hydra
 import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -32,10 +31,8 @@ from optuna.trial import TrialState
 
 from ids import lineage, progress, registry, scorecard, tracking
 from ids.config import ConfigError, validate
-from ids.data import DataError
 from ids.evaluate import evaluate
 from ids.registry import RegistryError
-from ids.run import fail
 
 REPORTED = ("f1", "mcc", "balanced_accuracy", "benign_recall", "false_alarm_rate", "pr_auc")
 
@@ -216,26 +213,8 @@ def summary_text(cfg, result: dict) -> str:
         f"aliases: {moved}"])
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    progress.configure(cfg.quiet)
-    try:
-        result = promote(cfg, overrides=lineage.cli_overrides())
-    except (ConfigError, DataError, RegistryError) as exc:
-        fail(exc)
-    print(summary_text(cfg, result))
-    ev = result.get("evaluation")
-    if ev:
-        print()
-        print(ev["report"])
-        if ev["run_id"]:
-            print(f"\nMLflow evaluation run {ev['run_id']} in {tracking.redact(cfg.tracking.uri)} "
-                  f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
-    print(f"\nload it with models:/{result['name']}@{result['alias']} "
-          f"(python -m ids.evaluate / ids.predict use it by default)")
-
-
 if __name__ == "__main__":
-    main()
+    from ids import cli
+
+    cli.promote()
 

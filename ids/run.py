@@ -11,50 +11,23 @@ on the same flows, logs everything to MLflow and prints the report.
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import hydra
 import mlflow
 from omegaconf import DictConfig
 
 from ids import data as data_mod
 from ids import progress, run_view, scorecard, tracking
-from ids.config import ConfigError, validate
-from ids.data import DataError, Prepared
+from ids.config import validate
+from ids.data import Prepared
 from ids.inference import Scorer
-from ids.metrics import baseline_scores, compute_metrics, format_report
+from ids.metrics import compute_metrics, format_report
 from ids.overlap import overlap_line, unseen_mask
-from ids.train import FitResult, NonFiniteLoss, fit, predict_proba, setup_runtime
-
-_BASELINES: dict[tuple, dict] = {}
-
-
-def split_baseline_scores(prepared: Prepared, split: str, seed: int,
-                          metric: str = "f1") -> dict[str, tuple]:
-    """(scores, threshold) of all-attack and per-flow Extra-Trees on exactly the flows the model
-    is scored on (cached: they depend on the data only, not on the model; the key holds the
-    content hash and every data setting but the window)."""
-    settings = json.dumps(prepared.info.get("settings"), sort_keys=True, default=str)
-    key = (prepared.info.get("hash"), settings, split, seed, prepared.info.get("split"), metric)
-    if key not in _BASELINES:
-        target, tr, va = prepared.split(split), prepared.train, prepared.val
-        kwargs = {"X_val": va.X, "y_val": va.y} if split == "test" else {}
-        _BASELINES[key] = baseline_scores(tr.X, tr.y, target.X, seed=seed, metric=metric,
-                                          **kwargs)
-    return _BASELINES[key]
-
-
-def split_baselines(prepared: Prepared, split: str, seed: int,
-                    metric: str = "f1") -> dict[str, dict[str, float]]:
-    """Metrics of `split_baseline_scores` on the split's flows."""
-    target = prepared.split(split)
-    return {name: compute_metrics(target.y, s, t, target.attack)
-            for name, (s, t) in split_baseline_scores(prepared, split, seed, metric).items()}
+from ids.scorecard import split_baseline_scores, split_baselines
+from ids.train import FitResult, fit, predict_proba, setup_runtime
 
 
 def report_columns(cfg, model_metrics: dict, base: dict, label: str) -> dict[str, dict]:
@@ -233,26 +206,7 @@ def report_text(cfg, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def fail(exc: Exception) -> None:
-    """Known bad input: the message names the problem and the fix; no traceback."""
-    one_line = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    print(f"error: {tracking.redact(one_line)}", file=sys.stderr)
-    sys.exit(2)
-
-
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    tracking.end_runs_killed_on_sigterm()
-    progress.configure(cfg.quiet)
-    try:
-        summary = train(cfg)
-    except (ConfigError, DataError, NonFiniteLoss) as exc:
-        fail(exc)
-    print(report_text(cfg, summary))
-    if "run_id" in summary:
-        print(f"\nMLflow run {summary['run_id']} in {tracking.redact(cfg.tracking.uri)} "
-              f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
-
-
 if __name__ == "__main__":
-    main()
+    from ids import cli
+
+    cli.run()

@@ -12,9 +12,18 @@ MLflow keys (split = test): `test/<m>`, `test/<m>_ci_low|_ci_high`, `test_unseen
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from ids.metrics import PAPER_METRICS, REPORT_METRICS, compute_metrics, format_report
+from ids.data import Prepared
+from ids.metrics import (
+    PAPER_METRICS,
+    REPORT_METRICS,
+    baseline_scores,
+    compute_metrics,
+    format_report,
+)
 from ids.overlap import MIN_CLASS_FLOWS, overlap_line
 from ids.stats import CI_METRICS, confusion_ci, paired_difference, with_ci
 
@@ -144,3 +153,29 @@ def text(card: dict, label: str, *, paper: dict | None = None, rows=None,
     lines.append("intervals: 95 % bootstrap over flows, predictions fixed; flows close in time "
                  "are not independent, so the true uncertainty is larger")
     return "\n".join(lines)
+
+
+_BASELINES: dict[tuple, dict] = {}
+
+
+def split_baseline_scores(prepared: Prepared, split: str, seed: int,
+                          metric: str = "f1") -> dict[str, tuple]:
+    """(scores, threshold) of all-attack and per-flow Extra-Trees on exactly the flows the model
+    is scored on (cached: they depend on the data only, not on the model; the key holds the
+    content hash and every data setting but the window)."""
+    settings = json.dumps(prepared.info.get("settings"), sort_keys=True, default=str)
+    key = (prepared.info.get("hash"), settings, split, seed, prepared.info.get("split"), metric)
+    if key not in _BASELINES:
+        target, tr, va = prepared.split(split), prepared.train, prepared.val
+        kwargs = {"X_val": va.X, "y_val": va.y} if split == "test" else {}
+        _BASELINES[key] = baseline_scores(tr.X, tr.y, target.X, seed=seed, metric=metric,
+                                          **kwargs)
+    return _BASELINES[key]
+
+
+def split_baselines(prepared: Prepared, split: str, seed: int,
+                    metric: str = "f1") -> dict[str, dict[str, float]]:
+    """Metrics of `split_baseline_scores` on the split's flows."""
+    target = prepared.split(split)
+    return {name: compute_metrics(target.y, s, t, target.attack)
+            for name, (s, t) in split_baseline_scores(prepared, split, seed, metric).items()}

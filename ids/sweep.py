@@ -22,7 +22,6 @@ import time
 import uuid
 from typing import Any
 
-import hydra
 import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
@@ -33,8 +32,7 @@ from tqdm import tqdm
 from ids import data as data_mod
 from ids import run as run_mod
 from ids import tracking
-from ids.config import Config, ConfigError, validate
-from ids.data import DataError
+from ids.config import Config, validate
 from ids.space import apply, check_space, suggest
 from ids.study import (
     FINISHED,
@@ -301,18 +299,7 @@ def sweep(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    tracking.end_runs_killed_on_sigterm()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        summary = sweep(cfg)
-    except (ConfigError, DataError) as exc:
-        run_mod.fail(exc)
-    from ids.study_report import print_summary
-
-    print_summary(cfg, summary)
-
-
 if __name__ == "__main__":
-    main()
+    from ids import cli
+
+    cli.sweep()
