@@ -276,7 +276,7 @@ def test_promote_scores_the_trials_chunked_test_split_not_todays_command_line(
     # The trial's own run: copy shares and the model on the unseen validation flows.
     trial_run = client_of(plain).get_run(optuna_study(plain).best_trial.user_attrs["run_id"])
     m = trial_run.data.metrics
-    assert m["overlap/val/n"] == m["val_unseen/n"] + m["overlap/val/copies"]
+    assert m["val_copies/n"] == m["val_unseen/n"] + m["val_copies/copies"]
     assert "val_unseen/mcc" in m and not any(k.startswith("test") for k in m)
 
     window = optuna_study(plain).best_trial.params["data.window"]
