@@ -32,13 +32,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ids import data as data_mod
-from ids import lineage, progress, registry, scorecard, tracking
+from ids import lineage, progress, registry, run_view, scorecard
 from ids.config import validate
 from ids.data import ATTACK, LABEL, DataError
 from ids.metrics import PAPER_METRICS, REPORT_METRICS, baseline_scores
@@ -173,7 +172,8 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
     run_id = None
     if cfg.tracking.enabled:
         progress.step("logging the evaluation run")
-        run_id = _log(cfg, ref, scorer, part, card, report, same_data, tags or {})
+        run_id = run_view.log_evaluation(cfg, ref, scorer, part, card, report, same_data,
+                                         tags or {})
     return {"metrics": metrics, "baselines": base, "run_id": run_id,
             "unseen_metrics": card["unseen"][scorecard.MODEL], "card": card,
             "rows": part["rows"], "config": cfg,
@@ -187,55 +187,6 @@ def report_rows(metrics: dict) -> list[str | None]:
     rest = [m for m in REPORT_METRICS if m not in PAPER_METRICS]
     rates = sorted(k for k in metrics if k.startswith("detection_rate/"))
     return [*PAPER_METRICS, None, *rest, *([None, *rates] if rates else [])]
-
-
-def _metric_dict(metrics: dict, prefix: str) -> dict[str, float]:
-    """What `tracking.log_metrics` logs: finite numbers, spaces -> underscores."""
-    return {(prefix + k).replace(" ", "_"): float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and v == v}
-
-
-def _log(cfg, ref: registry.ModelRef, scorer, part: dict, card: dict, report: str,
-         same_data: bool | None, tags: dict) -> str:
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
-
-    exp_id = tracking.configure(cfg.tracking)
-    run_tags = {"ids.role": "evaluation", **ref.tags(), "eval.data": part["source"][:5000],
-                "data.hash": part["hash"],
-                "data.same_as_training": "unknown" if same_data is None else str(same_data).lower(),
-                **scorecard.verdict_tags(card), **tags}
-    metrics = card["all"][scorecard.MODEL]
-    name = cfg.tracking.run_name or f"evaluate-{ref.label.replace(' ', '-')}"
-    with tracking.start_run(exp_id, name, tags=run_tags) as run:
-        params = {"model_uri": ref.uri, "input": cfg.get("input") or "", "threshold":
-                  scorer.threshold, "window": scorer.window}
-        params.update({f"model.{k}": v for k, v in scorer.model_cfg.items()})
-        if not cfg.get("input") or cfg.trainer.baselines:
-            params.update(tracking.flatten(OmegaConf.to_container(cfg.data, resolve=True),
-                                           "data."))
-        mlflow.log_params({k: tracking.redact(str(v))[:500] for k, v in params.items()})
-        mlflow.log_text(tracking.config_yaml(cfg), "config.yaml")
-        dataset = MetaDataset(source=HTTPDatasetSource(url=str(part["path"] or "synthetic://")),
-                              name=part["dataset"], digest=part["hash"][:36])
-        mlflow.log_input(dataset, context="evaluation")
-        mlflow.log_metrics(_metric_dict(metrics, "test/"), model_id=ref.model_id,
-                           dataset=dataset if ref.model_id else None)
-        tracking.log_metrics({k: v for k, v in scorecard.mlflow_metrics(card).items()
-                              if not k.startswith("test/")})
-        if part["overlap"]:
-            tracking.log_metrics(part["overlap"], prefix="test_copies/")
-        mlflow.log_text(report, "report.txt")
-        if cfg.tracking.log_plots:
-            from ids import plots
-
-            tracking.log_figure(plots.plot_confusion(metrics["tn"], metrics["fp"],
-                                                     metrics["fn"], metrics["tp"]),
-                                "test_confusion")
-            if 0 < metrics["tp"] + metrics["fn"] < metrics["n"]:  # both classes present
-                tracking.log_figure(plots.plot_pr_curve(part["y"], part["scores"]),
-                                    "test_pr_curve")
-    return run.info.run_id
 
 
 if __name__ == "__main__":

@@ -197,3 +197,38 @@ def run_tag(client: MlflowClient, run_id: str | None, key: str) -> str | None:
         return client.get_run(run_id).data.tags.get(key)
     except MlflowException:
         return None
+
+
+def register(client: MlflowClient, name: str, model_uri: str, ref: ModelRef,
+             tags: dict[str, str], description: str) -> tuple[str, bool]:
+    """(version, created): the version registered from the same training run (tag
+    ids.run_id and source match) if there is one, else a new version."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(
+            name, description="ids CNN-BiLSTM intrusion detectors promoted from Optuna studies "
+                              "(`make promote`); the alias `champion` is the one in use")
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get("ids.run_id") == tags["ids.run_id"] and mv.source == model_uri:
+            return str(mv.version), False
+    mv = client.create_model_version(name, source=model_uri, run_id=ref.run_id, tags=tags,
+                                     description=description, model_id=ref.model_id)
+    return str(mv.version), True
+
+
+def move_aliases(client: MlflowClient, name: str, alias: str, previous_alias: str,
+                 version: str) -> str | None:
+    """Point `alias` at `version`; the version that held it gets `previous_alias`. Returns the
+    version that held `alias` before (None if none)."""
+    try:
+        before = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        before = None
+    if before != version:
+        if before is not None:
+            client.set_registered_model_alias(name, previous_alias, before)
+        client.set_registered_model_alias(name, alias, version)
+    return before

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import mlflow
 from omegaconf import DictConfig
 
 from ids import data as data_mod
@@ -145,12 +144,12 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
             tracking.log_metrics(stats, prefix=f"{name}_copies/")
     if "card" in summary:  # test: model and baselines on all and unseen flows, with intervals
         tracking.log_metrics(scorecard.mlflow_metrics(summary["card"]))
-        mlflow.set_tags(scorecard.verdict_tags(summary["card"]))
+        tracking.set_tags(scorecard.verdict_tags(summary["card"]))
     else:
         tracking.log_metrics(summary.get("val_unseen", {}), prefix="val_unseen/")
         run_view.log_baselines(summary["baselines"], split, prepared.info, parent_run_id)
     run_view.describe(cfg, summary)
-    mlflow.log_text(report_text(cfg, summary), "report.txt")
+    tracking.log_text(report_text(cfg, summary), "report.txt")
     if cfg.tracking.log_plots:
         log_plots(cfg, prepared, result, summary)
     if not cfg.tracking.log_model:

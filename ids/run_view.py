@@ -17,8 +17,9 @@ import hashlib
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
-from ids import tracking
+from ids import scorecard, tracking
 
 # Confusion counts per epoch would be 5 more charts among the curves; the best epoch's are
 # logged under val_best/ and every epoch's stay in the run's history record.
@@ -100,3 +101,54 @@ def describe(cfg, summary: dict) -> None:
     rows.append("Curves per epoch: `train/loss`, `val/loss`, `val/<metric>`, `val/threshold` "
                 "(Model metrics tab). Best epoch: `val_best/*`. Full report: `report.txt`.")
     mlflow.set_tags({"summary": line[:5000], "mlflow.note.content": "\n".join(rows)[:5000]})
+
+
+def _metric_dict(metrics: dict, prefix: str) -> dict[str, float]:
+    """What `tracking.log_metrics` logs: finite numbers, spaces -> underscores."""
+    return {(prefix + k).replace(" ", "_"): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and v == v}
+
+
+def log_evaluation(cfg, ref, scorer, part: dict, card: dict, report: str,
+                   same_data: bool | None, tags: dict) -> str:
+    """The evaluation run of `ids.evaluate`: params, config, dataset input, `test/*` linked to
+    the logged model, the unseen/baseline/paired metrics, copy shares, report and plots."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    exp_id = tracking.configure(cfg.tracking)
+    run_tags = {"ids.role": "evaluation", **ref.tags(), "eval.data": part["source"][:5000],
+                "data.hash": part["hash"],
+                "data.same_as_training": "unknown" if same_data is None else str(same_data).lower(),
+                **scorecard.verdict_tags(card), **tags}
+    metrics = card["all"][scorecard.MODEL]
+    name = cfg.tracking.run_name or f"evaluate-{ref.label.replace(' ', '-')}"
+    with tracking.start_run(exp_id, name, tags=run_tags) as run:
+        params = {"model_uri": ref.uri, "input": cfg.get("input") or "", "threshold":
+                  scorer.threshold, "window": scorer.window}
+        params.update({f"model.{k}": v for k, v in scorer.model_cfg.items()})
+        if not cfg.get("input") or cfg.trainer.baselines:
+            params.update(tracking.flatten(OmegaConf.to_container(cfg.data, resolve=True),
+                                           "data."))
+        mlflow.log_params({k: tracking.redact(str(v))[:500] for k, v in params.items()})
+        mlflow.log_text(tracking.config_yaml(cfg), "config.yaml")
+        dataset = MetaDataset(source=HTTPDatasetSource(url=str(part["path"] or "synthetic://")),
+                              name=part["dataset"], digest=part["hash"][:36])
+        mlflow.log_input(dataset, context="evaluation")
+        mlflow.log_metrics(_metric_dict(metrics, "test/"), model_id=ref.model_id,
+                           dataset=dataset if ref.model_id else None)
+        tracking.log_metrics({k: v for k, v in scorecard.mlflow_metrics(card).items()
+                              if not k.startswith("test/")})
+        if part["overlap"]:
+            tracking.log_metrics(part["overlap"], prefix="test_copies/")
+        mlflow.log_text(report, "report.txt")
+        if cfg.tracking.log_plots:
+            from ids import plots
+
+            tracking.log_figure(plots.plot_confusion(metrics["tn"], metrics["fp"],
+                                                     metrics["fn"], metrics["tp"]),
+                                "test_confusion")
+            if 0 < metrics["tp"] + metrics["fn"] < metrics["n"]:  # both classes present
+                tracking.log_figure(plots.plot_pr_curve(part["y"], part["scores"]),
+                                    "test_pr_curve")
+    return run.info.run_id

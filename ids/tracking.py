@@ -201,6 +201,14 @@ def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = 
         mlflow.log_metrics(clean, step=step)
 
 
+def log_text(text: str, name: str) -> None:
+    mlflow.log_text(text, name)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
 def log_figure(fig, name: str) -> None:
     import matplotlib.pyplot as plt
 
