@@ -1,9 +1,8 @@
-"""The Optuna study behind a sweep, and its one MLflow parent run.
+"""The Optuna study behind a sweep (Optuna only; its MLflow runs are in `ids.study_runs`).
 
 Storage with heartbeats (a killed worker's trial is failed and retried), seeded samplers,
-pruners by name, and the parent run that every worker, on any machine, must agree on: its id is
-claimed in the study's user attributes with a compare-and-set, so two workers that start
-together do not create two parents.
+pruners by name, and `claim_study_attr`: the compare-and-set on a study user attribute that
+lets every worker, on any machine, agree on one value (the id of the study's parent run).
 """
 
 from __future__ import annotations
@@ -14,14 +13,11 @@ import time
 import warnings
 from typing import Any
 
-import mlflow
 import optuna
-from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 from sqlalchemy import exc as sa_exc
 
-from ids import tracking
 from ids.config import ConfigError
 from ids.registry import redact
 
@@ -148,55 +144,3 @@ def claim_study_attr(storage: optuna.storages.RDBStorage, study_id: int, key: st
     except sa_exc.IntegrityError:
         pass  # another worker inserted first
     return storage.get_study_user_attrs(study_id).get(key)
-
-
-def _usable_parent(client: MlflowClient, run_id: str, exp_id: str) -> bool:
-    """The stored parent run exists, is not deleted and is in this experiment (it is not when
-    mlruns/ was wiped or the study moved to another tracking server)."""
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    return run.info.lifecycle_stage == "active" and run.info.experiment_id == exp_id
-
-
-def parent_run(cfg: DictConfig) -> str | None:
-    """The study's one parent run, shared by every worker on every machine: its id lives in the
-    study (user attr `mlflow.parent_run_id`), set by whichever worker claims it first; a worker
-    that loses the race deletes the run it made and joins the winner's."""
-    if not cfg.tracking.enabled:
-        return None
-    exp_id = tracking.configure(cfg.tracking)
-    study, storage_url = str(cfg.sweep.study), redact(str(cfg.sweep.storage))
-    storage = storage_for(cfg.sweep)
-    study_id = storage.get_study_id_from_name(study)
-    client = MlflowClient()
-    current = storage.get_study_user_attrs(study_id).get(PARENT_ATTR)
-    if current and _usable_parent(client, current, exp_id):
-        client.update_run(current, status="RUNNING")
-        return current
-    found = mlflow.search_runs(  # a study started before the parent id was stored in it
-        [exp_id], output_format="list",
-        filter_string=f"tags.`ids.role` = 'sweep' and tags.`ids.study` = '{study}' "
-                      f"and tags.`ids.storage` = '{storage_url}'")
-    if found:
-        mine, created = found[0].info.run_id, False
-    else:
-        tags = {**tracking.runtime_tags(), "ids.role": "sweep", "ids.study": study,
-                "ids.storage": storage_url}
-        mine, created = client.create_run(exp_id, run_name=f"sweep-{study}",
-                                          tags=tags).info.run_id, True
-    winner = claim_study_attr(storage, study_id, PARENT_ATTR, current, mine)
-    if winner != mine:
-        if created:
-            client.delete_run(mine)
-        return winner
-    if not created:
-        client.update_run(mine, status="RUNNING")
-        return mine
-    params = {k: str(v)[:500] for k, v in tracking.flatten(
-        tracking.redacted(OmegaConf.to_container(cfg.sweep, resolve=True)), "sweep.").items()}
-    for key, value in params.items():
-        client.log_param(mine, key, value)
-    client.log_text(mine, tracking.config_yaml(cfg), "config.yaml")
-    return mine

@@ -7,15 +7,14 @@ study's parent MLflow run with the best trial and Optuna's plots.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import optuna
 import yaml
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from ids import study_runs
 from ids.tracking import redact
 
 # Keys a rerun must not inherit from the trial: where the test split and checkpoints go.
@@ -23,7 +22,7 @@ _RERUN_DROP = {"trainer": ("evaluate_test", "checkpoint_dir")}
 
 
 def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial,
-                   client: MlflowClient | None = None) -> dict:
+                   client=None) -> dict:
     """The trial's whole resolved data/model/trainer config: reruns it exactly. Read from the
     config.yaml the trial's run logged (the record promote uses too) when the store has it,
     else rebuilt from today's config and the trial's params."""
@@ -40,7 +39,7 @@ def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial,
 
 
 def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
-                    client: MlflowClient | None = None) -> Path:
+                    client=None) -> Path:
     best = study.best_trial
     body = best_overrides(cfg, best, client)
     name = str(cfg.sweep.study)
@@ -54,51 +53,6 @@ def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
     path = folder / "best.yaml"
     path.write_text(header + yaml.safe_dump(body, sort_keys=False))
     return path
-
-
-def close_orphan_runs(client: MlflowClient, parent_run_id: str, study: optuna.Study) -> int:
-    """Child runs left RUNNING by a killed worker end KILLED once their trial is no longer
-    running in the study (the heartbeat failed it)."""
-    run = client.get_run(parent_run_id)
-    running = {str(t.number) for t in study.get_trials(deepcopy=False)
-               if t.state == TrialState.RUNNING}
-    children = client.search_runs(
-        [run.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                      "attributes.status = 'RUNNING'")
-    closed = 0
-    for child in children:
-        if child.data.tags.get("trial.number") not in running:
-            client.set_tag(child.info.run_id, "trial.state", "FAIL")
-            client.set_tag(child.info.run_id, "error", "worker killed; trial failed by heartbeat")
-            client.set_terminated(child.info.run_id, "KILLED")
-            closed += 1
-    return closed
-
-
-def log_plots(client: MlflowClient, run_id: str, study: optuna.Study) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    plots = {"optimization_history": ovm.plot_optimization_history,
-             "param_importances": ovm.plot_param_importances,
-             "parallel_coordinate": ovm.plot_parallel_coordinate,
-             "intermediate_values": ovm.plot_intermediate_values}
-    for name, fn in plots.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                ax = fn(study)
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                continue  # e.g. importances need two completed trials
-        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-        fig.set_size_inches(9, 5.5)
-        fig.tight_layout()
-        client.log_figure(run_id, fig, f"plots/{name}.png")
-        plt.close(fig)
 
 
 def pruned_at(study: optuna.Study) -> dict[int, int]:
@@ -127,24 +81,9 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
                        worst_value=min(t.value for t in completed) if
                        study.direction.name == "MAXIMIZE" else max(t.value for t in completed),
                        best_yaml=str(write_best_yaml(cfg, study, folder,
-                                                     MlflowClient() if parent_run_id else None)))
+                                                     study_runs.client() if parent_run_id else None)))
     if parent_run_id:
-        client = MlflowClient()
-        summary["orphans_closed"] = close_orphan_runs(client, parent_run_id, study)
-        client.log_artifact(parent_run_id, str(folder / "trials.csv"))
-        for key in ("n_complete", "n_pruned", "n_fail"):
-            client.log_metric(parent_run_id, f"study/{key}", summary[key])
-        for epoch, n in summary["pruned_at"].items():
-            client.log_metric(parent_run_id, f"study/pruned_at_epoch_{epoch}", n)
-        if completed:
-            client.log_metric(parent_run_id, "best/value", summary["best_value"])
-            client.log_metric(parent_run_id, "best/trial", summary["best_number"])
-            client.set_tag(parent_run_id, "best.trial", str(summary["best_number"]))
-            client.set_tag(parent_run_id, "best.run_id", str(summary["best_run_id"]))
-            for key, value in summary["best_params"].items():
-                client.set_tag(parent_run_id, f"best.param.{key}", str(value))
-            client.log_artifact(parent_run_id, summary["best_yaml"])
-        log_plots(client, parent_run_id, study)
+        study_runs.log_study(parent_run_id, study, summary, folder)
     return summary
 
 

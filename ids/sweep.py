@@ -22,16 +22,14 @@ import time
 import uuid
 from typing import Any
 
-import mlflow
 import optuna
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from tqdm import tqdm
 
 from ids import data as data_mod
 from ids import run as run_mod
-from ids import tracking
+from ids import study_runs, tracking
 from ids.config import Config, validate
 from ids.space import apply, check_space, suggest
 from ids.study import (
@@ -41,7 +39,6 @@ from ids.study import (
     counts,
     load_study,
     make_sampler,
-    parent_run,
 )
 
 
@@ -106,7 +103,8 @@ class Objective:
             if gate.should_prune(trial, epoch, float(record[metric]), float(record["val/loss"])):
                 trial.set_user_attr("pruned_epoch", epoch)
                 if tcfg.tracking.enabled:
-                    mlflow.set_tags({"trial.state": "PRUNED", "trial.pruned_epoch": str(epoch)})
+                    tracking.set_tags({"trial.state": "PRUNED",
+                                       "trial.pruned_epoch": str(epoch)})
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         try:
@@ -120,7 +118,10 @@ class Objective:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("fail_reason", reason[:2000])
-            self._mark_failed(trial, tags, values, reason)
+            if self.cfg.tracking.enabled:
+                study_runs.mark_trial_failed(self.exp_id, f"{self.cfg.sweep.study}-trial-"
+                                             f"{trial.number}", tags, values, reason,
+                                             self.parent_run_id)
             raise
         if not math.isfinite(summary["value"]):
             trial.set_user_attr("fail_reason", f"objective is {summary['value']}")
@@ -129,26 +130,8 @@ class Objective:
             if summary.get(key) is not None:
                 trial.set_user_attr(key, summary[key])
         if summary.get("run_id"):
-            MlflowClient().set_tag(summary["run_id"], "trial.state", "COMPLETE")
+            study_runs.set_tag(summary["run_id"], "trial.state", "COMPLETE")
         return float(summary["value"])
-
-    def _mark_failed(self, trial, tags: dict, values: dict, reason: str) -> None:
-        """Tag the trial's child run FAIL; create one if the trial failed before it started."""
-        if not self.cfg.tracking.enabled:
-            return
-        client = MlflowClient()
-        own = client.search_runs(
-            [self.exp_id], filter_string=f"tags.`trial.attempt` = '{tags['trial.attempt']}'")
-        if own:
-            client.set_tag(own[0].info.run_id, "trial.state", "FAIL")
-            return
-        run = client.create_run(self.exp_id, run_name=f"{self.cfg.sweep.study}-trial-{trial.number}",
-                                tags={**tags, "trial.state": "FAIL", "error": reason[:5000],
-                                      "mlflow.parentRunId": self.parent_run_id or ""})
-        for key, value in values.items():
-            client.log_param(run.info.run_id, key, value)
-        client.set_terminated(run.info.run_id, "FAILED")
-
 
 def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial, worker: int) -> str:
     dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else 0
@@ -277,8 +260,7 @@ def sweep(cfg: DictConfig) -> dict:
     study = load_study(cfg)  # fails here on a bad storage URL, before any trial
     prepared = data_mod.prepare(cfg.data)  # bad data fails here too, and the worker reuses it
     print(resolution_note(prepared.val.y), file=sys.stderr)
-    parent = parent_run(cfg)
-    client = MlflowClient() if parent else None
+    parent = study_runs.parent_run(cfg)
     try:
         if int(cfg.sweep.workers) > 1:
             run_workers(cfg, parent)
@@ -289,13 +271,13 @@ def sweep(cfg: DictConfig) -> dict:
                 worker_loop(cfg, parent, on_trial=lambda st, t: bar.update(
                     int(t.state in FINISHED)))
     except BaseException as exc:
-        if client:
-            client.set_terminated(parent, "KILLED" if isinstance(exc, KeyboardInterrupt)
-                                  else "FAILED")
+        if parent:
+            study_runs.end_run(parent, "KILLED" if isinstance(exc, KeyboardInterrupt)
+                               else "FAILED")
         raise
     summary = finalize(cfg, load_study(cfg), parent)
-    if client:
-        client.set_terminated(parent, "FINISHED")
+    if parent:
+        study_runs.end_run(parent, "FINISHED")
     return summary
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import mlflow
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import TrialPruned
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,7 @@ def start_run(experiment_id: str, run_name: str | None = None, parent_run_id: st
         mlflow.end_run("KILLED")
         raise
     except BaseException as exc:
-        pruned = type(exc).__name__ == "TrialPruned"
+        pruned = isinstance(exc, TrialPruned)  # a pruned trial's run is a finished run
         if not pruned:
             mlflow.set_tag("error", redact(f"{type(exc).__name__}: {exc}")[:5000])
         mlflow.end_run("FINISHED" if pruned else ("KILLED" if isinstance(exc, SystemExit) else "FAILED"))
@@ -203,6 +204,14 @@ def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = 
 
 def log_text(text: str, name: str) -> None:
     mlflow.log_text(text, name)
+
+
+def log_dict(obj: dict, name: str) -> None:
+    mlflow.log_dict(obj, name)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params(params)
 
 
 def set_tags(tags: dict[str, str]) -> None:

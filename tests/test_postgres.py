@@ -124,7 +124,8 @@ def test_workers_starting_at_once_on_postgres_agree_on_one_parent_run(team, tmp_
                                                                      monkeypatch):
     """Four workers (threads here, for speed; machines in real life) ask for the study's parent
     run at the same instant: all must get the same run, and only that one may remain."""
-    from ids.study import load_study, parent_run
+    from ids.study import load_study
+    from ids.study_runs import parent_run
 
     pg, mlf, _ = team
     monkeypatch.setenv("PGPASSWORD", pg.password)

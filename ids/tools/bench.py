@@ -117,10 +117,10 @@ def run_bench(argv: list[str] | None = None) -> dict:
     with ctx as run:
         parent = run.info.run_id if run is not None else None
         if log:
-            import mlflow
+            from ids import tracking
 
-            mlflow.log_params({f"machine.{k}": v[:500] for k, v in info.items()})
-            mlflow.log_params({"bench.quick": args.quick, "bench.repeat": repeat,
+            tracking.log_params({f"machine.{k}": v[:500] for k, v in info.items()})
+            tracking.log_params({"bench.quick": args.quick, "bench.repeat": repeat,
                                "bench.sections": ",".join(sections),
                                "bench.batch_sizes": args.batch_sizes,
                                "bench.threads": ",".join(map(str, threads)),
@@ -146,17 +146,15 @@ def run_bench(argv: list[str] | None = None) -> dict:
         if extra.get("twin_version"):
             print(f"\ntwin: torch {extra['twin_version']} ({args.twin_script})", flush=True)
         if log:
-            from ids import tracking
-
             values = rows.values()
             tracking.log_metrics(values)
             tracking.log_metrics({f"load/{k}": max(r["load"]) for k, r in rows.rows.items()
                                   if not all(math.isnan(x) for x in r["load"])})
-            mlflow.log_text(table + "\n", "bench.txt")
-            mlflow.log_dict({"machine": info, "rows": rows.rows, "values": values,
+            tracking.log_text(table + "\n", "bench.txt")
+            tracking.log_dict({"machine": info, "rows": rows.rows, "values": values,
                              "sizes": sizes, "overrides": overrides}, "bench.json")
             if extra.get("profile"):
-                mlflow.log_text(extra["profile"] + "\n", "profile.txt")
+                tracking.log_text(extra["profile"] + "\n", "profile.txt")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "rows": rows.rows,
                                                "values": rows.values()}, indent=2))
