@@ -23,7 +23,7 @@ from ids.data import Preprocessor
 from ids.model import build_model
 from ids.train import predict_proba
 
-SCORE, LABEL = "score", "label"
+SCORE, PRED_LABEL = "score", "label"  # output columns; the input's truth is ids.data.LABEL
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Scorer:
 
     def predict(self, flows: pd.DataFrame) -> pd.DataFrame:
         scores = self.score_matrix(self.transform(flows))
-        return pd.DataFrame({SCORE: scores, LABEL: (scores >= self.threshold).astype(np.int64)},
+        return pd.DataFrame({SCORE: scores, PRED_LABEL: (scores >= self.threshold).astype(np.int64)},
                             index=flows.index)
 
     def save(self, folder: str | Path) -> Path:

@@ -44,8 +44,7 @@ from omegaconf import DictConfig
 from ids import progress, registry
 from ids.config import ConfigError
 from ids.data import ATTACK, ID_COLUMNS, LABEL, DataError, validate_frame
-from ids.inference import LABEL as PRED_LABEL
-from ids.inference import SCORE, Scorer
+from ids.inference import PRED_LABEL, SCORE, Scorer
 
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".zip")
 _PARQUET = (".parquet", ".pq")

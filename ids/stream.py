@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ids.data import DataError, validate_frame
-from ids.inference import LABEL as PRED_LABEL
-from ids.inference import SCORE, Scorer
+from ids.inference import PRED_LABEL, SCORE, Scorer
 from ids.predict import _carry, _passthrough
 
 READ_BYTES = 1 << 16

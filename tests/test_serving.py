@@ -8,7 +8,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from ids.predict import predict_file
 from ids.registry import load_scorer, resolve_model
 from ids.run import train
 from ids.stream import score_stream
+from ids.tools.servers import free_port
 
 NAME = "ids-cnn-bilstm"
 CHAMPION = f"models:/{NAME}@champion"
@@ -168,12 +168,6 @@ def test_stream_bad_input_and_alerts_only_on_a_file_exit_2(champion, monkeypatch
     assert capsys.readouterr().err.startswith("error: alerts_only=true applies to streaming")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(port: int, body: bytes, content_type: str = "application/json",
           timeout: float = 120) -> tuple[int, bytes]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
@@ -193,7 +187,7 @@ def served(champion):
     venv = Path(sys.prefix)
     if not (venv / "bin" / "mlflow").exists():
         pytest.skip(f"{venv}/bin/mlflow is absent: build the venv with `make venv`")
-    port = _free_port()
+    port = free_port()
     log_path = champion["tmp"] / "serve.log"
     log = log_path.open("w")
     # -o: take the venv stamp as up to date (never reinstall packages from a test). PATH is

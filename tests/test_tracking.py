@@ -23,7 +23,7 @@ from conftest import ROOT, tiny_overrides
 from ids import data as data_mod
 from ids import synthetic, tracking
 from ids.config import compose
-from ids.inference import LABEL, SCORE, load_scorer
+from ids.inference import PRED_LABEL, SCORE, load_scorer
 from ids.metrics import REPORT_METRICS
 from ids.run import train
 from ids.train import NonFiniteLoss
@@ -173,12 +173,12 @@ def test_pyfunc_model_scores_raw_flows_like_the_in_process_model(tracked):
     mlflow.set_tracking_uri(t.uri)  # models:/m-... resolves against the current store
     model = mlflow.pyfunc.load_model(summary["model_uri"])
     out = model.predict(flows)
-    assert list(out.columns) == [SCORE, LABEL] and len(out) == len(flows)
+    assert list(out.columns) == [SCORE, PRED_LABEL] and len(out) == len(flows)
     assert out.index.equals(flows.index)
     # The test windows start at the test split's first flow, like the frame given to predict.
     np.testing.assert_allclose(out[SCORE].to_numpy(), summary["test_scores"], rtol=0, atol=1e-6)
     expected = (summary["test_scores"] >= summary["threshold"]).astype(np.int64)
-    np.testing.assert_array_equal(out[LABEL].to_numpy(), expected)
+    np.testing.assert_array_equal(out[PRED_LABEL].to_numpy(), expected)
     # Label and Attack are not needed to score new flows.
     unlabelled = model.predict(flows.drop(columns=["Label", "Attack"]))
     pd.testing.assert_frame_equal(unlabelled, out)

@@ -18,17 +18,12 @@ import pytest
 from conftest import ROOT, tiny_overrides
 from ids import tracking
 from ids.config import compose
+from ids.tools.servers import free_port
 
 pytestmark = pytest.mark.slow  # starts a server (the project's `slow` marker lists servers)
 
 MLFLOW = ROOT / ".venv" / "bin" / "mlflow"
 WAIT_SECONDS = 90  # `mlflow ui` defaults to 4 workers: 30-80 s to answer on 2 busy cores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def server(store):
     """`make ui TRACKING_URI=... PORT=...`; yields the port once the API answers."""
     if not MLFLOW.exists():
         pytest.skip(f"{MLFLOW} is absent: build the venv with `make venv`")
-    port = _free_port()
+    port = free_port()
     log = (store["tmp"] / "ui.log").open("w")
     # -o: take the venv stamp as up to date (never reinstall packages from a test).
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed-stamp",
