@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import runpy
+import signal
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -76,3 +79,20 @@ def tiny_model(tmp_path_factory):
                     float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),
                     model_config(cfg))
     return save_scorer_model(scorer, tmp / "model"), scorer, cfg
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """End a command started with start_new_session=True and everything it started (make, the
+    server and its workers): SIGTERM to the group, SIGKILL if it does not go."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    else:
+        try:  # the command is gone, its children may not be
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, V1_SAMPLE, run_cli, tiny_overrides
+from conftest import ROOT, V1_SAMPLE, run_cli, stop_group, tiny_overrides
 from ids import synthetic
 from ids.config import compose
 from ids.predict import predict_file
@@ -219,18 +218,7 @@ def served(champion):
             time.sleep(1)
         yield {"port": port, "log": logged}
     finally:
-        if proc.poll() is None:  # the whole group: make, mlflow and uvicorn
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        else:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_group(proc, timeout=20)  # the whole group: make, mlflow and uvicorn
         log.close()
 
 

@@ -5,8 +5,6 @@ asks the server's REST API for that run. The server is always stopped in teardow
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -15,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, stop_group, tiny_overrides
 from ids import tracking
 from ids.config import compose
 from ids.tools.servers import free_port
@@ -61,18 +59,7 @@ def server(store):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop() -> None:  # the whole group: make, mlflow ui and its server workers
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        else:
-            try:  # make is gone, its children may not be
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_group(proc)
         log.close()
 
     try:
