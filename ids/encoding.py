@@ -1,0 +1,124 @@
+"""Encoding flows into model inputs: `Preprocessor`, fitted on the training split only.
+
+- counts, bytes, packets, durations and every other numeric v2 column: log1p(clip(x, 0)), then
+  standardised with the train mean/std (std 0 -> 1).
+- PROTOCOL: one-hot of the values seen in train + "other"; L7_PROTO: one-hot of the
+  `l7_top_k` most frequent train values + "other".
+- TCP_FLAGS, CLIENT_TCP_FLAGS, SERVER_TCP_FLAGS: 8 bit indicators (FIN..CWR).
+- identifiers (only with keep_identifiers): ports and the 4 octets of each IPv4 address,
+  standardised linearly. They identify the testbed's hosts and leak the label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ids.flows import (
+    FLAG_BITS,
+    FLAG_COLUMNS,
+    ID_COLUMNS,
+    IP_COLUMNS,
+    PORT_COLUMNS,
+    V1_FEATURES,
+    V2_FEATURES,
+    DataError,
+    _layout,
+    _numeric,
+)
+
+
+def _ip_octets(s: pd.Series) -> np.ndarray:
+    """(n, 4) octets; parses each distinct address once."""
+    codes, uniques = pd.factorize(s.astype(str))
+    parts = [u.split(".") for u in uniques]
+    if not all(len(o) == 4 and all(x.isdigit() for x in o) for o in parts):
+        raise DataError(f"column {s.name!r} must hold IPv4 addresses like 192.168.100.3")
+    return np.array(parts, dtype=np.float64).reshape(-1, 4)[codes]
+
+
+@dataclass
+class Preprocessor:
+    """Fitted on the training split only. Picklable (plain numpy arrays / lists only)."""
+
+    keep_identifiers: bool = False
+    l7_top_k: int = 16
+    layout_: str | None = None
+    input_columns_: list[str] = field(default_factory=list)
+    feature_names_: list[str] = field(default_factory=list)
+    log_columns_: list[str] = field(default_factory=list)
+    flag_columns_: list[str] = field(default_factory=list)
+    log_mean_: np.ndarray | None = None
+    log_std_: np.ndarray | None = None
+    id_mean_: np.ndarray | None = None
+    id_std_: np.ndarray | None = None
+    protocols_: list[float] = field(default_factory=list)
+    l7_values_: list[float] = field(default_factory=list)
+
+    def _ids(self, df: pd.DataFrame) -> np.ndarray:
+        return np.hstack([_numeric(df, PORT_COLUMNS)] + [_ip_octets(df[c]) for c in IP_COLUMNS])
+
+    def fit(self, df: pd.DataFrame) -> Preprocessor:
+        self.layout_ = _layout(df.columns)
+        feats = V2_FEATURES if self.layout_ == "v2" else V1_FEATURES
+        self.flag_columns_ = [c for c in feats if c in FLAG_COLUMNS]
+        self.log_columns_ = [c for c in feats if c not in FLAG_COLUMNS + ["PROTOCOL", "L7_PROTO"]]
+        self.input_columns_ = (ID_COLUMNS if self.keep_identifiers else []) + feats
+        if self.keep_identifiers:
+            warnings.warn("data.keep_identifiers=true: IPs and ports identify the attacker hosts "
+                          "and leak the label; scores are not comparable", UserWarning, stacklevel=2)
+        _missing(df, self.input_columns_)
+        logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
+        self.log_mean_, self.log_std_ = logv.mean(axis=0), _std(logv)
+        names = list(self.log_columns_)
+        if self.keep_identifiers:
+            idv = self._ids(df)
+            self.id_mean_, self.id_std_ = idv.mean(axis=0), _std(idv)
+            names += PORT_COLUMNS + [f"{c}.o{k}" for c in IP_COLUMNS for k in range(1, 5)]
+        cat = _numeric(df, ["PROTOCOL", "L7_PROTO"])
+        self.protocols_ = np.unique(cat[:, 0]).tolist()
+        vals, counts = np.unique(cat[:, 1], return_counts=True)
+        self.l7_values_ = vals[np.lexsort((vals, -counts))][: self.l7_top_k].tolist()
+        names += [f"PROTOCOL={v:g}" for v in self.protocols_] + ["PROTOCOL=other"]
+        names += [f"L7_PROTO={v:g}" for v in self.l7_values_] + ["L7_PROTO=other"]
+        names += [f"{c}.{b}" for c in self.flag_columns_ for b in FLAG_BITS]
+        self.feature_names_ = names
+        return self
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """float32 (n, n_features), C-contiguous; no Label/Attack needed (new flows to score)."""
+        if self.layout_ is None:
+            raise DataError("the Preprocessor is not fitted: call fit() on the training split")
+        _missing(df, self.input_columns_)
+        out = np.empty((len(df), len(self.feature_names_)), dtype=np.float32)
+        k = len(self.log_columns_)
+        out[:, :k] = (np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
+                      - self.log_mean_) / self.log_std_
+        if self.keep_identifiers:
+            out[:, k: k + 10] = (self._ids(df) - self.id_mean_) / self.id_std_
+            k += 10
+        cat = _numeric(df, ["PROTOCOL", "L7_PROTO"])
+        for j, known in enumerate((self.protocols_, self.l7_values_)):
+            hot = out[:, k: k + len(known) + 1]
+            hot[:, :-1] = cat[:, j, None] == np.asarray(known, dtype=np.float64)[None, :]
+            hot[:, -1] = hot[:, :-1].sum(axis=1) == 0
+            k += len(known) + 1
+        if self.flag_columns_:
+            flags = _numeric(df, self.flag_columns_).astype(np.int64)
+            out[:, k:] = ((flags[:, :, None] >> np.arange(8)) & 1).reshape(len(df), -1)
+        return out
+
+
+def _std(x: np.ndarray) -> np.ndarray:
+    s = x.std(axis=0)
+    return np.where(s > 0, s, 1.0)
+
+
+def _missing(df: pd.DataFrame, cols: list[str]) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"missing columns {missing}: the flows must have the columns the "
+                        f"preprocessor was fitted on ({cols})")
