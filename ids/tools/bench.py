@@ -83,7 +83,8 @@ def run_bench(argv: list[str] | None = None) -> dict:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        raise SystemExit(f"error: --sections {unknown} unknown; use {','.join(SECTIONS)}")
+        print(f"error: --sections {unknown} unknown; use {','.join(SECTIONS)}", file=sys.stderr)
+        raise SystemExit(2)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = compose(overrides)  # a bad override fails here, before any work
     from ids import progress
