@@ -42,27 +42,27 @@ def seed_values(cfg, params: dict, seeds: list[int]) -> list[float]:
     return out
 
 
-def measure(cfg, n_seeds: int = 3) -> dict:
-    """The landscape figures of the study `cfg.sweep.study` (which must exist)."""
+def measure(cfg, n_seeds: int = 3, trial: int | None = None) -> dict:
+    """The landscape figures of the study `cfg.sweep.study` (which must exist); the seed spread
+    is that of its best trial's configuration, or of trial number `trial`."""
     from ids.promote import load_study
     from ids.study_report import pruned_at
 
     study = load_study(cfg.sweep)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    if len(complete) < 2:
+    if not complete:
         raise SystemExit(f"study {study.study_name!r} has {len(complete)} COMPLETE trial(s); "
                          "run the sweep first (python -m ids.sweep with the same overrides)")
     values = [t.value for t in complete]
-    best = study.best_trial
+    best = study.best_trial if trial is None else study.trials[int(trial)]
     print(f"study {study.study_name}: {len(complete)} complete, "
           f"{sum(t.state == TrialState.PRUNED for t in study.trials)} pruned "
           f"(by epoch: {pruned_at(study)})")
-    print(f"best trial {best.number} ({best.value:.4f}): {best.params}; retraining it with "
-          f"{n_seeds} seeds")
+    print(f"trial {best.number} ({best.value}): {best.params}; retraining it with {n_seeds} seeds")
     seeds = seed_values(cfg, best.params, list(range(n_seeds)))
     out = {"n_complete": len(complete), "best": max(values), "worst": min(values),
            "config_spread": max(values) - min(values), "seed_values": seeds,
-           "seed_spread": max(seeds) - min(seeds), "pruned_at": pruned_at(study),
+           "seed_spread": max(seeds) - min(seeds) if seeds else 0.0, "pruned_at": pruned_at(study),
            "best_params": best.params}
     out["ratio"] = out["config_spread"] / max(out["seed_spread"], 1e-4)
     return out
@@ -70,11 +70,14 @@ def measure(cfg, n_seeds: int = 3) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds of the best config")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="training seeds of the best config (0: only the study's figures)")
+    parser.add_argument("--trial", type=int, default=None,
+                        help="retrain this trial's config instead of the best one")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to ids.sweep")
     args = parser.parse_args(argv)
     cfg = compose(args.overrides)
-    m = measure(cfg, args.seeds)
+    m = measure(cfg, args.seeds, args.trial)
     metric = cfg.trainer.selection_metric
     print(f"\nconfig spread (best - worst complete val {metric}): {m['config_spread']:.4f} "
           f"({m['worst']:.4f} .. {m['best']:.4f}, {m['n_complete']} trials)")
