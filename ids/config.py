@@ -126,6 +126,7 @@ class PromoteConfig:
 @dataclass
 class Config:
     seed: int = 0
+    cache_dir: str | None = "sweeps/cache"  # prepared data on disk (ids.datacache); null = off
     quiet: bool = False  # no progress bars or per-epoch lines (reports are still printed)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

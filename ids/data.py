@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -162,15 +163,30 @@ def _cache_key(data_cfg) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def prepare(data_cfg) -> Prepared:
-    """Load, split, fit on train, transform all; cached in-process by the config minus window."""
+def prepare(data_cfg, cache_dir: str | os.PathLike | None = None) -> Prepared:
+    """Load, split, fit on train, transform all; cached in-process by the config minus window,
+    and on disk under `cache_dir` (the top-level `cache_dir` key) when given: other processes
+    with the same data settings (sweep workers, promote, evaluate) load it (`ids.datacache`)."""
     if int(data_cfg.window) < 1:
         raise DataError(f"data.window must be >= 1, got {data_cfg.window}")
     key = _cache_key(data_cfg)
     if key not in _CACHE:
-        _CACHE[key] = _prepare(data_cfg)
+        _CACHE[key] = _prepare_or_load(data_cfg, key, cache_dir)
     check_window(int(data_cfg.window), _CACHE[key])
     return _CACHE[key]
+
+
+def _prepare_or_load(data_cfg, key: str, cache_dir) -> Prepared:
+    if not cache_dir:
+        return _prepare(data_cfg)
+    from ids import datacache
+
+    folder = Path(cache_dir) / datacache.key(key)
+    prepared = datacache.load(folder)
+    if prepared is None:
+        prepared = _prepare(data_cfg)
+        datacache.save(prepared, folder)
+    return prepared
 
 
 def _dedup(df: pd.DataFrame, hashes: np.ndarray, data_cfg) -> np.ndarray:

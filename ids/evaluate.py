@@ -52,7 +52,7 @@ def _digest(df: pd.DataFrame) -> str:
 
 def _test_split(cfg, scorer) -> dict:
     """Model scores, truth and baselines on the configured data's test split."""
-    prepared = data_mod.prepare(cfg.data)
+    prepared = data_mod.prepare(cfg.data, cache_dir=cfg.cache_dir)
     test = prepared.test
     raw = data_mod.load_frame(cfg.data).iloc[test.rows]
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
@@ -87,7 +87,7 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
     base, note = {}, None
     unseen, stats = np.ones(len(y), dtype=bool), None
     try:
-        prepared = data_mod.prepare(cfg.data)  # the model's training data: copies, baselines
+        prepared = data_mod.prepare(cfg.data, cache_dir=cfg.cache_dir)  # the model's training data: copies, baselines
     except DataError as exc:
         prepared, note = None, ("copies of training flows and baselines skipped: the model's "
                                 f"training data is not available ({exc})")

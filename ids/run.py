@@ -52,7 +52,7 @@ def train(
     validate(cfg)
     if prepared is None:
         progress.step(f"preparing the data ({cfg.data.source})")
-        prepared = data_mod.prepare(cfg.data)
+        prepared = data_mod.prepare(cfg.data, cache_dir=cfg.cache_dir)
     data_mod.check_window(int(cfg.data.window), prepared)
     setup_runtime(cfg.trainer, workers)
     enabled = bool(cfg.tracking.enabled)

@@ -109,7 +109,7 @@ class Objective:
 
         try:
             validate(tcfg)
-            prepared = data_mod.prepare(tcfg.data)
+            prepared = data_mod.prepare(tcfg.data, cache_dir=tcfg.cache_dir)
             summary = run_mod.train(tcfg, prepared=prepared, on_epoch=on_epoch,
                                     parent_run_id=self.parent_run_id, tags=tags,
                                     workers=self.workers)
@@ -258,7 +258,7 @@ def sweep(cfg: DictConfig) -> dict:
     validate(cfg)
     check_space(cfg)
     study = load_study(cfg)  # fails here on a bad storage URL, before any trial
-    prepared = data_mod.prepare(cfg.data)  # bad data fails here too, and the worker reuses it
+    prepared = data_mod.prepare(cfg.data, cache_dir=cfg.cache_dir)  # bad data fails here too, and the worker reuses it
     print(resolution_note(prepared.val.y), file=sys.stderr)
     parent = study_runs.parent_run(cfg)
     try:

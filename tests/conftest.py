@@ -48,6 +48,7 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
         f"sweep.storage=sqlite:///{tmp_path}/sweeps/optuna.db",
         f"sweep.export_dir={tmp_path}/sweeps",
+        f"cache_dir={tmp_path}/cache",
     ]
 
 

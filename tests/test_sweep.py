@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -267,3 +268,9 @@ def test_two_workers_share_one_study_exactly(tmp_path):
     assert finished <= {c.data.tags["trial.number"] for c in children}
     assert OmegaConf.select(cfg, "sweep.workers") == 1  # the composed default is untouched
     assert "[w1]" in out.stdout and "[w0]" in out.stdout
+    # The data was prepared once, by the sweep's own process; both workers loaded it from disk.
+    entries = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1
+    prepared_by = str(json.loads((entries[0] / "meta.json").read_text())["prepared_by"])
+    loads = (entries[0] / "loads.log").read_text().split()
+    assert len(set(loads)) == 2 and prepared_by not in loads
