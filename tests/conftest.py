@@ -52,6 +52,17 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A composed config for a seconds-long run; call with extra overrides."""
+    from ids.config import compose
+
+    def make(*extra: str):
+        return compose(tiny_overrides(tmp_path) + list(extra))
+
+    return make
+
+
 def run_cli(monkeypatch, module: str, *args: str) -> None:
     """`python -m <module> args` in this process: runpy gives Hydra the module as __main__,
     so it finds ../conf as it does from the command line."""

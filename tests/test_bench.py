@@ -71,6 +71,20 @@ def test_profiler_kernels_are_split_into_forward_backward_optimizer():
     assert phase_of("Default/optimizer-Adam/Adam-op2") == "optimizer"
 
 
+def test_quick_bench_data_section_reports_its_figures(tmp_path, capsys):
+    """The fast suite runs one section; the whole quick bench is the `slow` test below."""
+    out = bench.run_bench(["--quick", "--sections", "data", "tracking.enabled=false"])
+    values = out["values"]
+    missing = [k for k in DATA if k not in values]
+    assert not missing, f"figures missing: {missing}"
+    assert all(math.isfinite(values[k]) for k in DATA)
+    assert values["data.T10.view_extra_bytes"] == values["data.T100.view_extra_bytes"] == 0
+    assert values["data.cache_hit"] == values["data.windows_cached"] == 1
+    printed = capsys.readouterr().out
+    assert all(k in printed for k in DATA)
+
+
+@pytest.mark.slow  # every section, with training, profiling and four trials: minutes
 def test_quick_bench_reports_every_figure_and_logs_it(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     out = bench.run_bench(["--quick", f"tracking.uri={uri}", "--json", str(tmp_path / "b.json")])
