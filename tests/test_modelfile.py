@@ -75,6 +75,7 @@ def test_the_logged_model_is_data_plus_this_package_code(tiny_model):
     np.testing.assert_array_equal(loaded.predict(flows)["score"], scorer.predict(flows)["score"])
 
 
+@pytest.mark.slow  # a fresh interpreter importing MindSpore and MLflow: ~10 s of CPU
 def test_the_model_loads_where_this_checkout_is_not_installed(tiny_model, tmp_path):
     """A fresh interpreter that cannot import `ids` at all (editable install hidden, other
     folder) loads the model with MLflow alone: the package comes from the model's code/."""

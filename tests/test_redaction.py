@@ -45,6 +45,9 @@ def test_a_run_given_uris_with_a_password_logs_and_prints_none(tmp_path, monkeyp
             f"data.path={data_url}", f"hydra.run.dir={tmp_path}/hydra")
     out, err = capsys.readouterr()
     assert SECRET not in out + err and "MLflow run" in out
+    # Hydra's own folder keeps no copy of the command line's overrides.
+    assert not [p for p in (tmp_path / "hydra").rglob("*")
+                if p.is_file() and SECRET in p.read_text(errors="replace")]
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("ids").experiment_id])
