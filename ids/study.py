@@ -30,8 +30,20 @@ class SweepError(ConfigError):
     """The sweep cannot start (storage, study); the message names the key and the fix."""
 
 
+_STORAGES: dict[tuple, optuna.storages.RDBStorage] = {}
+
+
 def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
-    """Optuna RDB storage with heartbeats, so trials of a killed worker are found and retried."""
+    """Optuna RDB storage with heartbeats, so trials of a killed worker are found and retried;
+    one per URL and process (its engine and connection pool are shared by every caller)."""
+    key = (os.getpid(), str(sweep_cfg.storage), int(sweep_cfg.heartbeat_seconds),
+           int(sweep_cfg.max_retry))
+    if key not in _STORAGES:
+        _STORAGES[key] = _new_storage(sweep_cfg)
+    return _STORAGES[key]
+
+
+def _new_storage(sweep_cfg) -> optuna.storages.RDBStorage:
     url = str(sweep_cfg.storage)
     if url.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
