@@ -274,3 +274,13 @@ def test_two_workers_share_one_study_exactly(tmp_path):
     prepared_by = str(json.loads((entries[0] / "meta.json").read_text())["prepared_by"])
     loads = (entries[0] / "loads.log").read_text().split()
     assert len(set(loads)) == 2 and prepared_by not in loads
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
+def test_every_sweep_preset_composes_and_its_space_is_valid(preset):
+    """A preset is only found broken when someone selects it: compose each one here."""
+    from ids.space import check_space
+
+    cfg = compose([f"sweep={preset}", "data=nf_bot_iot" if preset == "nf_bot_iot" else "data=synthetic"])
+    check_space(cfg)
+    assert cfg.sweep.params
