@@ -37,12 +37,13 @@ def typed(raw: DictConfig) -> DictConfig:
 
 def explicit_data_keys(overrides: list[str] | None) -> set[str]:
     """Data keys the command line set: `data.x=...` -> x; `data=...` or an experiment overlay
-    -> '*' (all of them); `seed=...` -> seed (data.seed follows it)."""
+    -> source (the group names the kind of data; its other defaults, e.g. the window a sweep
+    varied, are not a choice the user made); `seed=...` -> seed (data.seed follows it)."""
     keys: set[str] = set()
     for item in overrides or []:
         key = item.lstrip("~+").split("=", 1)[0].strip()
         if key in ("data", "experiment") or key.startswith(("data/", "experiment/")):
-            keys.add("*")
+            keys.add("source")
         elif key.startswith("data."):
             keys.add(key.split(".")[1])
         elif key == "seed":
@@ -73,7 +74,7 @@ def conflicts(cfg: DictConfig, model_cfg: DictConfig, overrides: list[str] | Non
     keys = explicit_data_keys(overrides)
     mine = OmegaConf.to_container(cfg.data, resolve=True)
     theirs = OmegaConf.to_container(model_cfg.data, resolve=True)
-    names = list(theirs) if "*" in keys else sorted(k for k in keys if k in theirs)
+    names = sorted(k for k in keys if k in theirs)
     if "seed" in keys and "seed" not in names:
         names.append("seed")
     out = [f"data.{k}={mine.get(k)!r} (the model's: {theirs.get(k)!r})"
@@ -111,7 +112,7 @@ def adopt(cfg: DictConfig, model_cfg: DictConfig, groups=("data",),
         if "trainer" not in groups:
             out.trainer.selection_metric = model_cfg.trainer.selection_metric
         keys = explicit_data_keys(overrides)
-        if ("path" in keys or "*" in keys) and _moved(cfg.data.path, model_cfg.data.path):
+        if ("path" in keys or "source" in keys) and _moved(cfg.data.path, model_cfg.data.path):
             out.data.path = cfg.data.path
     return out
 

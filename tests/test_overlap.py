@@ -170,8 +170,13 @@ def test_command_line_data_settings_that_differ_from_the_models_are_named(tmp_pa
 
     assert lineage.explicit_data_keys(["data.split=chunks", "trainer.lr=0.1", "seed=3"]) == {
         "split", "seed"}
-    assert "*" in lineage.explicit_data_keys(["data=nf_bot_iot", "data.path=x"])
-    assert "*" in lineage.explicit_data_keys(["+experiment=paper"])
+    assert lineage.explicit_data_keys(["data=nf_bot_iot", "data.path=x"]) == {"source", "path"}
+    assert lineage.explicit_data_keys(["+experiment=paper"]) == {"source"}
+    # Selecting the data group names the kind of data, not its defaults: a trial that swept
+    # data.window is promoted with the documented `data=nf_bot_iot data.path=...`.
+    swept = lineage.typed(compose(["data.window=1"]))
+    assert lineage.conflicts(compose(["data=synthetic"]), swept, ["data=synthetic"]) == []
+    assert lineage.conflicts(compose(["data.window=10"]), swept, ["data.window=10"]) != []
     model = lineage.typed(compose(["data.split=chunks", "data.window=5"]))
     today = compose(["data.window=5"])
     assert lineage.conflicts(today, model, None) == []  # nothing given explicitly
