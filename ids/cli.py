@@ -75,10 +75,11 @@ def run(cfg: DictConfig) -> None:
 @command
 def sweep(cfg: DictConfig) -> None:
     """Run or resume the Optuna study, then print its summary."""
+    from ids import lineage
     from ids.study_report import print_summary
     from ids.sweep import sweep as run_sweep
 
-    print_summary(cfg, run_sweep(cfg))
+    print_summary(cfg, run_sweep(cfg), lineage.cli_overrides())
 
 
 @command

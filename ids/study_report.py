@@ -7,6 +7,7 @@ study's parent MLflow run with the best trial and Optuna's plots.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import optuna
@@ -93,7 +94,9 @@ def _at(pruned_at: dict | None) -> str:
     return " (" + ", ".join(f"{n} at epoch {e}" for e, n in pruned_at.items()) + ")"
 
 
-def print_summary(cfg: DictConfig, summary: dict) -> None:
+def print_summary(cfg: DictConfig, summary: dict, overrides: list[str] | None = None) -> None:
+    """The study's outcome and the commands that follow; `overrides` (the sweep's command line,
+    less the swept keys) go into the promote command, so it finds the same study and store."""
     print(f"\nstudy '{summary['study']}': {summary['n_complete']} complete, "
           f"{summary['n_pruned']} pruned{_at(summary.get('pruned_at'))}, "
           f"{summary['n_fail']} failed")
@@ -103,7 +106,11 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
         print(f"  params: {summary['best_params']}")
         print(f"  rerun:  python -m ids.run --config-dir {cfg.sweep.export_dir} "
               f"+{summary['study']}=best   ({summary['best_yaml']})")
-        print("  promote: make promote  (registers it as champion and scores the test split)")
+        swept = set(cfg.sweep.params)  # the trial's own values win: not repeated here
+        args = " ".join(shlex.quote(redact(o)) for o in overrides or []
+                        if o.lstrip("+~").split("=", 1)[0] not in swept)
+        print(f"  promote: python -m ids.promote {args}".rstrip()
+              + "  (registers it as champion and scores the test split)")
     print(f"  trials: {summary['folder']}/trials.csv")
     if summary.get("parent_run_id"):
         print(f"  MLflow: parent run {summary['parent_run_id']} in {redact(cfg.tracking.uri)} "

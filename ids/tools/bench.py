@@ -118,8 +118,6 @@ def run_bench(argv: list[str] | None = None) -> dict:
     with ctx as run:
         parent = run.info.run_id if run is not None else None
         if log:
-            from ids import tracking
-
             tracking.log_params({f"machine.{k}": v[:500] for k, v in info.items()})
             tracking.log_params({"bench.quick": args.quick, "bench.repeat": repeat,
                                "bench.sections": ",".join(sections),
