@@ -41,6 +41,7 @@ class DataConfig:
     chunk_size: int = 5_000  # split=chunks: flows per contiguous chunk
     keep_identifiers: bool = False  # True keeps IPs/ports as features (they leak the label)
     l7_top_k: int = 16  # L7_PROTO values one-hot encoded (most frequent in train), rest -> other
+    numeric_bins: int = 0  # > 0: piecewise-linear bins of each numeric column (train quantiles)
     max_rows: int | None = None  # read only the first N rows of a file (quick experiments)
     dedup: str = "none"  # none | exact: drop exact duplicate flows (features + labels) first
 
@@ -55,6 +56,7 @@ class ModelConfig:
     lstm_units: int = 64  # hidden size per direction
     lstm_layers: int = 1
     dense_units: int = 0  # 0 = the BiLSTM state goes straight to the output logit
+    lstm_impl: str = "unrolled"  # unrolled | fused (nn.LSTM): same network and weights
 
 
 @dataclass
@@ -112,6 +114,7 @@ class SweepConfig:
     timeout_seconds: float | None = None
     export_dir: str = "sweeps"
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
+    start_points: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
 
 @dataclass
@@ -198,6 +201,7 @@ def validate(cfg: Config | DictConfig) -> None:
            "data.split_fractions", "three positive fractions summing to 1", fr)
     _check(d.chunk_size >= 1, "data.chunk_size", ">= 1", d.chunk_size)
     _check(d.l7_top_k >= 0, "data.l7_top_k", ">= 0", d.l7_top_k)
+    _check(0 <= d.numeric_bins <= 256, "data.numeric_bins", "in [0, 256]", d.numeric_bins)
     _check(d.dedup in ("none", "exact"), "data.dedup", "none or exact", d.dedup)
     _check(d.max_rows is None or d.max_rows >= 1, "data.max_rows", "null or >= 1", d.max_rows)
     _check(m.conv_layers >= 0, "model.conv_layers", ">= 0", m.conv_layers)
@@ -208,6 +212,8 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(m.lstm_units >= 1, "model.lstm_units", ">= 1", m.lstm_units)
     _check(m.lstm_layers >= 1, "model.lstm_layers", ">= 1", m.lstm_layers)
     _check(m.dense_units >= 0, "model.dense_units", ">= 0", m.dense_units)
+    _check(m.lstm_impl in ("unrolled", "fused"), "model.lstm_impl", "unrolled or fused",
+           m.lstm_impl)
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
     _check(t.batch_size >= 1, "trainer.batch_size", ">= 1", t.batch_size)
     _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", ">= 1", t.eval_batch_size)

@@ -218,7 +218,8 @@ def _prepare(data_cfg) -> Prepared:
             kind = "attack" if attack == 0 else "benign"
             raise DataError(f"the {name} split ({len(rows)} flows) has no {kind} flows: use "
                             "data.split=chunks, another data.seed or more flows")
-    pre = Preprocessor(bool(data_cfg.keep_identifiers), int(data_cfg.l7_top_k))
+    pre = Preprocessor(bool(data_cfg.keep_identifiers), int(data_cfg.l7_top_k),
+                       int(getattr(data_cfg, "numeric_bins", 0)))
     pre.fit(df.iloc[idx["train"]])
     X_all, att = pre.transform(df), df[ATTACK].to_numpy(object)
     splits = {name: Split(_take(X_all, rows), y_all[rows], att[rows], rows, hashes[rows])

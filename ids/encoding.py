@@ -2,6 +2,11 @@
 
 - counts, bytes, packets, durations and every other numeric v2 column: log1p(clip(x, 0)), then
   standardised with the train mean/std (std 0 -> 1).
+- with numeric_bins = K > 0, each such column also gets K piecewise-linear bin features
+  (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep Learning", 2022):
+  bin t of a value v between the train quantile edges e_t < e_t+1 is clip((v - e_t) /
+  (e_t+1 - e_t), 0, 1). A dense layer can then cut a heavy-tailed count at exact values, as a
+  tree does, instead of bending one standardised number; edges are fitted on train only.
 - PROTOCOL: one-hot of the values seen in train + "other"; L7_PROTO: one-hot of the
   `l7_top_k` most frequent train values + "other".
 - TCP_FLAGS, CLIENT_TCP_FLAGS, SERVER_TCP_FLAGS: 8 bit indicators (FIN..CWR).
@@ -46,6 +51,7 @@ class Preprocessor:
 
     keep_identifiers: bool = False
     l7_top_k: int = 16
+    numeric_bins: int = 0
     layout_: str | None = None
     input_columns_: list[str] = field(default_factory=list)
     feature_names_: list[str] = field(default_factory=list)
@@ -53,6 +59,7 @@ class Preprocessor:
     flag_columns_: list[str] = field(default_factory=list)
     log_mean_: np.ndarray | None = None
     log_std_: np.ndarray | None = None
+    bin_edges_: np.ndarray | None = None  # (log columns, numeric_bins + 1), NaN-padded
     id_mean_: np.ndarray | None = None
     id_std_: np.ndarray | None = None
     protocols_: list[float] = field(default_factory=list)
@@ -74,6 +81,9 @@ class Preprocessor:
         logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
         self.log_mean_, self.log_std_ = logv.mean(axis=0), _std(logv)
         names = list(self.log_columns_)
+        if self.numeric_bins > 0:
+            self.bin_edges_ = np.stack([_edges(c, self.numeric_bins) for c in logv.T])
+            names += [f"{c}.bin{t}" for c in self.log_columns_ for t in range(self.numeric_bins)]
         if self.keep_identifiers:
             idv = self._ids(df)
             self.id_mean_, self.id_std_ = idv.mean(axis=0), _std(idv)
@@ -95,8 +105,12 @@ class Preprocessor:
         _missing(df, self.input_columns_)
         out = np.empty((len(df), len(self.feature_names_)), dtype=np.float32)
         k = len(self.log_columns_)
-        out[:, :k] = (np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
-                      - self.log_mean_) / self.log_std_
+        logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
+        out[:, :k] = (logv - self.log_mean_) / self.log_std_
+        if self.numeric_bins > 0:
+            bins = _piecewise_linear(logv, self.bin_edges_)
+            out[:, k: k + bins.shape[1]] = bins
+            k += bins.shape[1]
         if self.keep_identifiers:
             out[:, k: k + 10] = (self._ids(df) - self.id_mean_) / self.id_std_
             k += 10
@@ -110,6 +124,20 @@ class Preprocessor:
             flags = _numeric(df, self.flag_columns_).astype(np.int64)
             out[:, k:] = ((flags[:, :, None] >> np.arange(8)) & 1).reshape(len(df), -1)
         return out
+
+
+def _edges(v: np.ndarray, bins: int) -> np.ndarray:
+    """`bins + 1` slots: the distinct train quantiles of v, NaN after them (ties merge bins)."""
+    q = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)))
+    return np.concatenate([q, np.full(bins + 1 - len(q), np.nan)])
+
+
+def _piecewise_linear(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(n, columns * bins) piecewise-linear encoding of v (n, columns); unused bins are 0."""
+    lo, hi = edges[:, :-1], edges[:, 1:]
+    width = np.where(hi > lo, hi - lo, 1.0)  # NaN comparisons are False: unused bins
+    enc = np.clip((v[:, :, None] - lo[None]) / width[None], 0.0, 1.0)
+    return np.nan_to_num(enc, nan=0.0).reshape(len(v), -1)
 
 
 def _std(x: np.ndarray) -> np.ndarray:

@@ -116,7 +116,11 @@ def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
 class _Obj(dict):
     """Attribute access to a plain dict (build_model reads cfg.kernel_size etc.)."""
 
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError as exc:  # getattr(obj, key, default) works for keys a model lacks
+            raise AttributeError(key) from exc
 
 
 class IdsPyfuncModel(mlflow.pyfunc.PythonModel):

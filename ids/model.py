@@ -5,7 +5,9 @@ MindSpore traps handled here (see ../shared/docs/stack-notes.md): `nn.Conv1d` wa
 and has no bias by default; `nn.MaxPool1d` has stride 1 by default; `nn.LSTM` is called as
 `lstm(x)` only; in graph mode every Cell method's first parameter must be `self`.
 
-CPU speed: `ids/__init__.py` caps oneDNN at AVX2 (see there): about 6x faster Conv1d here.
+CPU speed: `ids/__init__.py` caps oneDNN at AVX2 (see there): about 6x faster Conv1d here. The
+BiLSTM is `ids.lstm.UnrolledBiLSTM` by default (same parameters as `nn.LSTM`, faster on CPU);
+`model.lstm_impl=fused` builds `nn.LSTM` instead (the bench compares both).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from mindspore import nn, ops
+
+from ids.lstm import UnrolledBiLSTM
+
+LSTM_KINDS = ("unrolled", "fused")
 
 
 def sequence_lengths(window: int, conv_layers: int, pool_size: int) -> list[int]:
@@ -58,16 +64,19 @@ class CNNBiLSTM(nn.Cell):
 
     Any window length works, including T=1: whether each conv block pools is decided here,
     from `window`, with `sequence_lengths` (a block whose input is shorter than `pool_size`
-    skips its pooling). The network itself would accept other lengths, but the pooling plan
-    is the one for `window`, so build one model per window length.
+    skips its pooling), and so is the unrolled BiLSTM's length: build one model per window
+    length (the weights do not depend on it, so they load into a model of any window).
     """
 
     def __init__(self, n_features: int, window: int, conv_layers: int = 2, filters: int = 64,
                  kernel_size: int = 3, pool_size: int = 2, dropout: float = 0.2,
-                 lstm_units: int = 64, lstm_layers: int = 1, dense_units: int = 0) -> None:
+                 lstm_units: int = 64, lstm_layers: int = 1, dense_units: int = 0,
+                 lstm: str = "unrolled") -> None:
         super().__init__()
         if n_features < 1:
             raise ValueError(f"n_features >= 1 must hold, but got {n_features}")
+        if lstm not in LSTM_KINDS:
+            raise ValueError(f"lstm must be one of {LSTM_KINDS}, but got {lstm!r}")
         self.lengths = sequence_lengths(window, conv_layers, pool_size)
         blocks, in_channels, length = [], n_features, window
         for out_length in self.lengths:
@@ -76,8 +85,12 @@ class CNNBiLSTM(nn.Cell):
             in_channels, length = filters, out_length
         self.conv_layers = conv_layers
         self.blocks = nn.SequentialCell(blocks) if blocks else None
-        self.lstm = nn.LSTM(in_channels, lstm_units, num_layers=lstm_layers,
-                            batch_first=True, bidirectional=True)
+        self.unrolled = lstm == "unrolled"
+        if self.unrolled:
+            self.lstm = UnrolledBiLSTM(in_channels, lstm_units, lstm_layers, length)
+        else:
+            self.lstm = nn.LSTM(in_channels, lstm_units, num_layers=lstm_layers,
+                                batch_first=True, bidirectional=True)
         head: list[nn.Cell] = []
         head_in = 2 * lstm_units
         if dense_units > 0:
@@ -92,6 +105,8 @@ class CNNBiLSTM(nn.Cell):
             x = ops.transpose(x, (0, 2, 1))  # (N, T, F) -> (N, F, T): Conv1d convolves over T
             x = self.blocks(x)  # (N, F, T) -> (N, filters, L)
             x = ops.transpose(x, (0, 2, 1))  # (N, filters, L) -> (N, L, filters)
+        if self.unrolled:
+            return self.lstm(x)  # (N, L, C) -> (N, 2 * lstm_units)
         _, (h_n, _) = self.lstm(x)  # h_n: (2 * lstm_layers, N, lstm_units)
         return ops.concat((h_n[-2], h_n[-1]), axis=1)  # (N, 2 * lstm_units)
 
@@ -101,7 +116,8 @@ class CNNBiLSTM(nn.Cell):
 
 
 def build_model(n_features: int, window: int, model_cfg: Any) -> CNNBiLSTM:
-    """A `CNNBiLSTM` from a ModelConfig-like object (DictConfig or dataclass)."""
+    """A `CNNBiLSTM` from a ModelConfig-like object (DictConfig or dataclass); a config without
+    `lstm_impl` (a model saved before it existed) gets the default."""
     return CNNBiLSTM(
         n_features=int(n_features),
         window=int(window),
@@ -113,5 +129,6 @@ def build_model(n_features: int, window: int, model_cfg: Any) -> CNNBiLSTM:
         lstm_units=int(model_cfg.lstm_units),
         lstm_layers=int(model_cfg.lstm_layers),
         dense_units=int(model_cfg.dense_units),
+        lstm=str(getattr(model_cfg, "lstm_impl", "unrolled")),
     )
 

@@ -55,7 +55,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 # --- the preprocessor: lists and settings in JSON, arrays in npz -------------------------------
 
-_JSON_TYPES = {"keep_identifiers": bool, "l7_top_k": int, "layout_": str,
+_JSON_TYPES = {"keep_identifiers": bool, "l7_top_k": int, "numeric_bins": int, "layout_": str,
                "input_columns_": list, "feature_names_": list, "log_columns_": list,
                "flag_columns_": list, "protocols_": list, "l7_values_": list}
 
@@ -99,7 +99,11 @@ def preprocessor_from_state(meta: dict, arrays: dict[str, np.ndarray]):
         for name in ("id_mean_", "id_std_"):
             a = getattr(pre, name)
             _require(a is not None and a.shape == (10,), f"{name} must have shape (10,)")
-    n = (k + 10 * pre.keep_identifiers + len(pre.protocols_) + len(pre.l7_values_) + 2
+    if pre.numeric_bins > 0:
+        a = pre.bin_edges_
+        _require(a is not None and a.shape == (k, pre.numeric_bins + 1),
+                 f"bin_edges_ must have shape ({k}, {pre.numeric_bins + 1})")
+    n = (k * (1 + pre.numeric_bins) + 10 * pre.keep_identifiers + len(pre.protocols_) + len(pre.l7_values_) + 2
          + 8 * len(pre.flag_columns_))
     _require(len(pre.feature_names_) == n, f"{len(pre.feature_names_)} feature names for {n} "
              "features")

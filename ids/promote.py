@@ -4,7 +4,8 @@
     python -m ids.promote sweep.study=other promote.evaluate=false
 
 1. Loads the study `sweep.study` from `sweep.storage` and takes its best COMPLETE trial by the
-   validation objective (ties: the lowest trial number, as Optuna does).
+   validation objective (`ids.study.champion`; ties: the lower validation loss, then the
+   lower trial number).
 2. Registers the trial's logged model (user attr `model_uri`) as a new version of
    `promote.model_name`, tagged with the study, storage, trial number, objective value, params
    and run id. Promoting the same trial again creates no new version: the version registered
@@ -31,6 +32,7 @@ from ids import lineage, progress, registry, scorecard, tracking
 from ids.config import ConfigError, validate
 from ids.evaluate import evaluate
 from ids.registry import RegistryError
+from ids.study import champion
 
 REPORTED = ("f1", "mcc", "balanced_accuracy", "benign_recall", "false_alarm_rate", "pr_auc")
 
@@ -69,7 +71,7 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
                            f"{states or 'none'}); run or resume the sweep (`make sweep`) until "
                            "one completes")
     if number is None:
-        return study.best_trial
+        return champion(study)
     for t in complete:
         if t.number == int(number):
             return t

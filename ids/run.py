@@ -100,6 +100,7 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "val": result.val_metrics,
+        "val_loss": float(result.history[result.best_epoch - 1]["val/loss"]),
     }
     split = "test" if cfg.trainer.evaluate_test else "val"
     target = prepared.split(split)

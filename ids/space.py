@@ -6,7 +6,9 @@
       data.window: {type: categorical, choices: [1, 5, 10, 20]}
 
 `check_space` rejects a bad space before any trial runs; `suggest` samples one point and
-`apply` returns the trial's config with those values set.
+`apply` returns the trial's config with those values set. `sweep.start_points` lists points
+the study tries first (Ray Tune's `points_to_evaluate`, Optuna's `enqueue_trial`): each is
+{key: value} for keys of `params`, inside their ranges; keys left out are sampled.
 """
 
 from __future__ import annotations
@@ -76,6 +78,31 @@ def check_space(cfg: DictConfig) -> None:
             except (ConfigError, ValueError, TypeError) as exc:
                 raise SpaceError(f"sweep.params.{key}: the value {value!r} is invalid: {exc}") \
                     from exc
+
+
+def check_start_points(cfg: DictConfig) -> list[dict[str, Any]]:
+    """`sweep.start_points` as plain dicts, each key a `params` key and each value in its range."""
+    points = OmegaConf.to_container(cfg.sweep.start_points, resolve=True) or []
+    for i, point in enumerate(points):
+        where = f"sweep.start_points[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise SpaceError(f"{where} must be a non-empty mapping {{config key: value}}, "
+                             f"but got {point!r}")
+        for key, value in point.items():
+            spec = cfg.sweep.params.get(key)
+            if spec is None:
+                raise SpaceError(f"{where}: {key!r} is not a key of sweep.params "
+                                 f"({', '.join(cfg.sweep.params)})")
+            allowed = bounds(key, spec)
+            ok = value in allowed if spec.type == "categorical" else (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                and (spec.type == "float" or value == int(value))
+                and allowed[0] <= value <= allowed[1])
+            if not ok:
+                rule = (f"one of {allowed}" if spec.type == "categorical"
+                        else f"{spec.type} in [{allowed[0]}, {allowed[1]}]")
+                raise SpaceError(f"{where}.{key}: {value!r} is outside the space ({rule})")
+    return points
 
 
 def suggest(trial: optuna.Trial, params) -> dict[str, Any]:

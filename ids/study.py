@@ -8,6 +8,7 @@ lets every worker, on any machine, agree on one value (the id of the study's par
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -123,9 +124,21 @@ def counts(study: optuna.Study) -> tuple[int, int]:
     return sum(st in FINISHED for st in states), states.count(TrialState.RUNNING)
 
 
+def champion(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best COMPLETE trial by the validation objective. Ties (common: MCC moves in steps of
+    one flow when validation holds few benign flows) go to the lower validation loss of the
+    trial's best epoch, as within a trial in `ids.train.fit`, then to the lower trial number."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise ValueError(f"study {study.study_name!r} has no COMPLETE trial")
+    top = max(t.value for t in complete)
+    return min((t for t in complete if t.value == top),
+               key=lambda t: (t.user_attrs.get("val_loss", math.inf), t.number))
+
+
 def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
-        return study.best_trial
+        return champion(study)
     except ValueError:
         return None
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from ids import study_runs
+from ids.study import champion
 from ids.tracking import redact
 
 # Keys a rerun must not inherit from the trial: where the test split and checkpoints go.
@@ -41,7 +42,7 @@ def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial,
 
 def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
                     client=None) -> Path:
-    best = study.best_trial
+    best = champion(study)
     body = best_overrides(cfg, best, client)
     name = str(cfg.sweep.study)
     metric = cfg.trainer.selection_metric
@@ -76,7 +77,7 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
                      "pruned_at": pruned_at(study)}
     completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if completed:
-        best = study.best_trial
+        best = champion(study)
         summary.update(best_number=best.number, best_value=best.value, best_params=best.params,
                        best_run_id=best.user_attrs.get("run_id"),
                        worst_value=min(t.value for t in completed) if

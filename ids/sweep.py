@@ -31,7 +31,7 @@ from ids import data as data_mod
 from ids import run as run_mod
 from ids import study_runs, tracking
 from ids.config import Config, validate
-from ids.space import apply, check_space, suggest
+from ids.space import apply, check_space, check_start_points, suggest
 from ids.study import (
     FINISHED,
     SweepError,
@@ -126,7 +126,7 @@ class Objective:
         if not math.isfinite(summary["value"]):
             trial.set_user_attr("fail_reason", f"objective is {summary['value']}")
             raise ValueError(f"trial {trial.number}: objective {metric} is {summary['value']}")
-        for key in ("run_id", "model_uri", "best_epoch", "threshold", "seconds"):
+        for key in ("run_id", "model_uri", "best_epoch", "threshold", "seconds", "val_loss"):
             if summary.get(key) is not None:
                 trial.set_user_attr(key, summary[key])
         if summary.get("run_id"):
@@ -257,7 +257,11 @@ def sweep(cfg: DictConfig) -> dict:
 
     validate(cfg)
     check_space(cfg)
+    points = check_start_points(cfg)
     study = load_study(cfg)  # fails here on a bad storage URL, before any trial
+    if points and not study.trials:  # a new study: its first trials are the start points
+        for point in points:
+            study.enqueue_trial(point, skip_if_exists=True)
     prepared = data_mod.prepare(cfg.data, cache_dir=cfg.cache_dir)  # bad data fails here too, and the worker reuses it
     print(resolution_note(prepared.val.y), file=sys.stderr)
     parent = study_runs.parent_run(cfg)

@@ -144,6 +144,35 @@ def test_transform_scores_new_flows_and_pickles(tmp_path):
         pre.transform(df.drop(columns="IN_BYTES"))
 
 
+def test_numeric_bins_are_piecewise_linear_on_train_quantiles():
+    """data.numeric_bins=K: K features per numeric column, each in [0, 1], non-increasing along
+    the bins, fitted on the training split only, and they survive the model file format."""
+    from ids.modelfile import preprocessor_from_state, preprocessor_state
+
+    df = flows(2000)
+    train, new = df.iloc[:1000], df.iloc[1000:]
+    plain = data.Preprocessor().fit(train)
+    pre = data.Preprocessor(numeric_bins=8).fit(train)
+    k = len(pre.log_columns_)
+    assert len(pre.feature_names_) == len(plain.feature_names_) + 8 * k
+    X = pre.transform(new)
+    assert np.array_equal(X[:, :k], plain.transform(new)[:, :k])  # the plain value stays
+    bins = X[:, k: k + 8 * k].reshape(len(new), k, 8)
+    assert bins.min() >= 0 and bins.max() <= 1
+    assert (np.diff(bins, axis=2) <= 1e-6).all()  # a value fills its lower bins first
+    col = pre.log_columns_.index("IN_BYTES")
+    logv = np.log1p(train["IN_BYTES"].to_numpy(float))
+    edges = pre.bin_edges_[col][~np.isnan(pre.bin_edges_[col])]
+    assert edges[0] == logv.min() and edges[-1] == logv.max()  # train quantiles, not new flows
+    top = new["IN_BYTES"].to_numpy(float) >= train["IN_BYTES"].max()
+    assert (bins[top, col, len(edges) - 2] == 1).all()  # beyond train: the last bin is full
+    assert (bins[:, col, len(edges) - 1:] == 0).all()  # merged (tied) bins stay 0
+    again = preprocessor_from_state(*preprocessor_state(pre))
+    assert np.array_equal(again.transform(new), X)
+    assert data.prepare(cfg("data.numeric_bins=4")).train.X.shape[1] == \
+        data.prepare(cfg()).train.X.shape[1] + 4 * k
+
+
 def test_identifiers_dropped_by_default_kept_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

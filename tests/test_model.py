@@ -89,11 +89,38 @@ def test_output_is_one_logit_per_window(window, kernel_size, conv_layers, extra)
 
 
 def test_final_states_are_last_layer_forward_and_backward():
-    net = CNNBiLSTM(3, 6, conv_layers=0, lstm_units=4, lstm_layers=2)
+    net = CNNBiLSTM(3, 6, conv_layers=0, lstm_units=4, lstm_layers=2, lstm="fused")
     x = ms.Tensor(windows(2, 6, 3))
     out, _ = net.lstm(x)  # (N, T, 2H): forward half ends at T-1, backward half at 0
     expected = np.concatenate([out.asnumpy()[:, -1, :4], out.asnumpy()[:, 0, 4:]], axis=1)
     np.testing.assert_allclose(net.features(x).asnumpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("window, conv_layers, lstm_layers", [(1, 2, 1), (10, 2, 1), (6, 0, 2)])
+def test_unrolled_bilstm_is_nn_lstm_with_the_same_weights(mode, window, conv_layers,
+                                                           lstm_layers):
+    """Same parameter names and shapes (checkpoints load either way), same outputs and
+    gradients up to float rounding, in both execution modes."""
+    fused = CNNBiLSTM(5, window, conv_layers=conv_layers, lstm_layers=lstm_layers, dropout=0.0,
+                      lstm="fused", **SMALL)
+    unrolled = CNNBiLSTM(5, window, conv_layers=conv_layers, lstm_layers=lstm_layers,
+                         dropout=0.0, **SMALL)
+    names = [p.name for p in fused.trainable_params()]
+    assert sorted(names) == sorted(p.name for p in unrolled.trainable_params())
+    ms.load_param_into_net(unrolled, {p.name: p for p in fused.trainable_params()})
+    x = ms.Tensor(windows(9, window, 5))
+    for m in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
+        mode(m)
+        np.testing.assert_allclose(unrolled(x).asnumpy(), fused(x).asnumpy(), atol=2e-6)
+        grads = [{p.name: g.asnumpy() for p, g in zip(net.trainable_params(), ms.grad(
+            net, grad_position=None, weights=net.trainable_params())(x), strict=True)}
+            for net in (fused, unrolled)]
+        for name in names:
+            np.testing.assert_allclose(grads[1][name], grads[0][name], atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="built for sequences of"):
+        unrolled.lstm(ms.Tensor(windows(2, 3, 8)))
+    with pytest.raises(ValueError, match="lstm must be one of"):
+        CNNBiLSTM(5, window, lstm="cudnn")
 
 
 def test_build_model_reads_a_model_config():

@@ -188,6 +188,50 @@ def test_bad_space_stops_before_any_trial(tmp_path, params, match):
     assert runs_of(cfg)[1:] == ([], [])
 
 
+def test_start_points_are_the_first_trials_and_a_resume_does_not_repeat_them(tmp_path):
+    point = {"data.window": 4, "model.kernel_size": 3, "model.lstm_units": 8}
+    cfg = sweep_cfg(tmp_path, "sweep.n_trials=1", "trainer.epochs=1", "sweep.sampler=random")
+    cfg.sweep.start_points = [point]
+    sweep(cfg)
+    first = load_study(cfg).trials[0]
+    assert first.params == point and first.state == TrialState.COMPLETE
+    cfg.sweep.n_trials = 2
+    sweep(cfg)  # resume: the study is not new, so nothing is enqueued again
+    trials = load_study(cfg).trials
+    assert len(trials) == 2
+    assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
+
+
+def test_champion_breaks_ties_by_validation_loss_then_trial_number():
+    import optuna
+
+    from ids.study import champion
+
+    study = optuna.create_study(direction="maximize")
+    for value, loss in [(0.90, 0.01), (0.97, 0.05), (0.97, 0.02), (0.97, 0.02), (0.96, 0.001)]:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"val_loss": loss}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
+    assert study.best_trial.number == 1  # Optuna alone: the first of the tied trials
+    assert champion(study).number == 2  # lower val loss; trial 3 ties it, the lower number wins
+    empty = optuna.create_study(direction="maximize")
+    with pytest.raises(ValueError, match="no COMPLETE trial"):
+        champion(empty)
+
+
+@pytest.mark.parametrize("point, match", [
+    ({"model.filters": 8}, "not a key of sweep.params"),
+    ({"model.kernel_size": 9}, r"outside the space \(int in \[2, 4\]\)"),
+    ({"data.window": 3}, r"outside the space \(one of \[1, 4\]\)"),
+    ({"model.kernel_size": 2.5}, "outside the space"),
+])
+def test_bad_start_point_stops_before_any_trial(tmp_path, point, match):
+    cfg = sweep_cfg(tmp_path)
+    cfg.sweep.start_points = [point]
+    with pytest.raises(SpaceError, match=match):
+        sweep(cfg)
+    assert not (tmp_path / "sweeps" / "optuna.db").exists()
+
+
 @pytest.mark.parametrize("url", ["notadb://x", "postgresql://nobody@127.0.0.1:1/none"])
 def test_bad_storage_stops_before_any_trial(tmp_path, url):
     cfg = sweep_cfg(tmp_path, f"sweep.storage={url}")
@@ -279,8 +323,9 @@ def test_two_workers_share_one_study_exactly(tmp_path):
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
 def test_every_sweep_preset_composes_and_its_space_is_valid(preset):
     """A preset is only found broken when someone selects it: compose each one here."""
-    from ids.space import check_space
+    from ids.space import check_space, check_start_points
 
     cfg = compose([f"sweep={preset}", "data=nf_bot_iot" if preset == "nf_bot_iot" else "data=synthetic"])
     check_space(cfg)
+    check_start_points(cfg)
     assert cfg.sweep.params

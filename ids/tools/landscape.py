@@ -46,6 +46,7 @@ def measure(cfg, n_seeds: int = 3, trial: int | None = None) -> dict:
     """The landscape figures of the study `cfg.sweep.study` (which must exist); the seed spread
     is that of its best trial's configuration, or of trial number `trial`."""
     from ids.promote import load_study
+    from ids.study import champion
     from ids.study_report import pruned_at
 
     study = load_study(cfg.sweep)
@@ -54,7 +55,7 @@ def measure(cfg, n_seeds: int = 3, trial: int | None = None) -> dict:
         raise SystemExit(f"study {study.study_name!r} has {len(complete)} COMPLETE trial(s); "
                          "run the sweep first (python -m ids.sweep with the same overrides)")
     values = [t.value for t in complete]
-    best = study.best_trial if trial is None else study.trials[int(trial)]
+    best = champion(study) if trial is None else study.trials[int(trial)]
     print(f"study {study.study_name}: {len(complete)} complete, "
           f"{sum(t.state == TrialState.PRUNED for t in study.trials)} pruned "
           f"(by epoch: {pruned_at(study)})")
