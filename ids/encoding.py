@@ -135,9 +135,10 @@ def _edges(v: np.ndarray, bins: int) -> np.ndarray:
 def _piecewise_linear(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """(n, columns * bins) piecewise-linear encoding of v (n, columns); unused bins are 0."""
     lo, hi = edges[:, :-1], edges[:, 1:]
-    width = np.where(hi > lo, hi - lo, 1.0)  # NaN comparisons are False: unused bins
-    enc = np.clip((v[:, :, None] - lo[None]) / width[None], 0.0, 1.0)
-    return np.nan_to_num(enc, nan=0.0).reshape(len(v), -1)
+    used = np.isfinite(lo) & np.isfinite(hi)  # a bin past the last distinct edge is unused
+    width = np.where(used & (hi > lo), hi - lo, 1.0)
+    enc = np.clip((v[:, :, None] - np.nan_to_num(lo)[None]) / width[None], 0.0, 1.0)
+    return np.where(used[None], enc, 0.0).reshape(len(v), -1)
 
 
 def _std(x: np.ndarray) -> np.ndarray:
