@@ -116,7 +116,8 @@ def test_a_registered_pickle_model_is_refused_and_its_code_does_not_run(tiny_mod
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "mlruns").mkdir()
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run():
+    exp = mlflow.create_experiment("evil", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):  # artifacts in tmp_path, not ./mlruns
         info = mlflow.pyfunc.log_model(name="model", python_model=_ArmedModel(marker),
                                        artifacts={"scorer": str(old)})
     client = MlflowClient(uri)
