@@ -19,6 +19,7 @@ from mindspore import nn, ops
 from ids.lstm import UnrolledBiLSTM
 
 LSTM_KINDS = ("unrolled", "fused")
+ROW_PAD = 16  # zero windows appended to a batch when scoring (see CNNBiLSTM.construct)
 
 
 def sequence_lengths(window: int, conv_layers: int, pool_size: int) -> list[int]:
@@ -111,8 +112,16 @@ class CNNBiLSTM(nn.Cell):
         return ops.concat((h_n[-2], h_n[-1]), axis=1)  # (N, 2 * lstm_units)
 
     def construct(self, x):
-        logits = self.head(self.features(x))  # (N, 2 * lstm_units) -> (N, 1)
-        return logits.squeeze(-1)  # (N, 1) -> (N,)
+        if self.training:
+            return self.head(self.features(x)).squeeze(-1)  # (N, T, F) -> (N,)
+        # Scoring: ROW_PAD zero windows go after the batch and are dropped again. MindSpore's CPU
+        # MatMul computes the last rows of its input (a tail shorter than its row tile) with
+        # another kernel, so a window's score would depend on its place in the batch; with the
+        # padding every real row is in a full tile, and a flow scores the same bits whether it
+        # is scored alone, in a chunk of a stream or in a whole file.
+        n = x.shape[0]
+        x = ops.concat((x, ops.zeros((ROW_PAD, *x.shape[1:]), x.dtype)), axis=0)
+        return self.head(self.features(x)).squeeze(-1)[:n]
 
 
 def build_model(n_features: int, window: int, model_cfg: Any) -> CNNBiLSTM:
