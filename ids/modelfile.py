@@ -103,8 +103,8 @@ def preprocessor_from_state(meta: dict, arrays: dict[str, np.ndarray]):
         a = pre.bin_edges_
         _require(a is not None and a.shape == (k, pre.numeric_bins + 1),
                  f"bin_edges_ must have shape ({k}, {pre.numeric_bins + 1})")
-    n = (k * (1 + pre.numeric_bins) + 10 * pre.keep_identifiers + len(pre.protocols_) + len(pre.l7_values_) + 2
-         + 8 * len(pre.flag_columns_))
+    n = (k * (1 + pre.numeric_bins) + 10 * pre.keep_identifiers + len(pre.protocols_)
+         + len(pre.l7_values_) + 2 + 8 * len(pre.flag_columns_))
     _require(len(pre.feature_names_) == n, f"{len(pre.feature_names_)} feature names for {n} "
              "features")
     return pre
