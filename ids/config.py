@@ -129,7 +129,7 @@ class PromoteConfig:
 @dataclass
 class Config:
     seed: int = 0
-    cache_dir: str | None = "sweeps/cache"  # prepared data on disk (ids.datacache); null = off
+    cache_dir: str | None = "sweeps/cache"  # prepared data on disk (ids.data.cache); null = off
     quiet: bool = False  # no progress bars or per-epoch lines (reports are still printed)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -235,6 +235,19 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
            s.pruner_startup_trials)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
+
+
+def typed(raw: DictConfig) -> DictConfig:
+    """`seed`, `data`, `model`, `trainer` of a logged config, typed by today's schema (keys the
+    schema no longer has are dropped, new keys get their defaults)."""
+    schema = OmegaConf.structured(Config)
+    out = OmegaConf.create({"seed": int(raw.get("seed", 0))})
+    for group in ("data", "model", "trainer"):
+        node = raw.get(group) or {}
+        known = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+                 if k in schema[group]} if node else {}
+        out[group] = OmegaConf.merge(schema[group], known)
+    return out
 
 
 CONF_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")

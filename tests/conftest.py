@@ -76,15 +76,17 @@ def run_cli(monkeypatch, module: str, *args: str) -> None:
 def tiny_model(tmp_path_factory):
     """(folder of a saved MLflow pyfunc model, its Scorer, the config): one 1-epoch training on
     4,000 synthetic flows (window 4) for the whole session; no tracking store."""
-    from ids import data as data_mod
+    from ids.artifact.scorer import Scorer
     from ids.config import compose
-    from ids.inference import Scorer
-    from ids.tracking import model_config, save_scorer_model
-    from ids.train import fit, setup_runtime
+    from ids.data.prepare import prepare
+    from ids.model.fit import fit
+    from ids.model.runtime import setup_runtime
+    from ids.tracking.models import save_scorer_model
+    from ids.tracking.store import model_config
 
     tmp = tmp_path_factory.mktemp("tiny-model")
     cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=1", "trainer.baselines=false"])
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     setup_runtime(cfg.trainer)
     result = fit(cfg, prepared, checkpoint_dir=str(tmp / "ckpt"))
     scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, run_cli
-from ids import synthetic
+from ids.data import synthetic
 from ids.tools import servers
 
 MIX = {"Benign": 1.0, "DoS": 3.0}

@@ -11,16 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ids import data
 from ids.config import compose
-from ids.data import DataError
+from ids.data.encoding import Preprocessor
+from ids.data.flows import ID_COLUMNS, SPLITS, V1_FEATURES, DataError, load_frame, read_flows
+from ids.data.prepare import clear_cache, prepare
+from ids.data.splits import split_indices
+from ids.data.windows import check_window, windows
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    data.clear_cache()
+    clear_cache()
     yield
-    data.clear_cache()
+    clear_cache()
 
 
 def cfg(*overrides: str):
@@ -29,7 +32,7 @@ def cfg(*overrides: str):
 
 def flows(n: int = 400, seed: int = 0) -> pd.DataFrame:
     """A small v1-layout frame with benign flows spread out (so every split has both classes)."""
-    from ids.synthetic import generate
+    from ids.data.synthetic import generate
 
     return generate(n, seed, {"Benign": 1, "DoS": 1, "Reconnaissance": 2})
 
@@ -47,18 +50,18 @@ def write_csv(tmp_path, df: pd.DataFrame, name: str = "flows.csv"):
 # --- loading ---------------------------------------------------------------------------------
 
 def test_v1_sample_loads(v1_sample):
-    df = data.read_flows(v1_sample)
-    assert len(df) == 50_000 and list(df.columns) == data.ID_COLUMNS + data.V1_FEATURES + [
+    df = read_flows(v1_sample)
+    assert len(df) == 50_000 and list(df.columns) == ID_COLUMNS + V1_FEATURES + [
         "Label", "Attack"]
-    pre = data.Preprocessor().fit(df)
-    assert pre.layout_ == "v1" and not set(pre.feature_names_) & set(data.ID_COLUMNS)
-    assert data.prepare(file_cfg(v1_sample, "data.split=chunks")).info["layout"] == "v1"
+    pre = Preprocessor().fit(df)
+    assert pre.layout_ == "v1" and not set(pre.feature_names_) & set(ID_COLUMNS)
+    assert prepare(file_cfg(v1_sample, "data.split=chunks")).info["layout"] == "v1"
 
 
 def test_v2_sample_loads(v2_sample):
-    df = data.read_flows(v2_sample)
+    df = read_flows(v2_sample)
     assert len(df) == 50_000 and "DNS_TTL_ANSWER" in df.columns
-    p = data.prepare(file_cfg(v2_sample, "data.split=chunks"))
+    p = prepare(file_cfg(v2_sample, "data.split=chunks"))
     assert p.info["layout"] == "v2" and p.info["n_flows"] == 50_000
     assert sum(n.startswith(("CLIENT_TCP_FLAGS.", "SERVER_TCP_FLAGS.")) for n in p.feature_names) == 16
     assert np.isfinite(p.train.X).all() and p.train.X.dtype == np.float32
@@ -66,31 +69,31 @@ def test_v2_sample_loads(v2_sample):
 
 def test_csv_gz_zip_parquet_give_the_same_frame(tmp_path):
     df = flows()
-    ref = data.read_flows(write_csv(tmp_path, df))
+    ref = read_flows(write_csv(tmp_path, df))
     df.to_csv(tmp_path / "f.csv.gz", index=False)
     with zipfile.ZipFile(tmp_path / "f.zip", "w") as zf:
         zf.writestr("NF-BoT-IoT/NF-BoT-IoT.csv", df.to_csv(index=False))
     df.to_parquet(tmp_path / "f.parquet")
     for name in ("f.csv.gz", "f.zip", "f.parquet"):
-        pd.testing.assert_frame_equal(data.read_flows(tmp_path / name), ref)
-    assert len(data.read_flows(tmp_path / "f.zip", max_rows=50)) == 50
+        pd.testing.assert_frame_equal(read_flows(tmp_path / name), ref)
+    assert len(read_flows(tmp_path / "f.zip", max_rows=50)) == 50
 
 
 def test_attack_column_optional_and_label_only_when_asked(tmp_path):
     df = flows()
-    got = data.read_flows(write_csv(tmp_path, df.drop(columns="Attack")))
+    got = read_flows(write_csv(tmp_path, df.drop(columns="Attack")))
     assert set(got["Attack"]) == {"Attack", "Benign"}
     assert (got["Attack"].eq("Attack") == got["Label"].eq(1)).all()
     no_label = write_csv(tmp_path, df.drop(columns=["Label", "Attack"]), "new.csv")
-    assert "Label" not in data.read_flows(no_label, require_label=False).columns
+    assert "Label" not in read_flows(no_label, require_label=False).columns
     with pytest.raises(DataError, match="'Label'.*missing"):
-        data.read_flows(no_label)
+        read_flows(no_label)
 
 
 def test_other_attack_names_are_kept(tmp_path):
     df = flows()
     df["Attack"] = np.where(df["Label"] == 1, "ransomware", "Benign")
-    p = data.prepare(file_cfg(write_csv(tmp_path, df)))
+    p = prepare(file_cfg(write_csv(tmp_path, df)))
     assert set(p.info["attack_counts"]) == {"ransomware", "Benign"}
 
 
@@ -99,27 +102,27 @@ def test_other_attack_names_are_kept(tmp_path):
 @pytest.mark.parametrize("mode", ["contiguous", "chunks"])
 def test_splits_are_disjoint_and_cover_every_flow(mode):
     c = cfg(f"data.split={mode}", "data.chunk_size=250")
-    idx = data.split_indices(5000, c)
-    rows = np.concatenate([idx[s] for s in data.SPLITS])
+    idx = split_indices(5000, c)
+    rows = np.concatenate([idx[s] for s in SPLITS])
     assert np.array_equal(np.sort(rows), np.arange(5000))  # every row once: disjoint and covering
     for r in idx.values():
         assert (np.diff(r) > 0).all()  # flow order kept inside a split
-    sizes = [len(idx[s]) / 5000 for s in data.SPLITS]
+    sizes = [len(idx[s]) / 5000 for s in SPLITS]
     assert np.allclose(sizes, [0.7, 0.15, 0.15], atol=0.03)
-    p = data.prepare(c)
+    p = prepare(c)
     assert not set(p.train.rows) & set(p.val.rows) and not set(p.val.rows) & set(p.test.rows)
     if mode == "contiguous":
         assert p.train.rows[-1] < p.val.rows[0] and p.val.rows[-1] < p.test.rows[0]
     else:
         for r in idx.values():  # whole chunks only
             assert (np.bincount(r // 250)[np.unique(r // 250)] == 250).all()
-        other = data.split_indices(5000, cfg("data.split=chunks", "data.chunk_size=250", "seed=1"))
+        other = split_indices(5000, cfg("data.split=chunks", "data.chunk_size=250", "seed=1"))
         assert not np.array_equal(other["test"], idx["test"])
 
 
 def test_scaler_uses_the_training_split_only():
-    p = data.prepare(cfg())
-    raw = data.load_frame(cfg())
+    p = prepare(cfg())
+    raw = load_frame(cfg())
     pre = p.preprocessor
     train = np.log1p(raw.iloc[p.train.rows][pre.log_columns_].to_numpy(float))
     assert np.allclose(pre.log_mean_, train.mean(axis=0))
@@ -132,7 +135,7 @@ def test_scaler_uses_the_training_split_only():
 
 def test_transform_scores_new_flows_and_pickles(tmp_path):
     df = flows()
-    pre = data.Preprocessor(l7_top_k=2).fit(df)
+    pre = Preprocessor(l7_top_k=2).fit(df)
     assert sum(n.startswith("L7_PROTO=") for n in pre.feature_names_) == 3  # top 2 + other
     X = pre.transform(df.drop(columns=["Label", "Attack"]))
     assert X.shape == (len(df), len(pre.feature_names_)) and X.flags.c_contiguous
@@ -147,12 +150,12 @@ def test_transform_scores_new_flows_and_pickles(tmp_path):
 def test_numeric_bins_are_piecewise_linear_on_train_quantiles():
     """data.numeric_bins=K: K features per numeric column, each in [0, 1], non-increasing along
     the bins, fitted on the training split only, and they survive the model file format."""
-    from ids.modelfile import preprocessor_from_state, preprocessor_state
+    from ids.data.encoding import from_state, state
 
     df = flows(2000)
     train, new = df.iloc[:1000], df.iloc[1000:]
-    plain = data.Preprocessor().fit(train)
-    pre = data.Preprocessor(numeric_bins=8).fit(train)
+    plain = Preprocessor().fit(train)
+    pre = Preprocessor(numeric_bins=8).fit(train)
     k = len(pre.log_columns_)
     assert len(pre.feature_names_) == len(plain.feature_names_) + 8 * k
     X = pre.transform(new)
@@ -167,19 +170,19 @@ def test_numeric_bins_are_piecewise_linear_on_train_quantiles():
     top = new["IN_BYTES"].to_numpy(float) >= train["IN_BYTES"].max()
     assert (bins[top, col, len(edges) - 2] == 1).all()  # beyond train: the last bin is full
     assert (bins[:, col, len(edges) - 1:] == 0).all()  # merged (tied) bins stay 0
-    again = preprocessor_from_state(*preprocessor_state(pre))
+    again = from_state(*state(pre))
     assert np.array_equal(again.transform(new), X)
-    assert data.prepare(cfg("data.numeric_bins=4")).train.X.shape[1] == \
-        data.prepare(cfg()).train.X.shape[1] + 4 * k
+    assert prepare(cfg("data.numeric_bins=4")).train.X.shape[1] == \
+        prepare(cfg()).train.X.shape[1] + 4 * k
 
 
 def test_identifiers_dropped_by_default_kept_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        names = data.prepare(cfg()).feature_names
+        names = prepare(cfg()).feature_names
     assert not any(n.startswith(("IPV4_", "L4_")) for n in names)
     with pytest.warns(UserWarning, match="leak the label"):
-        p = data.prepare(cfg("data.keep_identifiers=true"))
+        p = prepare(cfg("data.keep_identifiers=true"))
     assert {"L4_SRC_PORT", "L4_DST_PORT", "IPV4_SRC_ADDR.o4"} <= set(p.feature_names)
 
 
@@ -192,7 +195,7 @@ def _root(a):
 
 
 def test_window_contents_padding_and_labels():
-    p = data.prepare(cfg())
+    p = prepare(cfg())
     s, T = p.val, 4
     w = s.windows(T)
     assert w.shape == (len(s.y), T, s.X.shape[1])  # exactly one window per flow
@@ -201,11 +204,11 @@ def test_window_contents_padding_and_labels():
         assert np.array_equal(w[i, T - (i - lo + 1):], s.X[lo: i + 1])
         assert not w[i, : T - (i - lo + 1)].any()  # zero padding, nothing from train
         assert np.array_equal(w[i, -1], s.X[i])  # the last flow is the labelled one: y[i]
-    assert np.array_equal(data.windows(np.eye(3, dtype=np.float32), 5)[0, :4], np.zeros((4, 3)))
+    assert np.array_equal(windows(np.eye(3, dtype=np.float32), 5)[0, :4], np.zeros((4, 3)))
 
 
 def test_windows_are_cached_read_only_views():
-    s = data.prepare(cfg()).train
+    s = prepare(cfg()).train
     n, f = s.X.shape
     for T in (1, 4, 64):
         w = s.windows(T)
@@ -215,19 +218,19 @@ def test_windows_are_cached_read_only_views():
 
 
 def test_prepare_is_cached_without_the_window():
-    a = data.prepare(cfg())
-    assert data.prepare(cfg("data.window=7")) is a
-    assert data.prepare(cfg("seed=1")) is not a
-    data.clear_cache()
-    b = data.prepare(cfg())
+    a = prepare(cfg())
+    assert prepare(cfg("data.window=7")) is a
+    assert prepare(cfg("seed=1")) is not a
+    clear_cache()
+    b = prepare(cfg())
     assert b is not a and b.info["hash"] == a.info["hash"]
 
 
 def test_prepare_accepts_the_dataclass_config():
     from ids.config import DataConfig
 
-    p = data.prepare(DataConfig(n_flows=5000, window=4))
-    assert p.info["hash"] == data.prepare(cfg()).info["hash"]  # same flows as the composed config
+    p = prepare(DataConfig(n_flows=5000, window=4))
+    assert p.info["hash"] == prepare(cfg()).info["hash"]  # same flows as the composed config
     assert p.split("test") is p.test and p.info["counts"]["test"]["benign"] > 0
 
 
@@ -235,37 +238,37 @@ def test_prepare_accepts_the_dataclass_config():
 
 def test_missing_file_says_where_to_get_it(tmp_path):
     with pytest.raises(DataError, match=r"not found.*UQ:62e6d80.*data=synthetic"):
-        data.prepare(file_cfg(tmp_path / "NF-BoT-IoT.csv"))
+        prepare(file_cfg(tmp_path / "NF-BoT-IoT.csv"))
 
 
 def test_bad_file_kinds(tmp_path):
     (tmp_path / "f.txt").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="unknown file extension"):
-        data.read_flows(tmp_path / "f.txt")
+        read_flows(tmp_path / "f.txt")
     with zipfile.ZipFile(tmp_path / "none.zip", "w") as zf:
         zf.writestr("readme.md", "x")
     with pytest.raises(DataError, match="holds 0 CSV files"):
-        data.read_flows(tmp_path / "none.zip")
+        read_flows(tmp_path / "none.zip")
     with zipfile.ZipFile(tmp_path / "two.zip", "w") as zf:
         zf.writestr("a.csv", "x\n1\n")
         zf.writestr("b.csv", "x\n1\n")
     with pytest.raises(DataError, match="holds 2 CSV files"):
-        data.read_flows(tmp_path / "two.zip")
+        read_flows(tmp_path / "two.zip")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty"):
-        data.read_flows(tmp_path / "empty.csv")
+        read_flows(tmp_path / "empty.csv")
     write_csv(tmp_path, flows().iloc[:0], "header.csv")
     with pytest.raises(DataError, match="no flows"):
-        data.read_flows(tmp_path / "header.csv")
+        read_flows(tmp_path / "header.csv")
 
 
 def test_missing_or_renamed_columns(tmp_path, v2_sample):
     df = flows().rename(columns={"IN_BYTES": "in_bytes"})
     with pytest.raises(DataError, match=r"missing columns \['IN_BYTES'\].*v1.*in_bytes"):
-        data.read_flows(write_csv(tmp_path, df))
+        read_flows(write_csv(tmp_path, df))
     v2 = pd.read_csv(v2_sample, nrows=100).drop(columns=["MIN_TTL"])
     with pytest.raises(DataError, match=r"\['MIN_TTL'\].*v2 layout"):
-        data.read_flows(write_csv(tmp_path, v2, "v2.csv"))
+        read_flows(write_csv(tmp_path, v2, "v2.csv"))
 
 
 @pytest.mark.parametrize("column,value,pattern", [
@@ -278,26 +281,26 @@ def test_bad_values(tmp_path, column, value, pattern):
     df = flows().astype({column: object})
     df.loc[7, column] = value
     with pytest.raises(DataError, match=pattern):
-        data.read_flows(write_csv(tmp_path, df))
+        read_flows(write_csv(tmp_path, df))
 
 
 def test_split_without_benign_flows(tmp_path):
     df = flows(1000)
     df.loc[700:, "Label"] = 1
     with pytest.raises(DataError, match=r"val split \(150 flows\) has no benign.*data.split=chunks"):
-        data.prepare(file_cfg(write_csv(tmp_path, df)))
+        prepare(file_cfg(write_csv(tmp_path, df)))
 
 
 def test_window_out_of_range():
     with pytest.raises(DataError, match="data.window must be >= 1"):
-        data.prepare(cfg("data.window=0"))
+        prepare(cfg("data.window=0"))
     with pytest.raises(DataError, match=r"data.window=751 .*val split \(750 flows\)"):
-        data.prepare(cfg("data.window=751"))
-    data.check_window(750, data.prepare(cfg()))
+        prepare(cfg("data.window=751"))
+    check_window(750, prepare(cfg()).sizes())
 
 
 def test_bad_class_mix_and_source():
     with pytest.raises(DataError, match="unknown categories.*Worm"):
-        data.prepare(cfg("+data.class_mix.Worm=1"))
+        prepare(cfg("+data.class_mix.Worm=1"))
     with pytest.raises(DataError, match="data.path is not set"):
-        data.load_frame(compose(["data=nf_bot_iot", "data.path=null"]).data)
+        load_frame(compose(["data=nf_bot_iot", "data.path=null"]).data)

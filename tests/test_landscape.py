@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from test_sweep import sweep_cfg
 
-from ids.sweep import sweep
 from ids.tools import landscape
+from ids.tuning.sweep import sweep
 
 
 @pytest.mark.slow

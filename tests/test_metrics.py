@@ -9,13 +9,13 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, matthews_corrcoef, roc_auc_score
 
-from ids import metrics as M
-from ids.metrics import (
+from ids.evaluation import baselines as baselines_mod
+from ids.evaluation.baselines import baselines
+from ids.evaluation.metrics import (
     PAPER_METRICS,
     REPORT_METRICS,
     THRESHOLD_METRICS,
     ScoreError,
-    baselines,
     best_threshold,
     compute_metrics,
     confusion,
@@ -179,7 +179,7 @@ def test_baselines_on_a_separable_toy_problem():
 
 
 def test_baselines_subsample_deterministically_and_take_the_last_flow_of_windows(monkeypatch):
-    monkeypatch.setattr(M, "BASELINE_MAX_TRAIN_ROWS", 300)
+    monkeypatch.setattr(baselines_mod, "BASELINE_MAX_TRAIN_ROWS", 300)
     X_tr, y_tr = separable(2000, 3)
     X_te, y_te = separable(500, 4)
     windows = np.stack([np.zeros_like(X_te), X_te], axis=1)  # (N, T=2, F): last flow labelled
@@ -209,7 +209,7 @@ def test_format_report_lists_every_metric_and_column():
 
 
 def test_plots_return_figures(tmp_path):
-    from ids import plots
+    from ids.evaluation import plots
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)

@@ -9,7 +9,7 @@ from mindspore import nn
 from omegaconf import OmegaConf
 
 from ids.config import ModelConfig
-from ids.model import CNNBiLSTM, build_model, sequence_lengths
+from ids.model.network import CNNBiLSTM, build_model, sequence_lengths
 
 ms.set_device("CPU")
 SMALL = {"filters": 8, "lstm_units": 8}
@@ -127,7 +127,7 @@ def test_a_windows_score_does_not_depend_on_its_place_in_the_batch(mode):
     """Chunked and whole-file scoring agree bit for bit (ids.predict, ids.stream): MindSpore's
     CPU MatMul computes the last rows of its input with another kernel, which made these scores
     differ in the last bits before the model padded its scoring batches (CNNBiLSTM.construct)."""
-    from ids.train import predict_proba
+    from ids.model.runtime import predict_proba
 
     mode(ms.GRAPH_MODE)
     for seed in range(5):

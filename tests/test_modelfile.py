@@ -18,9 +18,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from ids import registry, synthetic
-from ids.inference import Scorer, load_scorer
-from ids.modelfile import FORMAT, VERSION, ModelFormatError
+from ids.artifact.modelfile import FORMAT, VERSION, ModelFormatError
+from ids.artifact.scorer import Scorer
+from ids.data import synthetic
+from ids.tracking import registry
+from ids.tracking.registry import load_scorer
 
 
 class _Armed:
@@ -52,7 +54,7 @@ def test_the_logged_model_is_data_plus_this_package_code(tiny_model):
     spec = yaml.safe_load((folder / "MLmodel").read_text())
     pyfunc = spec["flavors"]["python_function"]
     assert pyfunc["model_code_path"].endswith("pyfunc_model.py") and "python_model" not in pyfunc
-    assert pyfunc["code"] == "code" and (folder / "code" / "ids" / "inference.py").is_file()
+    assert pyfunc["code"] == "code" and (folder / "code" / "ids" / "artifact" / "scorer.py").is_file()
     assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("__pycache__"))
     files = {p.name for p in (folder / "artifacts" / "scorer").iterdir()}
     assert files == {"scorer.json", "preprocessor.npz", "weights.npz"}

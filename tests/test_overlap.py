@@ -7,18 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ids import data, scorecard
 from ids.config import compose
-from ids.metrics import metrics_from_confusion
-from ids.overlap import MIN_CLASS_FLOWS
-from ids.stats import confusion_ci, paired_difference
+from ids.data.copies import MIN_CLASS_FLOWS
+from ids.data.flows import ID_COLUMNS
+from ids.data.prepare import clear_cache, prepare
+from ids.evaluation import scorecard
+from ids.evaluation.intervals import confusion_ci, paired_difference
+from ids.evaluation.metrics import metrics_from_confusion
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    data.clear_cache()
+    clear_cache()
     yield
-    data.clear_cache()
+    clear_cache()
 
 
 def flow(i: int, label: int, ip: str = "10.0.0.1", port: int = 1000, attack=None) -> dict:
@@ -34,7 +36,7 @@ def prepared(tmp_path, rows: list[dict], *overrides: str):
     path = tmp_path / "flows.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     cfg = compose(["data=nf_bot_iot", f"data.path={path}", "data.window=1", *overrides])
-    return data.prepare(cfg.data)
+    return prepare(cfg.data)
 
 
 def hand_built() -> list[dict]:
@@ -59,7 +61,7 @@ def test_copy_shares_on_a_hand_built_file(tmp_path):
     assert s["copy_share_benign"] == pytest.approx(0.5)
     assert (s["unseen"], s["unseen_benign"], s["unseen_attack"]) == (3, 1, 2)
     assert p.info["overlap"]["val"]["copies"] == 0
-    from ids.overlap import unseen_mask
+    from ids.data.copies import unseen_mask
     assert unseen_mask(p.train, p.test).tolist() == [False, False, False, True, True, True]
 
 
@@ -80,7 +82,7 @@ def test_dedup_exact_removes_exactly_the_duplicates(tmp_path):
     rows += [flow(300 + i, int(i % 3 != 0)) for i in range(20)]  # new flows: enough for splits
     none = prepared(tmp_path, rows)
     assert none.info["dedup"] == {"mode": "none", "dropped": 0, "kept": len(rows)}
-    data.clear_cache()
+    clear_cache()
     p = prepared(tmp_path, rows, "data.dedup=exact")
     # hand_built's test copies 34 (= flow 4) and 36 (= flow 8, other label) and 35 (= flow 5,
     # other host: identifiers are not features) are duplicates too: 34 and 35 go, 36 stays.
@@ -89,7 +91,7 @@ def test_dedup_exact_removes_exactly_the_duplicates(tmp_path):
                                "kept": len(rows) - len(dropped)}
     used = np.concatenate([p.train.rows, p.val.rows, p.test.rows])
     assert sorted(used) == sorted(set(range(len(rows))) - dropped)  # rows index the file
-    df = pd.DataFrame(rows).drop(columns=data.ID_COLUMNS)
+    df = pd.DataFrame(rows).drop(columns=ID_COLUMNS)
     assert not df.iloc[np.sort(used)].duplicated().any()
     assert df.iloc[sorted(dropped)].apply(tuple, axis=1).isin(
         df.iloc[np.sort(used)].apply(tuple, axis=1)).all()
@@ -166,7 +168,8 @@ def test_report_shows_all_and_unseen_with_intervals_and_says_when_too_few():
 
 
 def test_command_line_data_settings_that_differ_from_the_models_are_named(tmp_path):
-    from ids import lineage
+    from ids.config import typed
+    from ids.experiment import lineage
 
     assert lineage.explicit_data_keys(["data.split=chunks", "trainer.lr=0.1", "seed=3"]) == {
         "split", "seed"}
@@ -174,10 +177,10 @@ def test_command_line_data_settings_that_differ_from_the_models_are_named(tmp_pa
     assert lineage.explicit_data_keys(["+experiment=paper"]) == {"source"}
     # Selecting the data group names the kind of data, not its defaults: a trial that swept
     # data.window is promoted with the documented `data=nf_bot_iot data.path=...`.
-    swept = lineage.typed(compose(["data.window=1"]))
+    swept = typed(compose(["data.window=1"]))
     assert lineage.conflicts(compose(["data=synthetic"]), swept, ["data=synthetic"]) == []
     assert lineage.conflicts(compose(["data.window=10"]), swept, ["data.window=10"]) != []
-    model = lineage.typed(compose(["data.split=chunks", "data.window=5"]))
+    model = typed(compose(["data.split=chunks", "data.window=5"]))
     today = compose(["data.window=5"])
     assert lineage.conflicts(today, model, None) == []  # nothing given explicitly
     assert lineage.conflicts(today, model, ["data.window=5"]) == []  # given, but the same
@@ -190,12 +193,12 @@ def test_command_line_data_settings_that_differ_from_the_models_are_named(tmp_pa
     # The same file under two spellings is the same path.
     f = tmp_path / "flows.csv"
     f.write_text("x")
-    a = lineage.typed(compose(["data=nf_bot_iot", f"data.path={f}"]))
+    a = typed(compose(["data=nf_bot_iot", f"data.path={f}"]))
     b = compose(["data=nf_bot_iot", f"data.path={tmp_path}/../{tmp_path.name}/flows.csv"])
     assert lineage.conflicts(b, a, ["data.path=..."]) == []
     # The model's file is gone from where its run saw it: an existing file given explicitly is
     # taken (ids.evaluate then checks its content hash against the training run's).
-    gone = lineage.typed(compose(["data=nf_bot_iot", f"data.path={tmp_path}/moved.csv"]))
+    gone = typed(compose(["data=nf_bot_iot", f"data.path={tmp_path}/moved.csv"]))
     assert lineage.conflicts(b, gone, ["data.path=..."]) == []
     assert lineage.adopt(b, gone, overrides=["data.path=..."]).data.path == b.data.path
     assert lineage.adopt(b, gone).data.path == f"{tmp_path}/moved.csv"

@@ -124,13 +124,13 @@ def test_workers_starting_at_once_on_postgres_agree_on_one_parent_run(team, tmp_
                                                                      monkeypatch):
     """Four workers (threads here, for speed; machines in real life) ask for the study's parent
     run at the same instant: all must get the same run, and only that one may remain."""
-    from ids.study import load_study
-    from ids.study_runs import parent_run
+    from ids.tuning.runs import parent_run
+    from ids.tuning.study import open_study
 
     pg, mlf, _ = team
     monkeypatch.setenv("PGPASSWORD", pg.password)
     cfg = compose(_sweep_overrides(tmp_path, pg.uri("optuna"), mlf.url, study="race"))
-    load_study(cfg)
+    open_study(cfg)
     n = 4
     barrier = threading.Barrier(n)
 

@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, tiny_overrides
-from ids import data as data_mod
-from ids import synthetic
+from ids.artifact.scorer import Scorer
 from ids.config import ConfigError, compose
-from ids.data import DataError
-from ids.inference import Scorer
-from ids.predict import predict_file
-from ids.registry import ModelNotFound, load_scorer, resolve_model
-from ids.tracking import save_scorer_model
-from ids.train import fit, setup_runtime
+from ids.data import synthetic
+from ids.data.flows import DataError
+from ids.data.prepare import prepare
+from ids.model.fit import fit
+from ids.model.runtime import setup_runtime
+from ids.serving.files import predict_file
+from ids.tracking.models import save_scorer_model
+from ids.tracking.registry import ModelNotFound, load_scorer, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def model(tmp_path_factory):
     an MLflow pyfunc folder (no tracking store needed), and a 3,000-flow file it never saw."""
     tmp = tmp_path_factory.mktemp("predict")
     cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=1", "trainer.eval_batch_size=512"])
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     setup_runtime(cfg.trainer)
     result = fit(cfg, prepared)
     scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),

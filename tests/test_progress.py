@@ -6,10 +6,11 @@ import io
 
 import pytest
 
-from ids import data as data_mod
 from ids import progress
-from ids.run import train
-from ids.train import fit, setup_runtime
+from ids.data.prepare import prepare
+from ids.experiment.train import train
+from ids.model.fit import fit
+from ids.model.runtime import setup_runtime
 
 
 class Terminal(io.StringIO):
@@ -31,7 +32,7 @@ def test_terminal_shows_epoch_bar_batch_bar_and_epoch_lines(tiny_cfg, monkeypatc
     over batches (a 'long' epoch here: BATCH_BAR_MIN lowered), and one line per epoch."""
     monkeypatch.setattr(progress, "BATCH_BAR_MIN", 2)
     cfg = tiny_cfg("trainer.patience=0", "data.n_flows=2000")
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     setup_runtime(cfg.trainer)
     term = Terminal()
     batches: list[tuple[int, int]] = []

@@ -11,16 +11,17 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from conftest import run_cli, tiny_overrides
-from ids import data as data_mod
-from ids import synthetic
 from ids.config import ConfigError, ParamSpec, compose
-from ids.data import DataError
-from ids.evaluate import evaluate
-from ids.predict import predict_file
-from ids.promote import PromoteError, promote
-from ids.registry import ModelNotFound, RegistryError
-from ids.space import apply
-from ids.sweep import sweep
+from ids.data import synthetic
+from ids.data.flows import DataError, load_frame
+from ids.data.prepare import prepare
+from ids.data.splits import split_indices
+from ids.experiment.evaluate import evaluate
+from ids.serving.files import predict_file
+from ids.tracking.registry import ModelNotFound, RegistryError
+from ids.tuning.promote import PromoteError, promote
+from ids.tuning.space import apply
+from ids.tuning.sweep import sweep
 
 # A small space of small models: each trial takes seconds. Windows > 1 so windows matter.
 SPACE = {"model.lstm_units": {"type": "categorical", "choices": [4, 8]},
@@ -96,7 +97,7 @@ def test_promote_evaluates_on_the_trials_test_split_and_logs_what_it_returns(pro
     assert tags["data.same_as_training"] == "true"
     # The test split of the trial's own data settings, every flow scored once.
     best = optuna_study(cfg).best_trial
-    prepared = data_mod.prepare(apply(cfg, best.params).data)
+    prepared = prepare(apply(cfg, best.params).data)
     assert ev["metrics"]["n"] == len(prepared.test.y)
     assert ev["window"] == best.params["data.window"]
     assert ev["threshold"] == pytest.approx(best.user_attrs["threshold"])
@@ -235,16 +236,16 @@ def test_test_split_scores_match_the_training_windows(promoted):
     """The model's own preprocessor on the raw test rows gives the training-time features."""
     import mlflow
 
-    from ids.inference import load_scorer
-    from ids.train import predict_proba
+    from ids.model.runtime import predict_proba
+    from ids.tracking.registry import load_scorer
 
     _, cfg, result = promoted
     mlflow.set_tracking_uri(str(cfg.tracking.uri))
     best = optuna_study(cfg).best_trial
     dcfg = apply(cfg, best.params).data
-    prepared = data_mod.prepare(dcfg)
+    prepared = prepare(dcfg)
     scorer = load_scorer(result["version_uri"])
-    raw = data_mod.load_frame(dcfg).iloc[prepared.test.rows]
+    raw = load_frame(dcfg).iloc[prepared.test.rows]
     X = scorer.transform(raw)
     np.testing.assert_array_equal(X, prepared.test.X)
     windows = prepared.test.windows(scorer.window)
@@ -265,8 +266,8 @@ def test_promote_scores_the_trials_chunked_test_split_not_todays_command_line(
     result = promote(plain)
     ev = result["evaluation"]
     chunked = apply(plain, {"data.split": "chunks", "data.chunk_size": 400}).data
-    want = data_mod.split_indices(4000, chunked)["test"]
-    contiguous = data_mod.split_indices(4000, plain.data)["test"]
+    want = split_indices(4000, chunked)["test"]
+    contiguous = split_indices(4000, plain.data)["test"]
     assert not np.array_equal(want, contiguous)
     np.testing.assert_array_equal(ev["rows"], want)
     assert ev["config"].data.split == "chunks" and ev["metrics"]["n"] == len(want)

@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 from test_sweep import runs_of, sweep_cfg
 
 from ids.config import compose
-from ids.study import load_study, make_pruner
-from ids.sweep import PruneGate, resolution_note, sweep
+from ids.tuning.study import make_pruner, open_study
+from ids.tuning.sweep import PruneGate, resolution_note, sweep
 
 FAST = [0.60, 0.70, 0.72, 0.73, 0.74]  # good from the first epoch, then flat
 SLOW = [0.00, 0.30, 0.75, 0.80, 0.85]  # near the all-attack MCC 0 at first, finishes best
@@ -68,7 +68,7 @@ def test_trial_reaching_its_last_epoch_is_complete_in_a_real_sweep(tmp_path):
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.pruner=threshold",
                     "+sweep.pruner_args.lower=1.1", "trainer.epochs=3", "trainer.patience=0")
     summary = sweep(cfg)
-    assert [t.state for t in load_study(cfg).trials] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in open_study(cfg).trials] == [TrialState.COMPLETE] * 2
     assert summary["n_pruned"] == 0 and summary["pruned_at"] == {}
     _, _, children = runs_of(cfg)
     assert {c.data.tags["trial.state"] for c in children} == {"COMPLETE"}

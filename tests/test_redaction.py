@@ -10,8 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli, tiny_overrides
-from ids import tracking
-from ids.tracking import redact
+from ids.tracking import store
+from ids.tracking.redact import redact
 
 SECRET = "S3cr3t-pw"
 
@@ -76,8 +76,8 @@ def test_tags_and_errors_of_any_run_are_redacted(tmp_path):
     class Cfg:
         uri, experiment = cfg_uri, "redaction"
 
-    exp = tracking.configure(Cfg)
-    with pytest.raises(RuntimeError), tracking.start_run(
+    exp = store.configure(Cfg)
+    with pytest.raises(RuntimeError), store.start_run(
             exp, tags={"ids.storage": f"postgresql://ids:{SECRET}@db/optuna"}):
         raise RuntimeError(f"could not reach postgresql://ids:{SECRET}@db/optuna")
     (run,) = MlflowClient(cfg_uri).search_runs([exp])

@@ -19,10 +19,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import ROOT, tiny_overrides
-from ids import tracking
 from ids.config import ConfigError, compose, validate
-from ids.data import PUBLISHED, DataError
-from ids.run import train
+from ids.data.flows import PUBLISHED, DataError
+from ids.experiment.train import train
+from ids.tracking import store as mlflow_store
 
 PYTHON = sys.executable
 
@@ -86,7 +86,7 @@ def store(tmp_path_factory):
     """A migrated, empty MLflow store: a rejected config must leave it without runs."""
     tmp = tmp_path_factory.mktemp("store")
     cfg = compose(tiny_overrides(tmp))
-    tracking.configure(cfg.tracking)
+    mlflow_store.configure(cfg.tracking)
     return str(cfg.tracking.uri)
 
 

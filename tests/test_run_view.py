@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from ids import tracking
-from ids.run import train
+from ids.experiment.train import train
+from ids.tracking import store
 
 
 def _sections(metrics: dict) -> list[str]:
@@ -18,9 +18,9 @@ def _sections(metrics: dict) -> list[str]:
 def test_trials_show_curves_first_and_share_the_parents_baselines(tiny_cfg):
     cfg = tiny_cfg("trainer.epochs=2", "trainer.evaluate_test=false", "tracking.log_model=false",
                    "tracking.log_plots=false", "quiet=true")
-    exp_id = tracking.configure(cfg.tracking)
+    exp_id = store.configure(cfg.tracking)
     client = MlflowClient(str(cfg.tracking.uri))
-    with tracking.start_run(exp_id, "sweep-test") as parent:
+    with store.start_run(exp_id, "sweep-test") as parent:
         parent_id = parent.info.run_id
     trials = [train(cfg, parent_run_id=parent_id, tags={"trial.number": str(i)})
               for i in range(2)]

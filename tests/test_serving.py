@@ -22,13 +22,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, V1_SAMPLE, run_cli, stop_group, tiny_overrides
-from ids import synthetic
 from ids.config import compose
-from ids.predict import predict_file
-from ids.registry import load_scorer, resolve_model
-from ids.run import train
-from ids.stream import score_stream
+from ids.data import synthetic
+from ids.experiment.train import train
+from ids.serving.files import predict_file
+from ids.serving.stream import score_stream
 from ids.tools.servers import free_port
+from ids.tracking.registry import load_scorer, resolve_model
 
 NAME = "ids-cnn-bilstm"
 CHAMPION = f"models:/{NAME}@champion"

@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 
 from conftest import ROOT, tiny_overrides
 from ids.config import ParamSpec, compose
-from ids.space import SpaceError
-from ids.study import FINISHED, SweepError, load_study
-from ids.sweep import sweep
+from ids.tuning.space import SpaceError
+from ids.tuning.study import FINISHED, SweepError, open_study
+from ids.tuning.sweep import sweep
 
 SMALL_SPACE = {
     "model.kernel_size": {"type": "int", "low": 2, "high": 4},
@@ -63,7 +63,7 @@ def study_dir(tmp_path_factory):
 
 def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
     _, cfg, summary = study_dir
-    study = load_study(cfg)
+    study = open_study(cfg)
     finished = [t for t in study.trials if t.state in FINISHED]
     assert len(finished) == 3
     client, parents, children = runs_of(cfg)
@@ -94,9 +94,9 @@ def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
 
 def test_rerun_resumes_without_extra_trials(study_dir):
     _, cfg, _ = study_dir
-    before = len(load_study(cfg).trials)
+    before = len(open_study(cfg).trials)
     sweep(cfg)
-    assert len(load_study(cfg).trials) == before
+    assert len(open_study(cfg).trials) == before
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1 and len(children) == before
 
@@ -106,7 +106,7 @@ def test_larger_n_trials_adds_only_the_difference(study_dir):
     cfg = copy.deepcopy(cfg)
     cfg.sweep.n_trials = 4
     sweep(cfg)
-    study = load_study(cfg)
+    study = open_study(cfg)
     assert sum(t.state in FINISHED for t in study.trials) == 4
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1 and len(children) == len(study.trials)
@@ -114,7 +114,7 @@ def test_larger_n_trials_adds_only_the_difference(study_dir):
 
 def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path):
     _, cfg, _ = study_dir
-    best = load_study(cfg).best_trial  # other tests may have added trials since the fixture
+    best = open_study(cfg).best_trial  # other tests may have added trials since the fixture
     best_yaml = Path(cfg.sweep.export_dir) / str(cfg.sweep.study) / "best.yaml"
     text = best_yaml.read_text()
     assert f"+{cfg.sweep.study}=best" in text and f"Best trial {best.number} " in text
@@ -141,7 +141,7 @@ def test_failing_trial_does_not_stop_the_study(tmp_path):
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.sampler=random", "trainer.epochs=1",
                     params=space)
     sweep(cfg)
-    study = load_study(cfg)
+    study = open_study(cfg)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert sum(t.state in FINISHED for t in study.trials) == 2
     assert failed, "the random sampler with seed 0 draws window=100000 at least once"
@@ -158,7 +158,7 @@ def test_pruner_prunes_and_the_child_run_says_so(tmp_path):
                     "+sweep.pruner_args.lower=1.1", "trainer.epochs=3",
                     "sweep.pruner_warmup_epochs=0")
     summary = sweep(cfg)
-    study = load_study(cfg)
+    study = open_study(cfg)
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     assert summary["n_pruned"] == 2 and summary["pruned_at"] == {1: 2}
     _, _, children = runs_of(cfg)
@@ -193,11 +193,11 @@ def test_start_points_are_the_first_trials_and_a_resume_does_not_repeat_them(tmp
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=1", "trainer.epochs=1", "sweep.sampler=random")
     cfg.sweep.start_points = [point]
     sweep(cfg)
-    first = load_study(cfg).trials[0]
+    first = open_study(cfg).trials[0]
     assert first.params == point and first.state == TrialState.COMPLETE
     cfg.sweep.n_trials = 2
     sweep(cfg)  # resume: the study is not new, so nothing is enqueued again
-    trials = load_study(cfg).trials
+    trials = open_study(cfg).trials
     assert len(trials) == 2
     assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
 
@@ -205,7 +205,7 @@ def test_start_points_are_the_first_trials_and_a_resume_does_not_repeat_them(tmp
 def test_champion_breaks_ties_by_validation_loss_then_trial_number():
     import optuna
 
-    from ids.study import champion
+    from ids.tuning.study import champion
 
     study = optuna.create_study(direction="maximize")
     for value, loss in [(0.90, 0.01), (0.97, 0.05), (0.97, 0.02), (0.97, 0.02), (0.96, 0.001)]:
@@ -261,7 +261,7 @@ def test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing(tmp_path)
             time.sleep(0.5)
             if storage.exists():
                 try:
-                    trials = load_study(cfg).trials
+                    trials = open_study(cfg).trials
                 except Exception:  # noqa: BLE001 - the worker may still be creating the study
                     continue
                 states = [t.state for t in trials]
@@ -275,12 +275,12 @@ def test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing(tmp_path)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    killed = load_study(cfg).trials[-1].number
+    killed = open_study(cfg).trials[-1].number
     time.sleep(5)  # past the heartbeat grace period (2 x 2 s)
     out = subprocess.run(_sweep_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    study = load_study(cfg)
+    study = open_study(cfg)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
     assert sum(t.state in FINISHED for t in study.trials) == 3
@@ -304,7 +304,7 @@ def test_two_workers_share_one_study_exactly(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     cfg = compose(tiny_overrides(tmp_path))
-    study = load_study(cfg)
+    study = open_study(cfg)
     assert sum(t.state in FINISHED for t in study.trials) == 4
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1
@@ -323,7 +323,7 @@ def test_two_workers_share_one_study_exactly(tmp_path):
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
 def test_every_sweep_preset_composes_and_its_space_is_valid(preset):
     """A preset is only found broken when someone selects it: compose each one here."""
-    from ids.space import check_space, check_start_points
+    from ids.tuning.space import check_space, check_start_points
 
     cfg = compose([f"sweep={preset}", "data=nf_bot_iot" if preset == "nf_bot_iot" else "data=synthetic"])
     check_space(cfg)

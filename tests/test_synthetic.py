@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ids.config import NF_BOT_IOT_MIX, SYNTHETIC_MIX
-from ids.synthetic import COLUMNS, generate
+from ids.data.synthetic import COLUMNS, generate
 
 N = 20_000
 
@@ -94,7 +94,7 @@ def test_context_beats_per_flow():
     from sklearn.ensemble import ExtraTreesClassifier
     from sklearn.metrics import matthews_corrcoef
 
-    from ids.data import V1_FEATURES
+    from ids.data.flows import V1_FEATURES
 
     n = 100_000
     frame = generate(n, 0, SYNTHETIC_MIX)

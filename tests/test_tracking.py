@@ -20,13 +20,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import ROOT, tiny_overrides
-from ids import data as data_mod
-from ids import synthetic, tracking
+from ids.artifact.scorer import PRED_LABEL, SCORE
 from ids.config import compose
-from ids.inference import PRED_LABEL, SCORE, load_scorer
-from ids.metrics import REPORT_METRICS
-from ids.run import train
-from ids.train import NonFiniteLoss
+from ids.data import synthetic
+from ids.data.flows import load_frame
+from ids.data.prepare import prepare
+from ids.evaluation.metrics import REPORT_METRICS
+from ids.experiment.train import train
+from ids.model.fit import NonFiniteLoss
+from ids.tracking import store
+from ids.tracking.registry import load_scorer
 
 EPOCHS = 3
 EPOCH_METRICS = ("train/loss", "val/loss", "val/f1", "val/mcc", "val/threshold")
@@ -68,7 +71,7 @@ def test_resolved_config_is_logged_as_params_and_as_yaml(tracked):
     t = tracked
     resolved = OmegaConf.to_container(t.cfg, resolve=True)
     params = t.run.data.params
-    expected = {k: v for k, v in tracking.flatten(resolved).items()
+    expected = {k: v for k, v in store.flatten(resolved).items()
                 if not k.startswith(("sweep.params.", "paper."))}
     assert len(expected) > 50
     for key, value in expected.items():
@@ -83,15 +86,15 @@ def test_resolved_config_is_logged_as_params_and_as_yaml(tracked):
 def test_data_source_size_class_mix_and_hash_are_logged(tracked):
     t = tracked
     tags = t.run.data.tags
-    prepared = data_mod.prepare(t.cfg.data)
-    frame = data_mod.load_frame(t.cfg.data)
+    prepared = prepare(t.cfg.data)
+    frame = load_frame(t.cfg.data)
     assert tags["data.source"] == "synthetic"
     assert tags["data.n_flows"] == "4000" == str(len(frame))
     assert tags["data.split"] == "contiguous"
     assert re.fullmatch(r"[0-9a-f]{40}", tags["data.hash"])
     # A content hash: the same for the same flows, another one for other flows.
     assert tags["data.hash"] == prepared.info["hash"]
-    other = data_mod.prepare(compose(tiny_overrides(t.tmp) + ["data.seed=1"]).data)
+    other = prepare(compose(tiny_overrides(t.tmp) + ["data.seed=1"]).data)
     assert other.info["hash"] != tags["data.hash"]
 
     info = json.loads(_artifact(t, "data.json").read_text())
@@ -107,7 +110,7 @@ def test_data_source_size_class_mix_and_hash_are_logged(tracked):
 
 def test_class_mix_is_also_a_tag(tracked):
     tag = tracked.run.data.tags["data.class_mix"]
-    frame = data_mod.load_frame(tracked.cfg.data)
+    frame = load_frame(tracked.cfg.data)
     for category, count in frame["Attack"].value_counts().items():
         assert re.search(rf"\b{category}\W+{count}\b", tag), (category, count, tag)
 
@@ -132,7 +135,7 @@ def test_final_test_metrics_baselines_and_threshold_are_logged(tracked):
         for name in ("all_attack", "extra_trees"):
             assert metrics[f"baseline/test/{name}/{m}"] == pytest.approx(
                 summary["baselines"][name][m]), (name, m)
-    assert metrics["test/n"] == len(data_mod.prepare(t.cfg.data).test.y)
+    assert metrics["test/n"] == len(prepare(t.cfg.data).test.y)
     assert metrics["baseline/test/all_attack/recall"] == 1.0
     assert metrics["baseline/test/all_attack/benign_recall"] == 0.0
     # The tuned threshold is the best epoch's validation threshold.
@@ -162,7 +165,7 @@ def test_plots_are_logged_as_images(tracked):
 def test_pyfunc_model_scores_raw_flows_like_the_in_process_model(tracked):
     t = tracked
     summary, cfg = t.summary, t.cfg
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     # Raw flows as a published file holds them: written to CSV and read back, nothing prepared.
     raw = synthetic.generate(int(cfg.data.n_flows), int(cfg.data.seed), dict(cfg.data.class_mix))
     csv = t.tmp / "flows.csv"

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from ids import data as data_mod
+from ids.artifact.scorer import Scorer
 from ids.config import compose
-from ids.inference import Scorer
-from ids.metrics import best_threshold, compute_metrics
-from ids.model import build_model
-from ids.run import train
-from ids.train import NonFiniteLoss, class_weights, fit, predict_proba, setup_runtime
+from ids.data.prepare import prepare
+from ids.evaluation.metrics import best_threshold, compute_metrics
+from ids.experiment.train import train
+from ids.model.fit import NonFiniteLoss, class_weights, fit
+from ids.model.network import build_model
+from ids.model.runtime import predict_proba, setup_runtime
 
 # An easy problem: many benign flows, most attacks look like attack-tool traffic.
 EASY_MIX = {"Benign": 30.0, "DoS": 40.0, "Reconnaissance": 30.0}
@@ -38,7 +39,7 @@ def easy(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("easy")
     cfg = easy_cfg(tmp, "trainer.lr=0.01", f"trainer.checkpoint_dir={tmp}/ckpt")
     setup_runtime(cfg.trainer)
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     seen: list[tuple[int, dict]] = []
     result = fit(cfg, prepared, on_epoch=lambda epoch, record: seen.append((epoch, record)))
     return cfg, prepared, result, seen
@@ -150,7 +151,7 @@ def test_class_weights_enter_the_training_loss(tmp_path, mode):
                                               f"trainer.class_weight={mode}",
                                               "trainer.batch_size=2800", "tracking.enabled=false"])
     setup_runtime(cfg.trainer)
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     T, y = int(cfg.data.window), prepared.train.y
     assert len(y) == 2800 and 0 < y.sum() < len(y)
     ms.set_seed(int(cfg.seed))  # as fit does before building its model
@@ -169,12 +170,12 @@ def test_diverging_training_raises_non_finite_loss(tmp_path):
     cfg = easy_cfg(tmp_path, "trainer.lr=3e38", "trainer.epochs=2")
     setup_runtime(cfg.trainer)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1: .*trainer\.lr"):
-        fit(cfg, data_mod.prepare(cfg.data))
+        fit(cfg, prepare(cfg.data))
 
 
 def test_batches_cover_the_order_once_and_prefetch_keeps_it():
     """The prefetched batches are exactly the synchronous ones, rows sorted within a batch."""
-    from ids.train import batches, prefetch
+    from ids.model.fit import batches, prefetch
 
     rng = np.random.default_rng(0)
     windows = rng.standard_normal((50, 4, 3)).astype(np.float32)
@@ -192,7 +193,7 @@ def test_batches_cover_the_order_once_and_prefetch_keeps_it():
 
 
 def test_prefetch_hands_the_producers_error_to_the_consumer():
-    from ids.train import prefetch
+    from ids.model.fit import prefetch
 
     def broken():
         yield 1

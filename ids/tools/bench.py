@@ -104,11 +104,11 @@ def run_bench(argv: list[str] | None = None) -> dict:
     print(header, flush=True)
     ctx: Any = contextlib.nullcontext()
     if log:
-        from ids import tracking
+        from ids.tracking import store
 
         cfg.tracking.experiment = "bench"
-        exp_id = tracking.configure(cfg.tracking)
-        ctx = tracking.start_run(exp_id, "bench-quick" if args.quick else "bench",
+        exp_id = store.configure(cfg.tracking)
+        ctx = store.start_run(exp_id, "bench-quick" if args.quick else "bench",
                                  tags={"ids.role": "bench", "bench.quick": str(args.quick)})
     extra: dict[str, Any] = {}
     twin = None
@@ -118,8 +118,8 @@ def run_bench(argv: list[str] | None = None) -> dict:
     with ctx as run:
         parent = run.info.run_id if run is not None else None
         if log:
-            tracking.log_params({f"machine.{k}": v[:500] for k, v in info.items()})
-            tracking.log_params({"bench.quick": args.quick, "bench.repeat": repeat,
+            store.log_params({f"machine.{k}": v[:500] for k, v in info.items()})
+            store.log_params({"bench.quick": args.quick, "bench.repeat": repeat,
                                "bench.sections": ",".join(sections),
                                "bench.batch_sizes": args.batch_sizes,
                                "bench.threads": ",".join(map(str, threads)),
@@ -146,14 +146,14 @@ def run_bench(argv: list[str] | None = None) -> dict:
             print(f"\ntwin: torch {extra['twin_version']} ({args.twin_script})", flush=True)
         if log:
             values = rows.values()
-            tracking.log_metrics(values)
-            tracking.log_metrics({f"load/{k}": max(r["load"]) for k, r in rows.rows.items()
+            store.log_metrics(values)
+            store.log_metrics({f"load/{k}": max(r["load"]) for k, r in rows.rows.items()
                                   if not all(math.isnan(x) for x in r["load"])})
-            tracking.log_text(table + "\n", "bench.txt")
-            tracking.log_dict({"machine": info, "rows": rows.rows, "values": values,
+            store.log_text(table + "\n", "bench.txt")
+            store.log_dict({"machine": info, "rows": rows.rows, "values": values,
                              "sizes": sizes, "overrides": overrides}, "bench.json")
             if extra.get("profile"):
-                tracking.log_text(extra["profile"] + "\n", "profile.txt")
+                store.log_text(extra["profile"] + "\n", "profile.txt")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "rows": rows.rows,
                                                "values": rows.values()}, indent=2))

@@ -15,20 +15,21 @@ from ids.tools.bench_core import Job, Rows, load1, peak_rss_mb, root_array, rss_
 
 def data_job(overrides: list[str], n_flows: int, windows: tuple[int, ...]) -> dict:
     """Load/generate, preprocess and window `n_flows` flows; time, peak RSS, view memory."""
-    from ids import data as data_mod
     from ids.config import compose
+    from ids.data.flows import SPLITS, load_frame
+    from ids.data.prepare import prepare
 
     cfg = compose(with_flows(overrides, n_flows))
     base_rss = rss_mb()
     t = time.perf_counter()
-    frame = data_mod.load_frame(cfg.data)
+    frame = load_frame(cfg.data)
     load_s = time.perf_counter() - t
     del frame
     t0 = time.perf_counter()
-    prepared = data_mod.prepare(cfg.data)
+    prepared = prepare(cfg.data)
     t1 = time.perf_counter()
     T = int(cfg.data.window)
-    built = {name: prepared.split(name).windows(T) for name in data_mod.SPLITS}
+    built = {name: prepared.split(name).windows(T) for name in SPLITS}
     t2 = time.perf_counter()
     out = {"flows": float(prepared.info["n_flows"]), "load_seconds": load_s,
            "preprocess_seconds": max(0.0, (t1 - t0) - load_s),
@@ -38,14 +39,14 @@ def data_job(overrides: list[str], n_flows: int, windows: tuple[int, ...]) -> di
     # A trial that changes only the model (or the window) must reuse the prepared data.
     cfg.data.window = T + 1
     t = time.perf_counter()
-    again = data_mod.prepare(cfg.data)
+    again = prepare(cfg.data)
     out["cached_prepare_seconds"] = time.perf_counter() - t
     out["cache_hit"] = float(again is prepared)
     out["windows_cached"] = float(all(again.split(n).windows(T) is w for n, w in built.items()))
     mem = {}
     for T in windows:
         feat = padded = extra = materialised = 0
-        for name in data_mod.SPLITS:
+        for name in SPLITS:
             split = prepared.split(name)
             if T > len(split.X):
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from ids.model import sequence_lengths
+from ids.model.network import sequence_lengths
 
 
 def forward_flops(n_features: int, window: int, model_cfg) -> float:

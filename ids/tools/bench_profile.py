@@ -48,28 +48,29 @@ def profile_job(overrides: list[str], n_flows: int, batch_size: int, steps: int,
     from mindspore import nn
     from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
 
-    from ids import data as data_mod
-    from ids import train as train_mod
     from ids.config import compose
-    from ids.model import build_model
+    from ids.data.prepare import prepare
+    from ids.model.fit import batches, train_step
+    from ids.model.network import build_model
+    from ids.model.runtime import setup_runtime
 
     cfg = compose(with_flows(overrides, n_flows) + [
         "trainer.mode=graph", f"trainer.threads={int(threads)}"])
-    train_mod.setup_runtime(cfg.trainer)
-    prepared = data_mod.prepare(cfg.data)
+    setup_runtime(cfg.trainer)
+    prepared = prepare(cfg.data)
     T = int(cfg.data.window)
     w, y = prepared.train.windows(T), prepared.train.y.astype("float32")
     ms.set_seed(int(cfg.seed))
     model = build_model(w.shape[2], T, cfg.model)
     opt = nn.Adam(model.trainable_params(), learning_rate=float(cfg.trainer.lr))
-    step = train_mod.train_step(model, opt)
+    step = train_step(model, opt)
     step.set_train(True)
     bs = min(int(batch_size), len(w))
     import numpy as np
 
     order = np.random.default_rng(0).permutation(len(w))
     order = np.resize(order, (steps + 1) * bs)
-    feed = list(train_mod.batches(w, y, order, bs, (1.0, 1.0)))
+    feed = list(batches(w, y, order, bs, (1.0, 1.0)))
     step(*feed[0]).asnumpy()  # compile outside the profile
     with tempfile.TemporaryDirectory(prefix="ids-prof-") as tmp:
         with profile(activities=[ProfilerActivity.CPU],

@@ -26,16 +26,17 @@ def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[i
     """fit() at each batch size, then predict_proba throughput, in one mode and thread count."""
     import numpy as np
 
-    from ids import data as data_mod
-    from ids import train as train_mod
     from ids.config import compose
+    from ids.data.prepare import prepare
+    from ids.model.fit import fit
+    from ids.model.runtime import predict_proba, setup_runtime
     from ids.tools.bench_hw import sgemm_flops, train_flops
 
     cfg = compose(with_flows(overrides, n_flows) + [
         f"trainer.mode={mode}", f"trainer.threads={int(threads)}", f"trainer.epochs={epochs}",
         "trainer.patience=0"])
-    train_mod.setup_runtime(cfg.trainer)
-    prepared = data_mod.prepare(cfg.data)
+    setup_runtime(cfg.trainer)
+    prepared = prepare(cfg.data)
     T = int(cfg.data.window)
     n_train = len(prepared.train.y)
     n_features = prepared.train.windows(T).shape[2]
@@ -46,7 +47,7 @@ def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[i
         model = None
         for bs in batch_sizes:
             cfg.trainer.batch_size = int(bs)
-            result = train_mod.fit(cfg, prepared)
+            result = fit(cfg, prepared)
             bs_eff = min(int(bs), n_train)
             n_win = (n_train // bs_eff) * bs_eff
             train_s = [r["train_seconds"] for r in result.history]
@@ -61,12 +62,12 @@ def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[i
         reps = max(1, -(-int(infer_windows) // max(len(w), 1)))
         x = (w if reps == 1 else np.concatenate([w] * reps))[: int(infer_windows)]
         t = time.perf_counter()
-        train_mod.predict_proba(model, x[:ebs], ebs)  # warm-up: the eval graph for this shape
+        predict_proba(model, x[:ebs], ebs)  # warm-up: the eval graph for this shape
         first = time.perf_counter() - t
         rates = []
         for _ in range(3):
             t = time.perf_counter()
-            train_mod.predict_proba(model, x, ebs)
+            predict_proba(model, x, ebs)
             rates.append(len(x) / (time.perf_counter() - t))
         per_batch = min(len(x), ebs) / max(rates)
         out["infer"] = {"windows_per_s": rates, "compile_seconds": max(0.0, first - per_batch)}

@@ -28,9 +28,10 @@ def trial_job(overrides: list[str], n_flows: int, epochs: int, parent_run_id: st
               variant: dict[str, str], extra_overrides: tuple[str, ...] = ()) -> dict:
     import optuna
 
-    from ids import data as data_mod
-    from ids import run as run_mod
     from ids.config import compose
+    from ids.data.prepare import prepare
+    from ids.evaluation.baselines import split_baselines
+    from ids.experiment.train import train
 
     base = with_flows(overrides, n_flows) + [
         f"trainer.epochs={epochs}", "trainer.patience=0", "trainer.evaluate_test=false",
@@ -51,22 +52,22 @@ def trial_job(overrides: list[str], n_flows: int, epochs: int, parent_run_id: st
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
             t0 = time.perf_counter()
-            prepared = data_mod.prepare(cfg.data)  # as ids.sweep.Objective does
+            prepared = prepare(cfg.data)  # as ids.sweep.Objective does
             t_data = time.perf_counter() - t0
             cached = len(prepared.train._windows)  # windows already built for this data
             t = time.perf_counter()
             if cfg.trainer.baselines:
-                run_mod.split_baselines(prepared, "val", int(cfg.seed),
+                split_baselines(prepared, "val", int(cfg.seed),
                                         cfg.trainer.selection_metric)
             t_base = time.perf_counter() - t
             try:
-                run_mod.train(cfg, prepared=prepared, on_epoch=on_epoch,
+                train(cfg, prepared=prepared, on_epoch=on_epoch,
                               parent_run_id=parent_run_id, tags={"ids.role": "bench-trial"})
             except optuna.TrialPruned:
                 pass
             out[name] = {"total": time.perf_counter() - t0, "data": t_data, "records": records,
                          "baselines": t_base, "windows_cached_before": cached,
-                         "same_data": float(prepared is data_mod.prepare(cfg.data))}
+                         "same_data": float(prepared is prepare(cfg.data))}
     # Split each trial; one steady epoch (from the complete trials) calibrates compilation.
     steady = [r for n in ("first", "next", "bare") for r in out[n]["records"][1:]]
     steady_train = statistics.median([r["train_seconds"] for r in steady] or [

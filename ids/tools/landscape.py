@@ -23,9 +23,9 @@ from ids.config import compose
 
 def seed_values(cfg, params: dict, seeds: list[int]) -> list[float]:
     """Validation objective of one configuration trained with each seed (tracking off)."""
-    from ids import data as data_mod
-    from ids import run as run_mod
-    from ids.space import apply
+    from ids.data.prepare import prepare
+    from ids.experiment.train import train
+    from ids.tuning.space import apply
 
     out = []
     for seed in seeds:
@@ -36,7 +36,7 @@ def seed_values(cfg, params: dict, seeds: list[int]) -> list[float]:
         tcfg.tracking.enabled = False
         tcfg.trainer.evaluate_test = False
         tcfg.trainer.baselines = False
-        summary = run_mod.train(tcfg, prepared=data_mod.prepare(tcfg.data))
+        summary = train(tcfg, prepared=prepare(tcfg.data))
         out.append(float(summary["value"]))
         print(f"  seed {seed}: val {cfg.trainer.selection_metric} {out[-1]:.4f}", flush=True)
     return out
@@ -45,11 +45,11 @@ def seed_values(cfg, params: dict, seeds: list[int]) -> list[float]:
 def measure(cfg, n_seeds: int = 3, trial: int | None = None) -> dict:
     """The landscape figures of the study `cfg.sweep.study` (which must exist); the seed spread
     is that of its best trial's configuration, or of trial number `trial`."""
-    from ids.promote import load_study
-    from ids.study import champion
-    from ids.study_report import pruned_at
+    from ids.tuning.promote import existing_study
+    from ids.tuning.report import pruned_at
+    from ids.tuning.study import champion
 
-    study = load_study(cfg.sweep)
+    study = existing_study(cfg.sweep)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise SystemExit(f"study {study.study_name!r} has {len(complete)} COMPLETE trial(s); "

@@ -13,12 +13,14 @@ import time
 
 import numpy as np
 
-from ids import scorecard, synthetic
 from ids.config import NF_BOT_IOT_MIX, compose
-from ids.data import ATTACK, LABEL, split_indices, validate_frame
-from ids.metrics import compute_metrics
-from ids.overlap import TrainIndex, duplicate_mask, feature_columns, row_hashes
-from ids.stats import confusion_ci, paired_difference
+from ids.data import synthetic
+from ids.data.copies import TrainIndex, duplicate_mask, feature_columns, row_hashes
+from ids.data.flows import ATTACK, LABEL, validate_frame
+from ids.data.splits import split_indices
+from ids.evaluation import scorecard
+from ids.evaluation.intervals import confusion_ci, paired_difference
+from ids.evaluation.metrics import compute_metrics
 
 
 def _timed(out: dict, key: str, fn) -> object:

@@ -1,0 +1,7 @@
+"""A trained model as a file of data: the checked folder format (`modelfile`), the `Scorer`
+that turns raw flows into scores with the model's own preprocessing, window and threshold
+(`scorer`), and its MLflow pyfunc face (`pyfunc`, `pyfunc_model`).
+
+May import: `ids.data`, `ids.model.network`, `ids.model.runtime` (never `ids.model.fit`);
+`pyfunc` alone imports MLflow (the base class it must subclass).
+"""

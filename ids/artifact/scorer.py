@@ -1,0 +1,122 @@
+"""Score raw flows with a trained model: preprocessing, windows, weights and threshold in one.
+
+A `Scorer` is saved as a folder of data (`scorer.json`, `preprocessor.npz`, `weights.npz`; see
+`ids.artifact.format`) that is the artifact of the MLflow pyfunc model (`ids.artifact.pyfunc`),
+so `mlflow.pyfunc.load_model(uri).predict(df)` scores flows in the published column layout
+exactly like the in-process model. `Scorer.load` reads that folder as data: it never executes
+code stored with a model (neither pickles nor the model's code file).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pandas as pd
+
+from ids.artifact import modelfile
+from ids.data import encoding
+from ids.data.encoding import Preprocessor
+from ids.data.windows import windows
+from ids.model.network import build_model
+from ids.model.runtime import predict_proba
+
+SCORE, PRED_LABEL = "score", "label"  # output columns; the input's truth is flows.LABEL
+
+
+@dataclass
+class Scorer:
+    preprocessor: Preprocessor
+    model_cfg: dict
+    window: int
+    threshold: float
+    checkpoint: Path  # a MindSpore .ckpt from training, or the weights.npz of a saved Scorer
+    eval_batch_size: int = 4096
+    config: dict = field(default_factory=dict)  # the run's resolved data/model/trainer config
+
+    def __post_init__(self) -> None:
+        n_features = len(self.preprocessor.feature_names_)
+        self.model = build_model(n_features, self.window, _Obj(self.model_cfg))
+        if Path(self.checkpoint).suffix == ".npz":
+            params = _weights(self.model, modelfile.read_npz(Path(self.checkpoint)))
+        else:  # the checkpoint training just wrote on this machine
+            params = ms.load_checkpoint(str(self.checkpoint))
+        ms.load_param_into_net(self.model, params)
+        self.model.set_train(False)
+
+    @property
+    def context_rows(self) -> int:
+        """Rows of preceding flows a window needs: carry them across chunk borders."""
+        return self.window - 1
+
+    def transform(self, flows: pd.DataFrame) -> np.ndarray:
+        return self.preprocessor.transform(flows)
+
+    def score_matrix(self, X: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        """Scores for the rows of X; `context` holds the rows just before X (zeros if none)."""
+        pad = self.context_rows
+        if context is None or pad == 0:
+            ctx = np.zeros((0, X.shape[1]), np.float32)
+        else:
+            ctx = context[-pad:]
+        full = np.concatenate([ctx.astype(np.float32), X])
+        w = windows(full, self.window)[len(ctx):]  # rows before the file start are zero-padded
+        return predict_proba(self.model, w, self.eval_batch_size)
+
+    def predict(self, flows: pd.DataFrame) -> pd.DataFrame:
+        scores = self.score_matrix(self.transform(flows))
+        return pd.DataFrame({SCORE: scores, PRED_LABEL: (scores >= self.threshold).astype(np.int64)},
+                            index=flows.index)
+
+    def save(self, folder: str | Path) -> Path:
+        """JSON + npz only (format `ids.modelfile.FORMAT`, version `VERSION`)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pre_meta, pre_arrays = encoding.state(self.preprocessor)
+        modelfile.write_npz(folder / "preprocessor.npz", pre_arrays)
+        modelfile.write_npz(folder / "weights.npz",
+                            {p.name: p.asnumpy() for p in self.model.get_parameters()})
+        meta = {"format": modelfile.FORMAT, "version": modelfile.VERSION,
+                "model": dict(self.model_cfg), "window": int(self.window),
+                "threshold": float(self.threshold), "eval_batch_size": int(self.eval_batch_size),
+                "preprocessor": pre_meta, "config": self.config or {}}
+        (folder / "scorer.json").write_text(json.dumps(meta, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Scorer:
+        """Read and check a saved Scorer; ModelFormatError names what is wrong."""
+        folder = Path(folder)
+        meta = modelfile.read_meta(folder)
+        pre = modelfile.preprocessor_from_state(meta["preprocessor"],
+                                                modelfile.read_npz(folder / "preprocessor.npz"))
+        return cls(pre, meta["model"], int(meta["window"]), float(meta["threshold"]),
+                   folder / "weights.npz", int(meta["eval_batch_size"]), meta.get("config", {}))
+
+
+def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
+    """Saved arrays as parameters, after checking they are exactly the network's."""
+    want = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    got = {k: tuple(a.shape) for k, a in arrays.items()}
+    if got != want:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:4]
+        raise modelfile.ModelFormatError(f"invalid ids model file: weights.npz does not fit the "
+                                         f"model in scorer.json (differences: {diff})")
+    broken = [k for k, a in arrays.items() if not np.isfinite(a).all()]
+    if broken:
+        raise modelfile.ModelFormatError(f"invalid ids model file: weights {broken[:3]} hold NaN "
+                                         "or infinite values (a diverged training); retrain it")
+    return {k: ms.Parameter(ms.Tensor(a.astype(np.float32)), name=k) for k, a in arrays.items()}
+
+
+class _Obj(dict):
+    """Attribute access to a plain dict (build_model reads cfg.kernel_size etc.)."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError as exc:  # getattr(obj, key, default) works for keys a model lacks
+            raise AttributeError(key) from exc

@@ -1,0 +1,215 @@
+"""Encoding flows into model inputs: `Preprocessor`, fitted on the training split only.
+
+- counts, bytes, packets, durations and every other numeric v2 column: log1p(clip(x, 0)), then
+  standardised with the train mean/std (std 0 -> 1).
+- with numeric_bins = K > 0, each such column also gets K piecewise-linear bin features
+  (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep Learning", 2022):
+  bin t of a value v between the train quantile edges e_t < e_t+1 is clip((v - e_t) /
+  (e_t+1 - e_t), 0, 1). A dense layer can then cut a heavy-tailed count at exact values, as a
+  tree does, instead of bending one standardised number; edges are fitted on train only.
+- PROTOCOL: one-hot of the values seen in train + "other"; L7_PROTO: one-hot of the
+  `l7_top_k` most frequent train values + "other".
+- TCP_FLAGS, CLIENT_TCP_FLAGS, SERVER_TCP_FLAGS: 8 bit indicators (FIN..CWR).
+- identifiers (only with keep_identifiers): ports and the 4 octets of each IPv4 address,
+  standardised linearly. They identify the testbed's hosts and leak the label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ids.data.flows import (
+    FLAG_BITS,
+    FLAG_COLUMNS,
+    ID_COLUMNS,
+    IP_COLUMNS,
+    PORT_COLUMNS,
+    V1_FEATURES,
+    V2_FEATURES,
+    DataError,
+    _layout,
+    _numeric,
+)
+
+
+def _ip_octets(s: pd.Series) -> np.ndarray:
+    """(n, 4) octets; parses each distinct address once."""
+    codes, uniques = pd.factorize(s.astype(str))
+    parts = [u.split(".") for u in uniques]
+    if not all(len(o) == 4 and all(x.isdigit() for x in o) for o in parts):
+        raise DataError(f"column {s.name!r} must hold IPv4 addresses like 192.168.100.3")
+    return np.array(parts, dtype=np.float64).reshape(-1, 4)[codes]
+
+
+@dataclass
+class Preprocessor:
+    """Fitted on the training split only. Picklable (plain numpy arrays / lists only)."""
+
+    keep_identifiers: bool = False
+    l7_top_k: int = 16
+    numeric_bins: int = 0
+    layout_: str | None = None
+    input_columns_: list[str] = field(default_factory=list)
+    feature_names_: list[str] = field(default_factory=list)
+    log_columns_: list[str] = field(default_factory=list)
+    flag_columns_: list[str] = field(default_factory=list)
+    log_mean_: np.ndarray | None = None
+    log_std_: np.ndarray | None = None
+    bin_edges_: np.ndarray | None = None  # (log columns, numeric_bins + 1), NaN-padded
+    id_mean_: np.ndarray | None = None
+    id_std_: np.ndarray | None = None
+    protocols_: list[float] = field(default_factory=list)
+    l7_values_: list[float] = field(default_factory=list)
+
+    def _ids(self, df: pd.DataFrame) -> np.ndarray:
+        return np.hstack([_numeric(df, PORT_COLUMNS)] + [_ip_octets(df[c]) for c in IP_COLUMNS])
+
+    def fit(self, df: pd.DataFrame) -> Preprocessor:
+        self.layout_ = _layout(df.columns)
+        feats = V2_FEATURES if self.layout_ == "v2" else V1_FEATURES
+        self.flag_columns_ = [c for c in feats if c in FLAG_COLUMNS]
+        self.log_columns_ = [c for c in feats if c not in FLAG_COLUMNS + ["PROTOCOL", "L7_PROTO"]]
+        self.input_columns_ = (ID_COLUMNS if self.keep_identifiers else []) + feats
+        if self.keep_identifiers:
+            warnings.warn("data.keep_identifiers=true: IPs and ports identify the attacker hosts "
+                          "and leak the label; scores are not comparable", UserWarning, stacklevel=2)
+        _missing(df, self.input_columns_)
+        logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
+        self.log_mean_, self.log_std_ = logv.mean(axis=0), _std(logv)
+        names = list(self.log_columns_)
+        if self.numeric_bins > 0:
+            self.bin_edges_ = np.stack([_edges(c, self.numeric_bins) for c in logv.T])
+            names += [f"{c}.bin{t}" for c in self.log_columns_ for t in range(self.numeric_bins)]
+        if self.keep_identifiers:
+            idv = self._ids(df)
+            self.id_mean_, self.id_std_ = idv.mean(axis=0), _std(idv)
+            names += PORT_COLUMNS + [f"{c}.o{k}" for c in IP_COLUMNS for k in range(1, 5)]
+        cat = _numeric(df, ["PROTOCOL", "L7_PROTO"])
+        self.protocols_ = np.unique(cat[:, 0]).tolist()
+        vals, counts = np.unique(cat[:, 1], return_counts=True)
+        self.l7_values_ = vals[np.lexsort((vals, -counts))][: self.l7_top_k].tolist()
+        names += [f"PROTOCOL={v:g}" for v in self.protocols_] + ["PROTOCOL=other"]
+        names += [f"L7_PROTO={v:g}" for v in self.l7_values_] + ["L7_PROTO=other"]
+        names += [f"{c}.{b}" for c in self.flag_columns_ for b in FLAG_BITS]
+        self.feature_names_ = names
+        return self
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """float32 (n, n_features), C-contiguous; no Label/Attack needed (new flows to score)."""
+        if self.layout_ is None:
+            raise DataError("the Preprocessor is not fitted: call fit() on the training split")
+        _missing(df, self.input_columns_)
+        out = np.empty((len(df), len(self.feature_names_)), dtype=np.float32)
+        k = len(self.log_columns_)
+        logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
+        out[:, :k] = (logv - self.log_mean_) / self.log_std_
+        if self.numeric_bins > 0:
+            bins = _piecewise_linear(logv, self.bin_edges_)
+            out[:, k: k + bins.shape[1]] = bins
+            k += bins.shape[1]
+        if self.keep_identifiers:
+            out[:, k: k + 10] = (self._ids(df) - self.id_mean_) / self.id_std_
+            k += 10
+        cat = _numeric(df, ["PROTOCOL", "L7_PROTO"])
+        for j, known in enumerate((self.protocols_, self.l7_values_)):
+            hot = out[:, k: k + len(known) + 1]
+            hot[:, :-1] = cat[:, j, None] == np.asarray(known, dtype=np.float64)[None, :]
+            hot[:, -1] = hot[:, :-1].sum(axis=1) == 0
+            k += len(known) + 1
+        if self.flag_columns_:
+            flags = _numeric(df, self.flag_columns_).astype(np.int64)
+            out[:, k:] = ((flags[:, :, None] >> np.arange(8)) & 1).reshape(len(df), -1)
+        return out
+
+
+def _edges(v: np.ndarray, bins: int) -> np.ndarray:
+    """`bins + 1` slots: the distinct train quantiles of v, NaN after them (ties merge bins)."""
+    q = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)))
+    return np.concatenate([q, np.full(bins + 1 - len(q), np.nan)])
+
+
+def _piecewise_linear(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(n, columns * bins) piecewise-linear encoding of v (n, columns); unused bins are 0."""
+    lo, hi = edges[:, :-1], edges[:, 1:]
+    used = np.isfinite(lo) & np.isfinite(hi)  # a bin past the last distinct edge is unused
+    width = np.where(used & (hi > lo), hi - lo, 1.0)
+    enc = np.clip((v[:, :, None] - np.nan_to_num(lo)[None]) / width[None], 0.0, 1.0)
+    return np.where(used[None], enc, 0.0).reshape(len(v), -1)
+
+
+def _std(x: np.ndarray) -> np.ndarray:
+    s = x.std(axis=0)
+    return np.where(s > 0, s, 1.0)
+
+
+def _missing(df: pd.DataFrame, cols: list[str]) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"missing columns {missing}: the flows must have the columns the "
+                        f"preprocessor was fitted on ({cols})")
+
+
+_JSON_TYPES = {"keep_identifiers": bool, "l7_top_k": int, "numeric_bins": int, "layout_": str,
+               "input_columns_": list, "feature_names_": list, "log_columns_": list,
+               "flag_columns_": list, "protocols_": list, "l7_values_": list}
+
+
+def state(pre: Preprocessor) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(JSON-able settings and lists, arrays) of a fitted Preprocessor: what model files and
+    the prepared-data cache store (data, never a pickle)."""
+    meta, arrays = {}, {}
+    for f in dataclasses.fields(pre):
+        value = getattr(pre, f.name)
+        if isinstance(value, np.ndarray):
+            arrays[f.name] = value
+        elif value is not None:
+            meta[f.name] = value.tolist() if hasattr(value, "tolist") else value
+    return meta, arrays
+
+
+def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Preprocessor:
+    """A Preprocessor from its state, every field checked: names, types and array shapes
+    (ValueError naming the field otherwise)."""
+    fields = {f.name for f in dataclasses.fields(Preprocessor)}
+    unknown = sorted((set(meta) | set(arrays)) - fields)
+    _state_check(not unknown, f"unknown preprocessor fields {unknown}")
+    for key, kind in _JSON_TYPES.items():
+        if key in meta:
+            _state_check(isinstance(meta[key], kind) and not (kind is int and isinstance(meta[key], bool)),
+                     f"preprocessor field {key!r} must be a {kind.__name__}")
+    for key in ("input_columns_", "feature_names_", "log_columns_", "flag_columns_"):
+        _state_check(all(isinstance(v, str) for v in meta.get(key, [])), f"{key} must hold strings")
+    for key in ("protocols_", "l7_values_"):
+        _state_check(all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                     for v in meta.get(key, [])), f"{key} must hold numbers")
+    _state_check(meta.get("layout_") in ("v1", "v2"), "preprocessor layout_ must be v1 or v2")
+    pre = Preprocessor(**{k: v for k, v in meta.items() if k in fields},
+                       **{k: np.asarray(v, np.float64) for k, v in arrays.items()})
+    k = len(pre.log_columns_)
+    for name in ("log_mean_", "log_std_"):
+        a = getattr(pre, name)
+        _state_check(a is not None and a.shape == (k,), f"{name} must have shape ({k},)")
+    if pre.keep_identifiers:
+        for name in ("id_mean_", "id_std_"):
+            a = getattr(pre, name)
+            _state_check(a is not None and a.shape == (10,), f"{name} must have shape (10,)")
+    if pre.numeric_bins > 0:
+        a = pre.bin_edges_
+        _state_check(a is not None and a.shape == (k, pre.numeric_bins + 1),
+                 f"bin_edges_ must have shape ({k}, {pre.numeric_bins + 1})")
+    n = (k * (1 + pre.numeric_bins) + 10 * pre.keep_identifiers + len(pre.protocols_)
+         + len(pre.l7_values_) + 2 + 8 * len(pre.flag_columns_))
+    _state_check(len(pre.feature_names_) == n, f"{len(pre.feature_names_)} feature names for {n} "
+             "features")
+    return pre
+
+
+def _state_check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)

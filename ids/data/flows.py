@@ -1,0 +1,225 @@
+"""NetFlow flows as published: the schema, reading a file (CSV, CSV.gz, zip, parquet), and
+validation with one-line errors that name the file, the row and the column.
+
+`load_frame(data_cfg)` is where every flow enters the project (a file, or the embedded
+synthetic generator); `ids.data.prepare` splits, encodes and windows what it returns.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ids.data import synthetic
+
+ID_COLUMNS = ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"]
+IP_COLUMNS, PORT_COLUMNS = ["IPV4_SRC_ADDR", "IPV4_DST_ADDR"], ["L4_SRC_PORT", "L4_DST_PORT"]
+LABEL, ATTACK = "Label", "Attack"
+V1_FEATURES = ["PROTOCOL", "L7_PROTO", "IN_BYTES", "OUT_BYTES", "IN_PKTS", "OUT_PKTS",
+               "TCP_FLAGS", "FLOW_DURATION_MILLISECONDS"]
+V2_FEATURES = V1_FEATURES[:6] + [
+    "TCP_FLAGS", "CLIENT_TCP_FLAGS", "SERVER_TCP_FLAGS", "FLOW_DURATION_MILLISECONDS",
+    "DURATION_IN", "DURATION_OUT", "MIN_TTL", "MAX_TTL", "LONGEST_FLOW_PKT", "SHORTEST_FLOW_PKT",
+    "MIN_IP_PKT_LEN", "MAX_IP_PKT_LEN", "SRC_TO_DST_SECOND_BYTES", "DST_TO_SRC_SECOND_BYTES",
+    "RETRANSMITTED_IN_BYTES", "RETRANSMITTED_IN_PKTS", "RETRANSMITTED_OUT_BYTES",
+    "RETRANSMITTED_OUT_PKTS", "SRC_TO_DST_AVG_THROUGHPUT", "DST_TO_SRC_AVG_THROUGHPUT",
+    "NUM_PKTS_UP_TO_128_BYTES", "NUM_PKTS_128_TO_256_BYTES", "NUM_PKTS_256_TO_512_BYTES",
+    "NUM_PKTS_512_TO_1024_BYTES", "NUM_PKTS_1024_TO_1514_BYTES", "TCP_WIN_MAX_IN",
+    "TCP_WIN_MAX_OUT", "ICMP_TYPE", "ICMP_IPV4_TYPE", "DNS_QUERY_ID", "DNS_QUERY_TYPE",
+    "DNS_TTL_ANSWER", "FTP_COMMAND_RET_CODE"]
+FLAG_COLUMNS = ["TCP_FLAGS", "CLIENT_TCP_FLAGS", "SERVER_TCP_FLAGS"]
+FLAG_BITS = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
+SPLITS = ("train", "val", "test")
+PUBLISHED = "https://espace.library.uq.edu.au/view/UQ:62e6d80"
+
+
+class DataError(ValueError):
+    """Bad input data or data settings; the message names the problem and the fix."""
+
+
+def _layout(columns) -> str:
+    """'v2' if any v2-only feature is present (then all must be), else 'v1'; DataError naming
+    the missing columns otherwise. Columns of neither layout are ignored."""
+    cols = set(columns)
+    expected = "v2" if cols & (set(V2_FEATURES) - set(V1_FEATURES)) else "v1"
+    feats = V2_FEATURES if expected == "v2" else V1_FEATURES
+    missing = [c for c in feats if c not in cols]
+    if not missing:
+        return expected
+    odd = sorted(cols - set(V2_FEATURES + ID_COLUMNS + [LABEL, ATTACK]))
+    seps = [s for s in (";", "\t", "|") if len(cols) == 1 and s in str(next(iter(cols)))]
+    if seps:
+        raise DataError(f"only one column, {str(odd[0])[:60]!r}...: the file looks "
+                        f"{seps[0]!r}-separated; ids reads comma-separated CSV (convert it, e.g. "
+                        "pandas.read_csv(path, sep=...).to_csv(new_path, index=False))")
+    raise DataError(f"missing columns {missing} for the NetFlow {expected} layout (expected "
+                    f"{feats}); unexpected columns {odd[:10]} - renamed? Rename them back to the "
+                    "published NetFlow column names.")
+
+
+def _row(df: pd.DataFrame, i: int) -> str:
+    """Where position i of `df` is in its file: the index holds the row number from the file's
+    first flow (predict sets it per chunk), so chunked and whole-file reads say the same."""
+    r = df.index[i]
+    if isinstance(r, (int, np.integer)):
+        return f"row {int(r)} (0-based, header excluded: line {int(r) + 2} of a CSV)"
+    return f"row {r!r}"
+
+
+def _columns(df: pd.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
+    """Numeric arrays of `cols` (dtype kept when numeric); DataError on text, NaN or infinity."""
+    out = {}
+    for c in cols:
+        s = df[c]
+        if not pd.api.types.is_numeric_dtype(s):
+            num = pd.to_numeric(s, errors="coerce")
+            bad = np.flatnonzero(num.isna().to_numpy() & s.notna().to_numpy())
+            if len(bad):
+                raise DataError(f"column {c!r} must be numeric, but {_row(df, bad[0])} holds "
+                                f"{s.iloc[bad[0]]!r} ({len(bad)} such rows); fix or drop those "
+                                "rows")
+            s = num
+        a = (s.to_numpy(np.float64, na_value=np.nan)
+             if pd.api.types.is_extension_array_dtype(s) else s.to_numpy())
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            first = int(np.flatnonzero(~np.isfinite(a))[0])
+            raise DataError(f"column {c!r} has {nan} NaN and {inf} infinite values (NaN: an "
+                            f"empty cell), the first at {_row(df, first)}; fill or drop those rows "
+                            "before loading")
+        out[c] = a
+    return out
+
+
+def _numeric(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """Columns as a validated float64 (n, k) matrix."""
+    return np.column_stack([a.astype(np.float64) for a in _columns(df, cols).values()])
+
+
+def _strings(s: pd.Series) -> np.ndarray:
+    return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
+        s.astype(str).to_numpy(object))
+
+
+# Counts that cannot be negative, and TCP flag fields (whole numbers, bit sets).
+NON_NEGATIVE = ["IN_BYTES", "OUT_BYTES", "IN_PKTS", "OUT_PKTS", "FLOW_DURATION_MILLISECONDS"]
+
+
+def _check_counts(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> None:
+    """DataError for a negative count or a negative or fractional TCP flags value: the encoding
+    would otherwise clip or truncate them without a word."""
+    for c in [c for c in NON_NEGATIVE + FLAG_COLUMNS if c in cols]:
+        a = cols[c]
+        neg = np.flatnonzero(a < 0)
+        if len(neg):
+            raise DataError(f"column {c!r} must be >= 0, but {_row(df, neg[0])} holds "
+                            f"{a[neg[0]]!r} ({len(neg)} such rows); fix or drop those rows")
+        if c in FLAG_COLUMNS and a.dtype.kind == "f":
+            frac = np.flatnonzero(a != np.floor(a))
+            if len(frac):
+                raise DataError(f"column {c!r} holds TCP flag bits, a whole number, but "
+                                f"{_row(df, frac[0])} holds {a[frac[0]]!r} ({len(frac)} such "
+                                "rows); fix or drop those rows")
+
+
+def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame:
+    """A clean copy in canonical column order (ids present + features + Label + Attack).
+    Error messages name the row by `df.index` (the row number in the file)."""
+    if len(df) == 0:
+        raise DataError("the data has no flows (empty file or only a header)")
+    df = df.rename(columns=lambda c: str(c).strip())
+    if not require_label and LABEL in df.columns and df[LABEL].isna().all():
+        df = df.drop(columns=[c for c in (LABEL, ATTACK) if c in df.columns])  # labels optional
+    feats = V2_FEATURES if _layout(df.columns) == "v2" else V1_FEATURES
+    ids = [c for c in ID_COLUMNS if c in df.columns]
+    cols = {c: _strings(df[c]) for c in ids if c in IP_COLUMNS}
+    cols.update(_columns(df, [c for c in ids if c in PORT_COLUMNS] + feats))
+    _check_counts(df, cols)
+    if LABEL in df.columns:
+        lab = pd.to_numeric(df[LABEL], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isin(lab, (0.0, 1.0))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            vals = pd.unique(df[LABEL].to_numpy()[bad])[:5].tolist()
+            raise DataError(f"column 'Label' must be 0 (benign) or 1 (attack); found {vals} in "
+                            f"{int(bad.sum())} rows, the first at {_row(df, first)}")
+        cols[LABEL] = lab.astype(np.int64)
+        fill = pd.Series(np.where(lab == 1, "Attack", "Benign"), dtype=object, index=df.index)
+        att = df[ATTACK] if ATTACK in df.columns else fill
+        cols[ATTACK] = _strings(att.where(att.notna(), fill))
+    elif require_label:
+        raise DataError("column 'Label' (0 benign, 1 attack) is missing; it is the target")
+    order = ids + feats + [c for c in (LABEL, ATTACK) if c in cols]
+    return pd.DataFrame({c: cols[c] for c in order}, index=pd.RangeIndex(len(df)))
+
+
+def read_flows(path, max_rows: int | None = None, require_label: bool = True) -> pd.DataFrame:
+    """Read a published NetFlow file (csv/csv.gz/zip/parquet) and validate it (columns, numeric,
+    finite, Label 0/1, non-empty). Label/Attack optional only when require_label=False."""
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise DataError(f"data file not found: {p}. NF-BoT-IoT (and its NetFlow siblings) are "
+                        f"published at {PUBLISHED}; download it and set data.path=... (or "
+                        "IDS_DATA_PATH), or run with data=synthetic, which needs no download")
+    name, nrows = p.name.lower(), None if max_rows is None else int(max_rows)
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty (0 bytes): no flows to load; re-download the file")
+    opts = {"engine": "pyarrow"} if nrows is None else {"nrows": nrows, "low_memory": False}
+    try:
+        if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
+            df = pd.read_csv(p, **opts)
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(p) as zf:
+                csvs = [m for m in zf.namelist() if m.lower().endswith(".csv")
+                        and not m.startswith("__MACOSX/")]
+                if len(csvs) != 1:
+                    raise DataError(f"{p} holds {len(csvs)} CSV files {csvs[:5]}; the zip must "
+                                    "hold exactly one (unzip it and point data.path at one CSV)")
+                with zf.open(csvs[0]) as fh:
+                    df = pd.read_csv(fh, **opts)
+        elif name.endswith((".parquet", ".pq")):
+            df = pd.read_parquet(p)
+            df = df if nrows is None else df.iloc[:nrows]
+        else:
+            raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one "
+                            "CSV inside) or .parquet")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        what = "is empty" if "empty" in str(e).lower() else f"is not a readable CSV ({e})"
+        raise DataError(f"{p} {what}: no flows to load; re-download the file") from e
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as e:
+        raise DataError(f"{p} cannot be read as {_kind(name)} ({type(e).__name__}: {e}); is the "
+                        "file complete, and does its extension match its content?") from e
+    try:
+        return validate_frame(df, require_label)
+    except DataError as e:
+        raise DataError(f"{p}: {e}") from e
+
+
+def _kind(name: str) -> str:
+    """What a file's extension promises, for error messages."""
+    for ext, kind in ((".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd"),
+                      (".zip", "a zip archive"), (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(ext):
+            return kind
+    return "a CSV file"
+
+
+def load_frame(data_cfg) -> pd.DataFrame:
+    """The validated flows of `data_cfg`: generated (data.source=synthetic) or read from a file."""
+    if data_cfg.source == "synthetic":
+        try:
+            df = synthetic.generate(int(data_cfg.n_flows), int(data_cfg.seed),
+                                    dict(data_cfg.class_mix))
+        except ValueError as e:
+            raise DataError(str(e)) from e
+        return validate_frame(df)
+    if data_cfg.source == "nf_bot_iot":
+        if not data_cfg.path:
+            raise DataError(f"data.path is not set: download NF-BoT-IoT from {PUBLISHED} and set "
+                            "data.path=..., or run with data=synthetic")
+        return read_flows(data_cfg.path, data_cfg.max_rows)
+    raise DataError(f"data.source={data_cfg.source!r} is unknown: use synthetic or nf_bot_iot")

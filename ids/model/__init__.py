@@ -1,0 +1,7 @@
+"""The network and how it learns: the CNN-BiLSTM (`network`, `lstm`), the MindSpore runtime and
+scoring of windows (`runtime`), and the training loop with its validation-tuned threshold
+(`fit`).
+
+May import: `ids.config`, `ids.data`, `ids.evaluation.metrics` (the threshold search). Scoring
+code (`ids.artifact`, `ids.serving`) uses `network` and `runtime`, never `fit`.
+"""

@@ -1,0 +1,50 @@
+"""`ids.predict`: score a file, or a stream with `input=-` / `output=-`, with a model.
+
+    python -m ids.predict input=flows.csv output=alerts.csv       # models:/ids-cnn-bilstm@champion
+    zcat flows.csv.gz | python -m ids.predict input=- output=- > scored.csv
+"""
+
+from __future__ import annotations
+
+import time
+
+from omegaconf import DictConfig
+
+from ids import progress
+from ids.config import ConfigError
+from ids.model.runtime import setup_runtime
+from ids.serving import stream
+from ids.serving.files import check_output, score_file
+from ids.tracking import registry
+
+
+def predict(cfg: DictConfig) -> None:
+    """Score `cfg.input` into `cfg.output` with the model (default: the champion), or stream
+    with input=- / output=- (`ids.serving.stream`); print what was scored and where it went."""
+    uri = registry.default_model_uri(cfg)
+    streaming = "-" in (str(cfg.input), str(cfg.output))  # standard input/output: ids.serving.stream
+    progress.configure(cfg.quiet or streaming)
+    if not cfg.input or not cfg.output:
+        raise ConfigError("input and output are required: python -m ids.predict "
+                          "input=flows.csv output=alerts.csv [model_uri=...]")
+    if cfg.alerts_only and not streaming:
+        raise ConfigError("alerts_only=true applies to streaming (input=- output=-); for a "
+                          "file, filter the output on its label column")
+    if not streaming:
+        check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
+    if registry.needs_store(uri):
+        registry.connect(cfg.tracking.uri)
+    setup_runtime(cfg.trainer)
+    ref = registry.resolve_model(uri)
+    progress.step(f"loading {ref.label}")
+    scorer = registry.load_scorer(ref)
+    if streaming:
+        return stream.main(cfg, scorer, ref)
+    started = time.perf_counter()
+    n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
+                           bool(cfg.overwrite))
+    seconds = time.perf_counter() - started
+    print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}, "
+          f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "
+          f"({n / max(seconds, 1e-9):,.0f} flows/s)")
+    print(f"attack alerts: {alerts:,} ({alerts / n:.2%}); written to {cfg.output}")

@@ -1,0 +1,29 @@
+"""What file and stream scoring share: the flows carried across reads, the columns passed on.
+
+A flow's window holds the `window - 1` flows before it, so the last transformed rows of one
+read are the context of the next; the output keeps the flow's position, its identifiers and
+its ground truth when the input has them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ids.data.flows import ATTACK, ID_COLUMNS, LABEL
+
+
+def carry(context: np.ndarray | None, X: np.ndarray, rows: int) -> np.ndarray | None:
+    """The last `rows` transformed flows seen so far (the context of the next block)."""
+    if rows == 0:
+        return None
+    seen = X if context is None else np.concatenate([context, X])
+    return seen[-rows:].copy()
+
+
+def passthrough(raw: pd.DataFrame, start: int) -> pd.DataFrame:
+    raw = raw.rename(columns=lambda c: str(c).strip())
+    keep = [c for c in ID_COLUMNS + [LABEL, ATTACK] if c in raw.columns]
+    out = raw[keep].reset_index(drop=True)
+    out.insert(0, "flow", np.arange(start, start + len(raw), dtype=np.int64))
+    return out

@@ -1,0 +1,142 @@
+"""Score flows as they arrive: `python -m ids.predict input=- output=-`.
+
+    tail -n +1 -f flows.csv | python -m ids.predict input=- output=- alerts_only=true
+    zcat flows.csv.gz | python -m ids.predict input=- output=- > scored.csv
+
+Standard input is CSV in the published NetFlow column layout (the NF-* files' column names,
+nProbe's; a header line first). Every flow is scored as soon as its line is complete: a flow's window is the flow
+itself and the `window - 1` flows before it, which have all arrived by then; the last
+transformed flows are carried across reads exactly as in chunked file mode, so the output
+equals `ids.predict` on the whole file, byte for byte, however the input was split. Whatever
+is readable at once is scored in one batch (one model call), and the output is flushed after
+every batch, so a pipe sees alerts promptly. `alerts_only=true` writes only flows labelled
+attack (the header still comes first; `flow` numbers the input flows, 0-based).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+from typing import BinaryIO, TextIO
+
+import numpy as np
+import pandas as pd
+
+from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
+from ids.config import ConfigError
+from ids.data.flows import DataError, validate_frame
+from ids.serving.rows import carry, passthrough
+
+READ_BYTES = 1 << 16
+MAX_BATCH_BYTES = 1 << 22  # score at least every 4 MB even when the input never pauses
+
+
+def _read_available(fd: int) -> bytes:
+    """Block until something is readable, then take what else is already there (up to
+    MAX_BATCH_BYTES); b"" at end of input."""
+    data = os.read(fd, READ_BYTES)
+    if not data:
+        return b""
+    parts = [data]
+    size = len(data)
+    while size < MAX_BATCH_BYTES:
+        try:
+            ready, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):  # not selectable (a regular file): plain reads suffice
+            break
+        if not ready:
+            break
+        more = os.read(fd, READ_BYTES)
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts)
+
+
+def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
+                 alerts_only: bool = False) -> tuple[int, int]:
+    """(flows scored, attack alerts): score the CSV lines of `source` as they arrive into
+    `sink` (same columns as `ids.predict` file output)."""
+    fd = source.fileno()
+    header: str | None = None
+    rest = b""
+    context: np.ndarray | None = None
+    n_rows = n_alerts = 0
+    wrote_header = False
+    eof = False
+    while not eof:
+        data = _read_available(fd)
+        eof = not data
+        buf = rest + data
+        if eof:
+            lines, rest = buf.splitlines(), b""
+        else:
+            cut = buf.rfind(b"\n") + 1
+            lines, rest = buf[:cut].splitlines(), buf[cut:]
+        text = [ln.decode("utf-8", errors="replace").rstrip("\r") for ln in lines]
+        text = [t for t in text if t.strip()]
+        if header is None and text:
+            header, text = text[0], text[1:]
+        if not text:
+            continue
+        try:
+            raw = pd.read_csv(io.StringIO("\n".join([header, *text])), low_memory=False)
+        except pd.errors.ParserError as exc:
+            raise DataError(f"standard input, flows {n_rows}-{n_rows + len(text) - 1}: not CSV "
+                            f"in the header's layout ({exc})") from exc
+        try:
+            X = scorer.transform(validate_frame(raw, require_label=False))
+        except DataError as exc:
+            raise DataError(f"standard input, flows {n_rows}-{n_rows + len(raw) - 1} (0-based): "
+                            f"{exc}") from exc
+        scores = scorer.score_matrix(X, context)
+        alert = (scores >= scorer.threshold).astype(np.int8)
+        part = passthrough(raw, n_rows).assign(**{SCORE: scores, PRED_LABEL: alert})
+        if alerts_only:
+            part = part[part[PRED_LABEL] == 1]
+        part.to_csv(sink, header=not wrote_header, index=False)
+        sink.flush()
+        wrote_header = True
+        context = carry(context, X, scorer.context_rows)
+        n_rows += len(raw)
+        n_alerts += int(alert.sum())
+    if header is None:
+        raise DataError("standard input was empty: send CSV flows with a header line (the "
+                        "published NetFlow column names)")
+    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV
+        sink.write(",".join(["flow", SCORE, PRED_LABEL]) + "\n")
+        sink.flush()
+    return n_rows, n_alerts
+
+
+def main(cfg, scorer: Scorer, ref) -> None:
+    """`ids.predict` with `input=-` and/or `output=-`; the summary goes to stderr (stdout may
+    be the scores)."""
+    import sys
+    import time
+
+
+    inp, out = str(cfg.input), str(cfg.output)
+    if inp != "-" and not inp.lower().endswith(".csv"):
+        raise ConfigError(f"output=- streams plain CSV: input={inp} must be - (standard input) "
+                          "or a .csv file; for other files use output=<file>")
+    if inp != "-" and not os.path.isfile(inp):
+        raise DataError(f"input file not found: {inp}; set input=<path of a NetFlow CSV> or -")
+    started = time.perf_counter()
+    src = sys.stdin.buffer if inp == "-" else open(inp, "rb")  # noqa: SIM115
+    try:
+        if out == "-":
+            n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
+        else:
+            with open(out, "w", newline="") as sink:
+                n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only))
+    finally:
+        if src is not sys.stdin.buffer:
+            src.close()
+    if not cfg.quiet:
+        seconds = time.perf_counter() - started
+        print(f"scored {n:,} flows from {'standard input' if inp == '-' else inp} with "
+              f"{ref.label} (window {scorer.window}, threshold {scorer.threshold:.4f}) in "
+              f"{seconds:.1f} s; attack alerts: {alerts:,}", file=sys.stderr)

@@ -1,0 +1,118 @@
+"""After a sweep (or a resume): export the best configuration, the trials table and the plots.
+
+Writes `<export_dir>/<study>/best.yaml` (rerun it with
+`python -m ids.run --config-dir <export_dir> +<study>=best`) and `trials.csv`, and fills the
+study's parent MLflow run with the best trial and Optuna's plots.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import optuna
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from ids.tracking import store
+from ids.tracking.redact import redact
+from ids.tracking.registry import logged_config
+from ids.tuning import runs
+from ids.tuning.space import apply
+from ids.tuning.study import champion
+
+# Keys a rerun must not inherit from the trial: where the test split and checkpoints go.
+_RERUN_DROP = {"trainer": ("evaluate_test", "checkpoint_dir")}
+
+
+def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial,
+                   client=None) -> dict:
+    """The trial's whole resolved data/model/trainer config: reruns it exactly. Read from the
+    config.yaml the trial's run logged (the record promote uses too) when the store has it,
+    else rebuilt from today's config and the trial's params."""
+    logged = logged_config(client, trial.user_attrs.get("run_id"))
+    tcfg = OmegaConf.to_container(logged if logged is not None else apply(cfg, trial.params),
+                                  resolve=True)
+    out = {"seed": tcfg["seed"]}
+    for group in ("data", "model", "trainer"):
+        out[group] = {k: v for k, v in tcfg[group].items() if k not in _RERUN_DROP.get(group, ())}
+    return out
+
+
+def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
+                    client=None) -> Path:
+    best = champion(study)
+    body = best_overrides(cfg, best, client)
+    name = str(cfg.sweep.study)
+    metric = cfg.trainer.selection_metric
+    header = (
+        "# @package _global_\n"
+        f"# Best trial {best.number} of study '{name}': val {metric} = {best.value:.6f}\n"
+        f"# params: {best.params}\n"
+        f"# Rerun exactly: python -m ids.run --config-dir {cfg.sweep.export_dir} +{name}=best\n"
+    )
+    path = folder / "best.yaml"
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def pruned_at(study: optuna.Study) -> dict[int, int]:
+    """{epoch: number of trials pruned after it}, in epoch order."""
+    epochs = [int(t.user_attrs.get("pruned_epoch", t.last_step or 0)) for t in study.trials
+              if t.state == TrialState.PRUNED]
+    return {e: epochs.count(e) for e in sorted(set(epochs))}
+
+
+def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) -> dict:
+    """Exports and parent-run logging; safe to call again after every resume."""
+    folder = Path(cfg.sweep.export_dir) / str(cfg.sweep.study)
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = study.trials_dataframe()
+    trials.to_csv(folder / "trials.csv", index=False)
+    states = [t.state.name for t in study.trials]
+    summary: dict = {"study": study.study_name, "folder": str(folder),
+                     "n_complete": states.count("COMPLETE"), "n_pruned": states.count("PRUNED"),
+                     "n_fail": states.count("FAIL"), "parent_run_id": parent_run_id,
+                     "pruned_at": pruned_at(study)}
+    completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if completed:
+        best = champion(study)
+        summary.update(best_number=best.number, best_value=best.value, best_params=best.params,
+                       best_run_id=best.user_attrs.get("run_id"),
+                       worst_value=min(t.value for t in completed) if
+                       study.direction.name == "MAXIMIZE" else max(t.value for t in completed),
+                       best_yaml=str(write_best_yaml(cfg, study, folder,
+                                                     store.client() if parent_run_id else None)))
+    if parent_run_id:
+        runs.log_study(parent_run_id, study, summary, folder)
+    return summary
+
+
+def _at(pruned_at: dict | None) -> str:
+    if not pruned_at:
+        return ""
+    return " (" + ", ".join(f"{n} at epoch {e}" for e, n in pruned_at.items()) + ")"
+
+
+def print_summary(cfg: DictConfig, summary: dict, overrides: list[str] | None = None) -> None:
+    """The study's outcome and the commands that follow; `overrides` (the sweep's command line,
+    less the swept keys) go into the promote command, so it finds the same study and store."""
+    print(f"\nstudy '{summary['study']}': {summary['n_complete']} complete, "
+          f"{summary['n_pruned']} pruned{_at(summary.get('pruned_at'))}, "
+          f"{summary['n_fail']} failed")
+    if "best_number" in summary:
+        print(f"best trial {summary['best_number']}: val {cfg.trainer.selection_metric} = "
+              f"{summary['best_value']:.4f} (worst complete: {summary['worst_value']:.4f})")
+        print(f"  params: {summary['best_params']}")
+        print(f"  rerun:  python -m ids.run --config-dir {cfg.sweep.export_dir} "
+              f"+{summary['study']}=best   ({summary['best_yaml']})")
+        swept = set(cfg.sweep.params)  # the trial's own values win: not repeated here
+        args = " ".join(shlex.quote(redact(o)) for o in overrides or []
+                        if o.lstrip("+~").split("=", 1)[0] not in swept)
+        print(f"  promote: python -m ids.promote {args}".rstrip()
+              + "  (registers it as champion and scores the test split)")
+    print(f"  trials: {summary['folder']}/trials.csv")
+    if summary.get("parent_run_id"):
+        print(f"  MLflow: parent run {summary['parent_run_id']} in {redact(cfg.tracking.uri)} "
+              f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`")

@@ -1,0 +1,35 @@
+"""Distinct windows (ids.data.distinct): exact ids on what the model sees, counts that add up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ids.data.distinct import distinct_windows, row_ids
+from ids.data.windows import windows
+
+
+@pytest.mark.parametrize("T", [1, 3, 10])
+@pytest.mark.parametrize("labelled", [False, True])
+def test_distinct_windows_are_exactly_the_distinct_windows(T, labelled):
+    rng = np.random.default_rng(T)
+    X = rng.normal(size=(40, 5)).astype(np.float32)[rng.integers(0, 40, 1500)]
+    X[7] = 0.0  # a real all-zero row is what the padding looks like to the model
+    y = rng.integers(0, 2, len(X)) if labelled else None
+    d = distinct_windows(X, T, y)
+    W = windows(X, T)
+    keys = W.reshape(len(W), -1)
+    if labelled:
+        keys = np.column_stack([keys, y])
+    np.testing.assert_array_equal(W[d.first][d.inverse], W)  # every window gets its own back
+    if labelled:
+        np.testing.assert_array_equal(y[d.first][d.inverse], y)
+    assert len(d) == len(np.unique(keys, axis=0))  # and no two distinct ids are equal
+    assert d.counts.sum() == len(X) and (np.diff(d.first) > 0).all()
+    np.testing.assert_array_equal(np.bincount(d.inverse), d.counts)
+
+
+def test_row_ids_give_the_padding_the_id_of_an_all_zero_row():
+    X = np.array([[1, 2], [0, 0], [1, 2]], np.float32)
+    ids, pad = row_ids(X)
+    assert ids[0] == ids[2] != ids[1] and pad == ids[1]
