@@ -33,3 +33,17 @@ def test_row_ids_give_the_padding_the_id_of_an_all_zero_row():
     X = np.array([[1, 2], [0, 0], [1, 2]], np.float32)
     ids, pad = row_ids(X)
     assert ids[0] == ids[2] != ids[1] and pad == ids[1]
+
+
+def test_each_distinct_window_is_scored_once_and_copies_get_its_exact_score(tiny_model):
+    from ids.model.runtime import predict_distinct, predict_proba
+
+    _, scorer, cfg = tiny_model
+    rng = np.random.default_rng(0)
+    n_features = len(scorer.preprocessor.feature_names_)
+    X = rng.normal(size=(3, n_features)).astype(np.float32)[rng.integers(0, 3, 600)]
+    W = windows(X, scorer.window)
+    d = distinct_windows(X, scorer.window)
+    assert len(d) < len(W)
+    plain = predict_proba(scorer.model, W, 256)
+    np.testing.assert_array_equal(predict_distinct(scorer.model, W, d, 256), plain)

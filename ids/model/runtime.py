@@ -12,6 +12,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from ids.data.distinct import Distinct
+
 _THREADS_SET: list[int] = []
 
 
@@ -55,3 +57,10 @@ def predict_proba(model: nn.Cell, windows: np.ndarray, batch_size: int) -> np.nd
             xb = np.concatenate([xb, np.zeros((bs - m, *xb.shape[1:]), np.float32)])
         out[start : start + m] = model(ms.Tensor(xb)).asnumpy()[:m]
     return sigmoid(out)
+
+
+def predict_distinct(model: nn.Cell, windows: np.ndarray, distinct: Distinct,
+                     batch_size: int) -> np.ndarray:
+    """`predict_proba` of every window, computing each distinct window once (`distinct` from
+    `ids.data.distinct.distinct_windows` of the same rows): a copy gets the very same score."""
+    return distinct.expand(predict_proba(model, windows[distinct.first], batch_size))
