@@ -38,8 +38,8 @@ from ids.experiment.evaluate import evaluate as run_evaluate
 from ids.experiment.train import report_text, train
 from ids.model.fit import NonFiniteLoss
 from ids.serving.predict import predict as run_predict
+from ids.tracking import database, store
 from ids.tracking import redact as redaction
-from ids.tracking import store
 from ids.tracking.redact import redact
 from ids.tracking.registry import RegistryError
 from ids.tuning.promote import promote as run_promote
@@ -73,9 +73,8 @@ def problem(exc: BaseException) -> str | None:
             where = f"{exc.filename}: " if exc.filename else _stream(exc)
             return f"{where}{outputs.os_problem(exc)}"
         if isinstance(exc, sa_exc.OperationalError):
-            first = (str(exc.orig or exc).strip().splitlines() or [""])[0]
-            return (f"a database could not be used ({type(exc.orig or exc).__name__}: {first}); "
-                    "check that the disk has space and the store can be written")
+            return (f"a database could not be used ({database.root_cause(exc)}); check that its "
+                    "disk has space and that it can be written")
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return store.store_problem(first)
 
@@ -93,12 +92,17 @@ def _guarded(entry: Callable[[], None]) -> None:
     redaction.install()
     try:
         entry()
-    except KeyboardInterrupt:
-        if sys.stderr is not None:
-            print("error: interrupted (Ctrl-C): runs were ended KILLED, partial files removed",
-                  file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - sorted into one line or a redacted traceback
+    except BaseException as exc:
+        signalled = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, SystemExit) and exc.code not in (None, 0, 1, 2))
+        store.end_active_runs(killed=signalled)  # last resort: no run stays RUNNING
+        if isinstance(exc, KeyboardInterrupt):
+            if sys.stderr is not None:
+                print("error: interrupted (Ctrl-C): runs were ended KILLED, partial files "
+                      "removed", file=sys.stderr)
+            sys.exit(130)
+        if not isinstance(exc, Exception):
+            raise  # SystemExit: fail() has spoken, or a signal ended the command
         _exit_for(exc)
     finally:
         if before is None:

@@ -81,6 +81,17 @@ def lost_race(exc: BaseException | None) -> bool:
     return False
 
 
+def root_cause(exc: BaseException | None) -> str:
+    """'OperationalError: database or disk is full': the deepest explicit cause of `exc` (the
+    driver's own error under SQLAlchemy's and MLflow's), type and first line."""
+    seen = 0
+    while exc is not None and exc.__cause__ is not None and seen < 10:
+        exc, seen = exc.__cause__, seen + 1
+    exc = getattr(exc, "orig", None) or exc
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {redact(first)[:200]}"
+
+
 @contextmanager
 def first_use_lock(db: Path | None) -> Iterator[None]:
     """An exclusive lock on `<db>.lock` beside a SQLite file (nothing for other stores)."""

@@ -8,6 +8,7 @@ runs and artifacts stay together wherever the command is started from.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import signal
 import socket
@@ -29,6 +30,9 @@ from ids.tracking.database import StoreError, sqlite_path  # noqa: F401 - store'
 from ids.tracking.redact import redact, redacted
 
 ROOT = Path(__file__).resolve().parents[2]
+# MLflow logs every database error with its traceback before raising it; ids says it in one
+# line (ids.cli), so that logger speaks only when something is worse than an error.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def configure(tracking_cfg) -> str:
@@ -104,15 +108,20 @@ def _unwind(signum: int) -> None:
 def signals_deferred() -> Iterator[None]:
     """The block runs whole: a signal arriving inside it acts when it ends, so a run is never
     created without being ended, nor half ended."""
-    global _deferred, _pending
-    _deferred += 1
+    global _deferred
+    _deferred += 1  # inline, not a call: Python runs signal handlers at calls and loops
     try:
         yield
     finally:
-        _deferred -= 1
-        if not _deferred and _pending is not None:
-            signum, _pending = _pending, None
-            _unwind(signum)
+        _resume()
+
+
+def _resume() -> None:
+    global _deferred, _pending
+    _deferred -= 1
+    if not _deferred and _pending is not None:
+        signum, _pending = _pending, None
+        _unwind(signum)
 
 
 def status_for(exc: BaseException | None) -> str:
@@ -152,19 +161,30 @@ class StopRun(Exception):  # noqa: N818 - a signal to end the run, not an error
 def start_run(experiment_id: str, run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict[str, Any] | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run that ends FINISHED, KILLED (Ctrl-C, SIGTERM, SIGHUP) or FAILED (any error), never
-    RUNNING; when the store cannot record the end (a full disk), StoreError says so."""
+    RUNNING; when the store cannot record the end (a full disk), StoreError says so. Signals
+    wait while the run is created and while it is ended (`signals_deferred`)."""
+    global _deferred
     all_tags = redacted({**runtime_tags(), **(tags or {})})
-    with signals_deferred():
+    _deferred += 1
+    try:
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
                                parent_run_id=parent_run_id, tags=all_tags)
+    except BaseException:
+        _resume()
+        raise
+    stopped: BaseException | None = None
     try:
+        _resume()  # a signal that came while the run was created acts here, inside the try
         yield run
     except BaseException as exc:
-        with signals_deferred():
-            _finish(run.info.run_id, exc)
+        stopped = exc
         raise
-    with signals_deferred():
-        _finish(run.info.run_id, None)
+    finally:
+        _deferred += 1
+        try:
+            _finish(run.info.run_id, stopped)
+        finally:
+            _resume()
 
 
 def _finish(run_id: str, exc: BaseException | None) -> None:
@@ -182,10 +202,19 @@ def _finish(run_id: str, exc: BaseException | None) -> None:
 
 
 def _unrecorded(run_id: str, status: str, err: Exception, cause: BaseException | None):
-    why = f"; it had stopped because: {type(cause).__name__}: {cause}" if status == "FAILED" else ""
+    why = f"; it had stopped because: {database.root_cause(cause)}" if status == "FAILED" else ""
     return StoreError(f"MLflow run {run_id} could not be marked {status}: the store itself could "
-                      f"not be written ({type(err).__name__}: {str(err).strip()[:200]}), so it "
-                      f"shows as RUNNING; free the disk or fix the store{why}")
+                      f"not be written ({database.root_cause(err)}), so it shows as RUNNING; free "
+                      f"the disk or fix the store{why}")
+
+
+def end_active_runs(killed: bool) -> None:
+    """Last resort when a command stops: end whatever run is still active (KILLED or FAILED)."""
+    for _ in range(10):
+        if mlflow.active_run() is None:
+            return
+        with suppress(Exception):
+            mlflow.end_run("KILLED" if killed else "FAILED")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
