@@ -23,6 +23,7 @@ from typing import NoReturn
 
 import hydra
 import optuna
+import yaml
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -38,7 +39,7 @@ from ids.experiment.evaluate import evaluate as run_evaluate
 from ids.experiment.train import report_text, train
 from ids.model.fit import NonFiniteLoss
 from ids.serving.predict import predict as run_predict
-from ids.tracking import database, store
+from ids.tracking import database, signals, store
 from ids.tracking import redact as redaction
 from ids.tracking.redact import redact
 from ids.tracking.registry import RegistryError
@@ -64,6 +65,8 @@ def problem(exc: BaseException) -> str | None:
     own override and composition errors); None for a bug, which keeps its traceback."""
     if isinstance(exc, KNOWN_ERRORS):
         return str(exc)
+    if isinstance(exc, yaml.YAMLError):  # a damaged config.yaml of a run, a preset
+        return f"a YAML file could not be read ({' '.join(str(exc).split())[:300]})"
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         lines = [ln for ln in str(exc).splitlines() if ln.strip()][:3]
         return " ".join(lines) + " (`--cfg job` prints every key and its value)"
@@ -133,7 +136,7 @@ def command(body: Callable[[DictConfig], None]) -> Callable[[], None]:
 
     @functools.wraps(body)
     def main(cfg: DictConfig) -> None:
-        store.end_runs_killed_on_sigterm()
+        signals.end_runs_killed_on_sigterm()
         redaction.install()  # again: Hydra has set up its log handlers by now
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         progress.configure(bool(cfg.quiet))

@@ -91,13 +91,13 @@ def check(path: str | Path, *, overwrite: bool = False, key: str = "output",
 
 @contextmanager
 def replacing(path: str | Path, *, overwrite: bool = False, key: str = "output",
-              inputs: tuple[str | Path, ...] = (), binary: bool = False) -> Iterator[IO]:
-    """A file object on `<path>.partial` that becomes `path` when the block ends without an
+              inputs: tuple[str | Path, ...] = ()) -> Iterator[IO]:
+    """A text file on `<path>.partial` that becomes `path` when the block ends without an
     error (gzip-compressed when the name ends in .gz); otherwise nothing changes."""
     out = check(path, overwrite=overwrite, key=key, inputs=inputs)
     tmp = out.with_name(out.name + PARTIAL)
     try:
-        with _open(tmp, out.name.lower().endswith(".gz"), binary) as fh:
+        with _open(tmp, out.name.lower().endswith(".gz")) as fh:
             yield fh
         _publish(tmp, out, overwrite, key, path)
     except OSError as exc:
@@ -118,9 +118,9 @@ def write_text(path: str | Path, text: str, *, overwrite: bool = True, key: str 
 
 
 @contextmanager
-def _open(tmp: Path, gz: bool, binary: bool) -> Iterator[IO]:
-    """Text (or binary) on a new `tmp`, flushed to disk on success; the layers are undone by
-    hand so that none flushes into a closed file after an error."""
+def _open(tmp: Path, gz: bool) -> Iterator[IO]:
+    """UTF-8 text on a new `tmp`, flushed to disk on success; the layers are undone by hand so
+    that none flushes into a closed file after an error."""
     if os.path.lexists(tmp):  # a regular file left by a killed run (check refused anything else)
         os.unlink(tmp)
     raw = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -129,12 +129,10 @@ def _open(tmp: Path, gz: bool, binary: bool) -> Iterator[IO]:
     try:
         if gz:
             layers.append(gzip.GzipFile(fileobj=raw, mode="wb"))
-        if not binary:
-            layers.append(io.TextIOWrapper(layers[-1], encoding="utf-8", newline=""))
+        layers.append(io.TextIOWrapper(layers[-1], encoding="utf-8", newline=""))
         yield layers[-1]
-        if not binary:
-            layers[-1].detach()  # flushes into the gzip or raw layer, which stays open
-            layers.pop()
+        layers[-1].detach()  # flushes into the gzip or raw layer, which stays open
+        layers.pop()
         if gz:
             layers[-1].close()  # the gzip trailer; the raw file stays open
             layers.pop()

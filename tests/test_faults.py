@@ -126,16 +126,17 @@ def test_a_full_disk_under_the_mlflow_store_never_leaves_a_run_running(tmp_path)
 SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 
 
-def _signal_at_random_points(tmp_path: Path, examples: int) -> None:
+@pytest.mark.parametrize("examples", [25, pytest.param(100, marks=pytest.mark.slow)])
+def test_a_signal_at_a_random_point_never_leaves_a_run_running(examples, tmp_path):
     import mlflow
 
-    from ids.tracking import store
+    from ids.tracking import signals, store
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     exp = store.configure(type("T", (), {"uri": uri, "experiment": "signals"}))
     client = MlflowClient(uri)
     saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    store.end_runs_killed_on_sigterm()
+    signals.end_runs_killed_on_sigterm()
     stopped: list[int] = []
 
     @settings(max_examples=examples, deadline=None, database=None,  # no explain phase: its
@@ -172,11 +173,3 @@ def _signal_at_random_points(tmp_path: Path, examples: int) -> None:
     statuses = {r.info.status for r in client.search_runs([exp], max_results=5000)}
     assert statuses <= {"FINISHED", "KILLED"}, statuses
 
-
-def test_a_signal_at_a_random_point_never_leaves_a_run_running(tmp_path):
-    _signal_at_random_points(tmp_path, examples=25)
-
-
-@pytest.mark.slow
-def test_a_signal_at_a_random_point_never_leaves_a_run_running_long(tmp_path):
-    _signal_at_random_points(tmp_path, examples=300)

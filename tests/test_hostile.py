@@ -316,7 +316,7 @@ def test_a_write_the_os_refuses_is_one_line_and_changes_nothing(tiny_model, tmp_
     out = tmp_path / "alerts.csv"
     out.write_text("keep me\n")
 
-    def refused(tmp, gz, binary):
+    def refused(tmp, gz):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp))
 
     monkeypatch.setattr(outputs, "_open", refused)
@@ -328,6 +328,8 @@ def test_a_write_the_os_refuses_is_one_line_and_changes_nothing(tiny_model, tmp_
 
 def test_a_closed_output_pipe_is_one_line(tiny_model, tmp_path, flows_csv, monkeypatch, capsys):
     class ClosedPipe:
+        closed = False  # the reader went away; the file object does not know yet
+
         def write(self, _text):
             raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 

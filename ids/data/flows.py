@@ -101,8 +101,12 @@ def _numeric(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
 
 
 def _strings(s: pd.Series) -> np.ndarray:
-    return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
-        s.astype(str).to_numpy(object))
+    try:
+        return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
+            s.astype(str).to_numpy(object))
+    except UnicodeDecodeError as exc:  # bytes a reader kept undecoded
+        raise DataError(f"column {s.name!r} holds text that is not UTF-8 ({exc.reason} at byte "
+                        f"{exc.start} of {exc.object[:20]!r}); save the file as UTF-8") from exc
 
 
 # Counts that cannot be negative, and TCP flag fields (whole numbers, bit sets).
@@ -124,6 +128,10 @@ def _check_counts(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> None:
                 raise DataError(f"column {c!r} holds TCP flag bits, a whole number, but "
                                 f"{_row(df, frac[0])} holds {a[frac[0]]!r} ({len(frac)} such "
                                 "rows); fix or drop those rows")
+        if c in FLAG_COLUMNS and len(big := np.flatnonzero(a > 255)):
+            raise DataError(f"column {c!r} holds the 8 TCP flag bits (0-255), but "
+                            f"{_row(df, big[0])} holds {a[big[0]]!r} ({len(big)} such rows); "
+                            "fix or drop those rows")
 
 
 def _check_names(columns) -> None:

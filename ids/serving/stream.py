@@ -136,6 +136,9 @@ def main(cfg, scorer: Scorer, ref) -> None:
     if inp == "-" and (sys.stdin is None or sys.stdin.closed):
         raise DataError("standard input is closed: pipe CSV flows into `ids.predict input=-`, "
                         "or pass input=<file>")
+    if out == "-" and (sys.stdout is None or sys.stdout.closed):
+        raise outputs.OutputError("output=-: standard output is closed; redirect it to a file "
+                                  "or a pipe, or pass output=<file>")
     src = sys.stdin.buffer if inp == "-" else open(inp, "rb")  # noqa: SIM115
     try:
         if out == "-":

@@ -24,8 +24,9 @@ _SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|ACCESS_KEY", re.
 
 
 def _env_secrets() -> list[str]:
-    """Values of environment variables named like secrets, longest first (4+ characters)."""
-    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 4}
+    """Values of environment variables named like secrets, longest first (8+ characters: a
+    shorter value such as `true` would blank out ordinary words)."""
+    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
     return sorted(values, key=len, reverse=True)
 
 

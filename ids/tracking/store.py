@@ -7,13 +7,13 @@ runs and artifacts stay together wherever the command is started from.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import platform
-import signal
 import socket
 import subprocess
-import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from importlib import metadata
@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient, fluent
 from omegaconf import DictConfig, OmegaConf
 
 from ids.config import ConfigError
-from ids.tracking import database
+from ids.tracking import database, signals
 from ids.tracking.database import StoreError, sqlite_path  # noqa: F401 - store's API
 from ids.tracking.redact import redact, redacted
 
@@ -69,10 +69,6 @@ def _experiment_id(name: str, db: Path | None) -> str:
         return exp.experiment_id
 
 
-_deferred = 0  # > 0: inside a section that creates or ends a run (`signals_deferred`)
-_pending: int | None = None  # the signal that arrived meanwhile
-
-
 def store_problem(exc: BaseException) -> str | None:
     """One line for an error the MLflow store or server reported (a server error, a refused
     request, a database MLflow could not use); None for other errors."""
@@ -80,48 +76,6 @@ def store_problem(exc: BaseException) -> str | None:
         return None
     first = (str(exc.message).strip().splitlines() or [""])[0]
     return f"MLflow store {redact(mlflow.get_tracking_uri())}: {first[:400]}"
-
-
-def end_runs_killed_on_sigterm() -> None:
-    """SIGTERM (kill, timeout, a scheduler) and SIGHUP (the terminal closed) unwind like Ctrl-C,
-    so `start_run` ends the run KILLED instead of leaving it RUNNING; a signal that arrives
-    while a run is created or ended acts once that is done. Entry points call this once."""
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, _on_signal)
-
-
-def _on_signal(signum: int, _frame) -> None:
-    global _pending
-    if _deferred:
-        _pending = signum
-        return
-    _unwind(signum)
-
-
-def _unwind(signum: int) -> None:
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    sys.exit(128 + signum)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """The block runs whole: a signal arriving inside it acts when it ends, so a run is never
-    created without being ended, nor half ended."""
-    global _deferred
-    _deferred += 1  # inline, not a call: Python runs signal handlers at calls and loops
-    try:
-        yield
-    finally:
-        _resume()
-
-
-def _resume() -> None:
-    global _deferred, _pending
-    _deferred -= 1
-    if not _deferred and _pending is not None:
-        signum, _pending = _pending, None
-        _unwind(signum)
 
 
 def status_for(exc: BaseException | None) -> str:
@@ -144,7 +98,9 @@ def runtime_tags() -> dict[str, str]:
                              text=True, timeout=5)
         if out.returncode == 0:
             tags["git.commit"] = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+            # --no-optional-locks: a status killed by the timeout leaves no index.lock behind
+            dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain",
+                                    "--untracked-files=no"],
                                    cwd=ROOT, capture_output=True, text=True, timeout=5)
             tags["git.dirty"] = str(bool(dirty.stdout.strip())).lower()
     except (OSError, subprocess.SubprocessError):
@@ -162,33 +118,35 @@ def start_run(experiment_id: str, run_name: str | None = None, parent_run_id: st
               tags: dict[str, Any] | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run that ends FINISHED, KILLED (Ctrl-C, SIGTERM, SIGHUP) or FAILED (any error), never
     RUNNING; when the store cannot record the end (a full disk), StoreError says so. Signals
-    wait while the run is created and while it is ended (`signals_deferred`)."""
-    global _deferred
+    wait while the run is created and while it is ended (`ids.tracking.signals`)."""
     all_tags = redacted({**runtime_tags(), **(tags or {})})
-    _deferred += 1
+    signals.deferred += 1  # inline, not a call: Python runs signal handlers at calls
     try:
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
                                parent_run_id=parent_run_id, tags=all_tags)
     except BaseException:
-        _resume()
+        signals.resume()
         raise
     stopped: BaseException | None = None
     try:
-        _resume()  # a signal that came while the run was created acts here, inside the try
+        signals.resume()  # a signal that came while the run was created acts here, inside the try
         yield run
     except BaseException as exc:
         stopped = exc
         raise
     finally:
-        _deferred += 1
+        signals.deferred += 1
         try:
             _finish(run.info.run_id, stopped)
         finally:
-            _resume()
+            signals.resume()
 
 
 def _finish(run_id: str, exc: BaseException | None) -> None:
     status = status_for(exc)
+    if status == "KILLED":  # a signal may have landed inside one of MLflow's own writes: the
+        traceback.clear_frames(exc.__traceback__)  # frames it left hold a connection that
+        gc.collect()  # keeps SQLite locked; release it, or ending the run waits and fails
     if status != "FINISHED":
         with suppress(Exception):  # the status matters more than the tag
             mlflow.set_tag("error", redact(f"{type(exc).__name__}: {exc}")[:5000])
@@ -319,7 +277,7 @@ def set_run_tag(run_id: str, key: str, value: str) -> None:
 def end_run(run_id: str, status: str) -> None:
     """End any run of the current store with `status` (FINISHED, FAILED, KILLED); StoreError
     when the store cannot record it."""
-    with signals_deferred():
+    with signals.deferred_while():
         try:
             MlflowClient().set_terminated(run_id, status)
         except Exception as exc:  # noqa: BLE001 - the store could not be written
