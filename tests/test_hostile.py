@@ -112,7 +112,7 @@ def test_a_stream_into_an_existing_file_keeps_the_exists_rule(tiny_model, tmp_pa
     bad = tmp_path / "bad.csv"
     bad.write_text(flows_csv.read_text().replace("IN_BYTES", "in_bytes", 1))
     for extra, fragment in (([], "exists; choose another file"),
-                            (["overwrite=true"], "standard input, header line")):
+                            (["overwrite=true"], "standard input, flows 0-299")):
         with open(bad) as stdin:
             monkeypatch.setattr(sys, "stdin", stdin)
             code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], "input=-",

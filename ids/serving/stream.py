@@ -83,10 +83,6 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
         text = [t for t in text if t.strip()]
         if header is None and text:
             header, text = text[0], text[1:]
-            try:
-                check_header(next(csv.reader([header])))
-            except DataError as exc:
-                raise DataError(f"standard input, header line: {exc}") from exc
         if not text:
             continue
         try:
@@ -113,7 +109,11 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
     if header is None:
         raise DataError("standard input was empty: send CSV flows with a header line (the "
                         "published NetFlow column names)")
-    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV
+    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV, if the
+        try:  # header is one of the NetFlow layouts
+            check_header(next(csv.reader([header])))
+        except DataError as exc:
+            raise DataError(f"standard input, header line: {exc}") from exc
         sink.write(",".join(["flow", SCORE, PRED_LABEL]) + "\n")
         sink.flush()
     return n_rows, n_alerts

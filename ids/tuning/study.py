@@ -46,7 +46,10 @@ def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
 
 def _new_storage(sweep_cfg) -> optuna.storages.RDBStorage:
     url = str(sweep_cfg.storage)
-    database.check_reachable(url, "sweep.storage")
+    try:
+        database.check_reachable(url, "sweep.storage")
+    except database.StoreError as exc:
+        raise SweepError(str(exc)) from exc
     hb = int(sweep_cfg.heartbeat_seconds)
 
     def open_storage() -> optuna.storages.RDBStorage:
