@@ -49,6 +49,7 @@ from ids.tuning.report import print_summary
 from ids.tuning.sweep import sweep as run_sweep
 
 KNOWN_ERRORS = (ConfigError, DataError, RegistryError, ScoreError, ModelFormatError, NonFiniteLoss)
+_BUGS = (AttributeError, TypeError, NameError, LookupError, AssertionError, ZeroDivisionError)
 
 
 def fail(exc: BaseException | str) -> NoReturn:
@@ -71,7 +72,7 @@ def problem(exc: BaseException) -> str | None:
         lines = [ln for ln in str(exc).splitlines() if ln.strip()][:3]
         return " ".join(lines) + " (`--cfg job` prints every key and its value)"
     first, seen = exc, 0
-    while exc is not None and seen < 10:  # what caused it: the OS, or a database
+    while exc is not None and not isinstance(exc, _BUGS) and seen < 10:  # the OS, a database
         if isinstance(exc, OSError):
             where = f"{exc.filename}: " if exc.filename else _stream(exc)
             return f"{where}{outputs.os_problem(exc)}"
@@ -101,8 +102,8 @@ def _guarded(entry: Callable[[], None]) -> None:
         store.end_active_runs(killed=signalled)  # last resort: no run stays RUNNING
         if isinstance(exc, KeyboardInterrupt):
             if sys.stderr is not None:
-                print("error: interrupted (Ctrl-C): runs were ended KILLED, partial files "
-                      "removed", file=sys.stderr)
+                print("error: interrupted (Ctrl-C); a run it had started was ended KILLED and "
+                      "partial files were removed", file=sys.stderr)
             sys.exit(130)
         if not isinstance(exc, Exception):
             raise  # SystemExit: fail() has spoken, or a signal ended the command

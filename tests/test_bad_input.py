@@ -125,7 +125,8 @@ CASES: dict[str, Case] = {
     "output file exists": Case(lambda t: [f"output={_existing(t)}"],
                                ("alerts.csv exists", "overwrite=true")),
     "window longer than the split": Case(
-        lambda t: ["data.n_flows=2000", "data.window=400", f"tracking.uri=sqlite:///{t}/m.db"],
+        lambda t: ["data.n_flows=2000", "data.window=400", f"tracking.uri=sqlite:///{t}/m.db",
+                   f"cache_dir={t}/cache"],
         ("data.window=400", "longer than the", "split (300 flows)"), module="ids.run"),
     "NaN model weights": Case(lambda t: [f"model_uri={_nan_model(t)}"],
                               ("weights", "NaN or infinite", "retrain")),

@@ -180,6 +180,29 @@ def test_hydras_own_errors_are_one_redacted_line(override, fragment, tmp_path, m
     assert SECRET not in out + err
 
 
+def test_a_bug_keeps_its_traceback_and_logs_and_warnings_lose_the_password(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Whatever prints it: a log line (console and Hydra's <job>.log), a warning, the traceback
+    of a bug (exit code 1: a bug is not bad input)."""
+    import logging
+    import warnings
+
+    from ids import cli as ids_cli
+
+    def buggy(cfg):
+        logging.getLogger("ids.test").warning("connecting to postgresql://u:%s@h/db", SECRET)
+        warnings.warn(f"slow store postgresql://u:{SECRET}@h/db", UserWarning, stacklevel=1)
+        raise RuntimeError(f"bug while using postgresql://u:{SECRET}@h/db")
+
+    monkeypatch.setattr(ids_cli, "run_predict", buggy)
+    code, out, err = cli(monkeypatch, capsys, "ids.predict", f"hydra.run.dir={tmp_path}/hydra")
+    assert code == 1 and "Traceback" in err and "RuntimeError: bug while using" in err
+    assert "postgresql://u:***@h/db" in err and SECRET not in out + err
+    logs = list((tmp_path / "hydra").glob("*.log"))
+    assert logs and "postgresql://u:***@h/db" in logs[0].read_text()
+    assert not [p for p in logs if SECRET in p.read_text()]
+
+
 # --- model files are input too -------------------------------------------------------------------
 
 def _model_copy(tiny_model, tmp: Path) -> Path:
@@ -221,6 +244,22 @@ def _mlmodel(text: str):
     return change
 
 
+def lying_npz(n: int = 10**12) -> bytes:
+    """An npz whose one array header claims `n` float64 values (numpy would allocate them
+    before reading) and holds 64 bytes."""
+    import io
+    import zipfile
+
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (n,)})
+    npy.write(bytes(64))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("weight.npy", npy.getvalue())
+    return out.getvalue()
+
+
 BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [{', '.join([f'*{p}'] * 8)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
 
@@ -249,6 +288,8 @@ MODEL_FOLDERS = {
     "MLmodel of 2 MB": (_mlmodel("x" * (2 << 20)), "at most 1,048,576 are read"),
     "MLmodel with YAML aliases": (_mlmodel(BOMB), "YAML aliases"),
     "MLmodel flavors a string": (_mlmodel("flavors: text\n"), "no 'flavors' mapping"),
+    "weights claiming 8 TB": (lambda f: (f / "artifacts/scorer/weights.npz").write_bytes(
+        lying_npz()), "claims shape (1000000000000,)"),
     "weights not a zip": (lambda f: (f / "artifacts/scorer/weights.npz").write_bytes(
         np.zeros(4).tobytes()), "not a readable npz"),
 }

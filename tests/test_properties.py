@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_hostile import lying_npz
 
 from conftest import run_cli
 from ids import cli
@@ -33,7 +34,7 @@ from ids.data import synthetic
 from ids.data.flows import read_flows
 
 BUDGETS = {"fast": {"reader": 40, "model": 30, "cli": 4},
-           "slow": {"reader": 1500, "model": 600, "cli": 60}}
+           "slow": {"reader": 1000, "model": 300, "cli": 30}}
 budgets = pytest.mark.parametrize("budget", ["fast", pytest.param("slow", marks=pytest.mark.slow)])
 BASE = synthetic.generate(40, 9, {"Benign": 1.0, "DoS": 3.0})
 KEEP = "keep me\n"
@@ -216,7 +217,8 @@ def model_damage(draw, meta: dict):
                       json_values),
             st.binary(max_size=200),
             st.sampled_from([b"- a\n", b"flavors: 3\n", b"a: &x [1]\nb: *x\n", b"\xff\xfe"])))
-    return target, draw(st.one_of(st.binary(max_size=300), st.builds(_npz, st.integers(0, 3))))
+    return target, draw(st.one_of(st.binary(max_size=300), st.builds(_npz, st.integers(0, 3)),
+                                  st.builds(lying_npz, st.integers(9, 2**50))))
 
 
 def _npz(kind: int) -> bytes:

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ids.artifact.bounds import TooBig, check_size, memory_budget
 from ids.config import ConfigError, ModelConfig, check_model
 from ids.data import encoding
-from ids.model.network import ROW_PAD, sequence_lengths
 
 FORMAT, VERSION = "ids-scorer", 2
 CODE_FILE = "pyfunc_model.py"  # the models-from-code file logged with every ids model
@@ -40,7 +40,6 @@ OLD_FORMAT = ("was saved by an older ids as a pickle, and unpickling it could ru
               "author put there, so ids does not load it. Train it again with this version "
               "(`python -m ids.run`, or `make sweep` + `make promote`); see README 'Model files'")
 JSON_CAP, MLMODEL_CAP = 64 << 20, 1 << 20  # bytes: scorer.json, MLmodel
-MAX_STEPS = 1024  # the unrolled BiLSTM compiles one cell per step of its sequence
 MAX_LAYERS = 64  # conv or LSTM layers: each is compiled into the scoring graph
 OPTIONAL_MODEL_KEYS = {"lstm_impl"}  # absent in models saved before it existed
 
@@ -83,16 +82,21 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Numeric arrays only: object arrays (pickles) are refused by allow_pickle=False. The file
-    and what it unpacks to are bounded by the memory this machine has."""
+    """Numeric arrays only: object arrays (pickles) are refused by allow_pickle=False. What the
+    file unpacks to is bounded by the memory this machine has, and every array's header must
+    fit the bytes it comes with (numpy allocates what a header claims before reading)."""
     real, cap = local_file(path), memory_budget() // 4
     try:
         with zipfile.ZipFile(real) as zf:
             unpacked = sum(i.file_size for i in zf.infolist())
-        _require(unpacked <= cap, f"{path.name} unpacks to {unpacked:,} bytes, more than a "
-                 f"quarter of the {memory_budget():,} bytes of memory available here")
+            _require(unpacked <= cap, f"{path.name} unpacks to {unpacked:,} bytes, more than a "
+                     f"quarter of the {memory_budget():,} bytes of memory available here")
+            for info in zf.infolist():
+                _check_npy_header(zf, info, path)
         with np.load(real, allow_pickle=False) as npz:
             out = {k: npz[k] for k in npz.files}
+    except ModelFormatError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
         raise ModelFormatError(f"{path} is not a readable npz file of numeric arrays ({exc})") \
             from exc
@@ -100,6 +104,17 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         if a.dtype.kind not in "fiub":
             raise ModelFormatError(f"{path}: array {k!r} has dtype {a.dtype}, not numeric")
     return out
+
+
+def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    fmt = np.lib.format
+    with zf.open(info) as fh:
+        version = fmt.read_magic(fh)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+    need = math.prod(shape) * dtype.itemsize
+    _require(need <= info.file_size, f"{path.name}: array {info.filename!r} claims shape "
+             f"{shape} ({need:,} bytes) but holds {info.file_size:,} bytes")
 
 
 # --- the preprocessor: lists and settings in JSON, arrays in npz (ids.data.encoding) ---------
@@ -136,7 +151,10 @@ def check_meta(meta: Any) -> dict:
     _require(isinstance(names, list) and len(names) >= 1, "'preprocessor' must list its "
              "feature_names_")
     _require(isinstance(meta.get("config", {}), dict), "'config' must be an object")
-    check_size(model, len(names), w, b)
+    try:
+        check_size(model, len(names), w, b)
+    except TooBig as exc:
+        raise ModelFormatError(f"invalid ids model file: {exc}") from exc
     return meta
 
 
@@ -163,53 +181,6 @@ def check_model_settings(model: Any) -> dict:
              f"at most {MAX_LAYERS} conv and {MAX_LAYERS} LSTM layers, but got "
              f"{full['conv_layers']} and {full['lstm_layers']}")
     return full
-
-
-def check_size(model: dict, n_features: int, window: int, batch: int) -> None:
-    """ModelFormatError unless the network and one scoring batch fit in the memory available
-    here (an estimate of parameters and activations, float32), and the unrolled BiLSTM's
-    sequence is short enough to compile."""
-    need = 4 * (2 * params(model, n_features) + scoring_values(model, n_features, window, batch))
-    have = memory_budget()
-    _require(need <= have, f"scoring with 'window' {window}, 'eval_batch_size' {batch} and these "
-             f"layer sizes would need about {need / 1e9:.1f} GB of memory, more than the "
-             f"{have / 1e9:.1f} GB available here; the file is damaged, or the model is too big "
-             "for this machine")
-    steps = (sequence_lengths(window, model["conv_layers"], model["pool_size"]) or [window])[-1]
-    _require(model["lstm_impl"] != "unrolled" or steps <= MAX_STEPS, f"'window' {window} leaves "
-             f"a sequence of {steps} steps for the unrolled BiLSTM; at most {MAX_STEPS} compile")
-
-
-def params(model: dict, n_features: int) -> int:
-    """An upper estimate of the network's parameter count (`ids.model.network`)."""
-    c, k, h = model["filters"], model["kernel_size"], model["lstm_units"]
-    conv = sum((n_features if i == 0 else c) * c * k + c for i in range(model["conv_layers"]))
-    lstm_in = c if model["conv_layers"] else n_features
-    lstm = sum(2 * 4 * h * ((lstm_in if i == 0 else 2 * h) + h + 2)
-               for i in range(model["lstm_layers"]))
-    d = model["dense_units"]
-    return conv + lstm + (2 * h * d + d + d + 1 if d else 2 * h + 1)
-
-
-def scoring_values(model: dict, n_features: int, window: int, batch: int) -> int:
-    """An upper estimate of the float32 values alive while one batch is scored: the windows
-    (copied and padded), every conv block's output and the LSTM's gate projections."""
-    rows = batch + ROW_PAD
-    conv = 3 * model["filters"] * window * model["conv_layers"]
-    lstm = 10 * model["lstm_units"] * window * model["lstm_layers"]
-    return rows * (3 * window * n_features + conv + lstm)
-
-
-def memory_budget() -> int:
-    """Bytes of memory available now (MemAvailable; the physical size where it is unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def read_meta(folder: Path) -> dict:
