@@ -72,7 +72,7 @@ def many_flows(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mode", ["file", "stream"])
+@pytest.mark.parametrize("mode", ["file", pytest.param("stream", marks=pytest.mark.slow)])
 def test_a_full_disk_is_one_line_and_the_existing_output_survives(mode, tiny_model, tmp_path,
                                                                   many_flows):
     src = f'input={many_flows}' if mode == "file" else f'input=- < "{many_flows}"'

@@ -34,7 +34,7 @@ from ids.data import synthetic
 from ids.data.flows import read_flows
 
 BUDGETS = {"fast": {"reader": 40, "model": 30, "cli": 4},
-           "slow": {"reader": 1000, "model": 300, "cli": 30}}
+           "slow": {"reader": 1000, "model": 150, "cli": 30}}
 budgets = pytest.mark.parametrize("budget", ["fast", pytest.param("slow", marks=pytest.mark.slow)])
 BASE = synthetic.generate(40, 9, {"Benign": 1.0, "DoS": 3.0})
 KEEP = "keep me\n"
