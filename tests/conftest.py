@@ -7,12 +7,16 @@ import runpy
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# hypothesis keeps its caches (constants, unicode data) there, not in the checkout
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(),
+                                                                    "ids-hypothesis"))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 V1_SAMPLE = SHARED_DATA / "nf-bot-iot-sample.csv.gz"
 V2_SAMPLE = SHARED_DATA / "nf-bot-iot-v2-sample.csv.gz"

@@ -8,7 +8,7 @@ synthetic generator); `ids.data.prepare` splits, encodes and windows what it ret
 from __future__ import annotations
 
 import zipfile
-import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +101,12 @@ def _numeric(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
 
 
 def _strings(s: pd.Series) -> np.ndarray:
-    return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
-        s.astype(str).to_numpy(object))
+    try:
+        return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
+            s.astype(str).to_numpy(object))
+    except UnicodeDecodeError as exc:  # bytes a reader kept undecoded
+        raise DataError(f"column {s.name!r} holds text that is not UTF-8 ({exc.reason} at byte "
+                        f"{exc.start} of {exc.object[:20]!r}); save the file as UTF-8") from exc
 
 
 # Counts that cannot be negative, and TCP flag fields (whole numbers, bit sets).
@@ -124,6 +128,35 @@ def _check_counts(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> None:
                 raise DataError(f"column {c!r} holds TCP flag bits, a whole number, but "
                                 f"{_row(df, frac[0])} holds {a[frac[0]]!r} ({len(frac)} such "
                                 "rows); fix or drop those rows")
+        if c in FLAG_COLUMNS and len(big := np.flatnonzero(a > 255)):
+            raise DataError(f"column {c!r} holds the 8 TCP flag bits (0-255), but "
+                            f"{_row(df, big[0])} holds {a[big[0]]!r} ({len(big)} such rows); "
+                            "fix or drop those rows")
+
+
+def _check_names(columns) -> None:
+    """DataError for a column given twice: exactly, after trimming spaces, or as the copy
+    pandas renames to NAME.1 when a CSV header repeats NAME. Which one holds the flows would
+    be a guess (pandas would silently take the first)."""
+    names = Counter(str(c).strip() for c in columns)
+    known = set(V2_FEATURES + ID_COLUMNS + [LABEL, ATTACK])
+    for name in list(names):
+        base, _, n = name.rpartition(".")
+        if n.isdigit() and base in known and base in names:
+            names[base] += names.pop(name)
+    dups = {name: k for name, k in names.items() if k > 1}
+    if dups:
+        name, k = next(iter(dups.items()))
+        raise DataError(f"column {name[:60]!r} appears {k} times in the header"
+                        f"{f' ({len(dups)} such names)' if len(dups) > 1 else ''}; keep one "
+                        "(ids cannot tell which one holds the flows)")
+
+
+def check_header(columns) -> str:
+    """The layout ('v1' or 'v2') of a header; DataError for missing, renamed or repeated
+    columns (a stream checks its header before any flow arrives)."""
+    _check_names(columns)
+    return _layout([str(c).strip() for c in columns])
 
 
 def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame:
@@ -131,6 +164,7 @@ def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame
     Error messages name the row by `df.index` (the row number in the file)."""
     if len(df) == 0:
         raise DataError("the data has no flows (empty file or only a header)")
+    _check_names(df.columns)
     df = df.rename(columns=lambda c: str(c).strip())
     if not require_label and LABEL in df.columns and df[LABEL].isna().all():
         df = df.drop(columns=[c for c in (LABEL, ATTACK) if c in df.columns])  # labels optional
@@ -190,13 +224,23 @@ def read_flows(path, max_rows: int | None = None, require_label: bool = True) ->
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         what = "is empty" if "empty" in str(e).lower() else f"is not a readable CSV ({e})"
         raise DataError(f"{p} {what}: no flows to load; re-download the file") from e
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as e:
-        raise DataError(f"{p} cannot be read as {_kind(name)} ({type(e).__name__}: {e}); is the "
-                        "file complete, and does its extension match its content?") from e
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a decoder raises, the file is damaged
+        raise unreadable(p, e) from e
     try:
         return validate_frame(df, require_label)
     except DataError as e:
         raise DataError(f"{p}: {e}") from e
+
+
+def unreadable(p: Path, exc: Exception) -> DataError:
+    """The error for a file that a decoder (gzip, zip, parquet, CSV, the OS) could not read:
+    damaged, truncated, misnamed or unreadable; one line that names the file."""
+    detail = " ".join(str(exc).split())[:300]
+    return DataError(f"{p} cannot be read as {_kind(p.name.lower())} ({type(exc).__name__}: "
+                     f"{detail}); is the file complete, and does its extension match its "
+                     "content?")
 
 
 def _kind(name: str) -> str:

@@ -5,9 +5,10 @@
     python -m ids.predict input=big.csv output=alerts.csv chunk_size=500000
     python -m ids.predict input=flows.csv output=alerts.csv overwrite=true  # replace alerts.csv
 
-The output's folder must exist and the output must not (unless overwrite=true); it is written
-as `<output>.partial` and renamed when complete, so an error, Ctrl-C or SIGTERM leaves nothing
-under the output's name.
+The output's folder must exist and the output must not (unless overwrite=true), and it must be
+a regular file (`ids.outputs`: a FIFO or a device is refused); it is written as
+`<output>.partial` and renamed when complete, so an error, Ctrl-C or SIGTERM leaves nothing
+under the output's name and an existing file as it was.
 
 The file is read `chunk_size` rows at a time (csv, csv.gz/bz2/xz/zst, zip with one CSV, parquet),
 so it may be larger than memory. A flow's window holds it and the `window - 1` flows before it in
@@ -28,10 +29,7 @@ on `chunk_size` down to the last bit.
 
 from __future__ import annotations
 
-import gzip
-import os
 import zipfile
-import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -39,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ids import progress
+from ids import outputs, progress
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
-from ids.data.flows import DataError, validate_frame
+from ids.data.flows import DataError, unreadable, validate_frame
 from ids.serving.rows import carry, passthrough
 from ids.tracking import registry
 
@@ -58,16 +56,16 @@ def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     if int(chunk_size) < 1:
         raise ConfigError(f"chunk_size must be >= 1, but got {chunk_size}")
     name = p.name.lower()
-    if name.endswith(_PARQUET):
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=int(chunk_size)):
-            yield batch.to_pandas()
-        return
-    if not name.endswith(_CSV):
+    if not name.endswith(_CSV + _PARQUET):
         raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one CSV "
                         "inside) or .parquet")
     try:
+        if name.endswith(_PARQUET):
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(p).iter_batches(batch_size=int(chunk_size)):
+                yield batch.to_pandas()
+            return
         with ExitStack() as stack:
             src = p
             if name.endswith(".zip"):  # open the one CSV: pandas refuses folder entries
@@ -79,9 +77,10 @@ def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
         raise DataError(f"{p} is empty: no flows to score") from exc
     except pd.errors.ParserError as exc:
         raise DataError(f"{p} is not a readable CSV ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as exc:
-        raise DataError(f"{p} cannot be read ({type(exc).__name__}: {exc}); is the file "
-                        "complete, and does its extension match its content?") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises, the file is damaged
+        raise unreadable(p, exc) from exc
 
 
 def _zip_member(zf: zipfile.ZipFile, p: Path) -> str:
@@ -91,10 +90,6 @@ def _zip_member(zf: zipfile.ZipFile, p: Path) -> str:
         raise DataError(f"{p} holds {len(csvs)} CSV files {csvs[:5]}; the zip must hold "
                         "exactly one (unzip it and point input at one CSV)")
     return csvs[0]
-
-
-def _open_output(path: Path, gz: bool):
-    return gzip.open(path, "wt", newline="") if gz else open(path, "w", newline="")
 
 
 def predict_file(model_uri: str, input: str | Path, output: str | Path,
@@ -112,28 +107,12 @@ def predict_file(model_uri: str, input: str | Path, output: str | Path,
     return score_file(scorer, input, output, chunk_size, overwrite)[0]
 
 
-def check_output(input: str | Path, output: str | Path, overwrite: bool = False) -> Path:
-    """The output path, if it may be written: not the input, in an existing folder, and not an
-    existing file unless `overwrite`."""
-    out_path = Path(str(output)).expanduser()
-    if out_path.resolve() == Path(str(input)).expanduser().resolve():
-        raise ConfigError(f"output={output} would overwrite the input; choose another file")
-    if not out_path.parent.is_dir():
-        raise ConfigError(f"output={output}: folder {out_path.parent} does not exist; create it "
-                          "or choose another output path")
-    if out_path.exists() and not overwrite:
-        raise ConfigError(f"output={output} exists; choose another file, or pass "
-                          "overwrite=true to replace it")
-    return out_path
-
-
 def score_file(scorer: Scorer, input: str | Path, output: str | Path,
                chunk_size: int = 100_000, overwrite: bool = False) -> tuple[int, int]:
     """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer. Writes
     `<output>.partial` beside the output and renames it when complete: an error or an
-    interrupt leaves no output, and never a truncated one under the final name."""
-    out_path = check_output(input, output, overwrite)
-    tmp = out_path.with_name(out_path.name + ".partial")
+    interrupt leaves no output, and never a truncated one under the final name
+    (`ids.outputs.replacing`)."""
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
     pending_X: list[np.ndarray] = []
@@ -157,26 +136,21 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
         n_pending -= take
         n_written += take
 
-    try:
-        with _open_output(tmp, out_path.name.lower().endswith(".gz")) as fh:
-            for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
-                if len(raw) == 0:
-                    continue
-                raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
-                try:
-                    X = scorer.transform(validate_frame(raw, require_label=False))
-                except DataError as exc:
-                    raise DataError(f"{input}: {exc}") from exc
-                pending_X.append(X)
-                pending_meta.append(passthrough(raw, n_rows))
-                n_pending += len(raw)
-                n_rows += len(raw)
-                flush(fh, final=False)
-            flush(fh, final=True)
+    with outputs.replacing(output, overwrite=overwrite, inputs=(input,)) as fh:
+        for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
+            if len(raw) == 0:
+                continue
+            raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
+            try:
+                X = scorer.transform(validate_frame(raw, require_label=False))
+            except DataError as exc:
+                raise DataError(f"{input}: {exc}") from exc
+            pending_X.append(X)
+            pending_meta.append(passthrough(raw, n_rows))
+            n_pending += len(raw)
+            n_rows += len(raw)
+            flush(fh, final=False)
+        flush(fh, final=True)
         if n_rows == 0:
             raise DataError(f"{input} has no flows (only a header?): nothing to score")
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return n_rows, n_alerts

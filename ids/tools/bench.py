@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ids import outputs
 from ids.tools.bench_core import FULL, QUICK, SECTIONS, Rows, load1, machine, run_jobs
 from ids.tools.bench_data import plan_data
 from ids.tools.bench_train import plan_train, train_ratios
@@ -66,6 +67,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         p.error(f"unknown options {bad}")
     if args.twin and not Path(args.twin_script).is_file():
         p.error(f"--twin-script {args.twin_script} not found; pass the path of torch_twin.py")
+    if args.json:  # before the measurements: a FIFO, a folder or a missing folder is refused
+        try:
+            outputs.check(args.json, overwrite=True, key="--json")
+        except outputs.OutputError as exc:
+            p.error(str(exc))
     return args, rest
 
 
@@ -155,14 +161,19 @@ def run_bench(argv: list[str] | None = None) -> dict:
             if extra.get("profile"):
                 store.log_text(extra["profile"] + "\n", "profile.txt")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows.rows,
-                                               "values": rows.values()}, indent=2))
+        outputs.write_text(args.json, json.dumps({"machine": info, "rows": rows.rows,
+                                                  "values": rows.values()}, indent=2),
+                           key="--json")
     return {"values": rows.values(), "rows": rows.rows, "machine": info, "table": table,
             "run_id": parent, "profile": extra.get("profile", "")}
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_bench(argv)
+    try:
+        run_bench(argv)
+    except outputs.OutputError as exc:  # e.g. the disk filled up: one line, as ids.cli says it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

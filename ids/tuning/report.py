@@ -15,6 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from ids import outputs
 from ids.tracking import store
 from ids.tracking.redact import redact
 from ids.tracking.registry import logged_config
@@ -52,9 +53,8 @@ def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
         f"# params: {best.params}\n"
         f"# Rerun exactly: python -m ids.run --config-dir {cfg.sweep.export_dir} +{name}=best\n"
     )
-    path = folder / "best.yaml"
-    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
-    return path
+    return outputs.write_text(folder / "best.yaml", header + yaml.safe_dump(body, sort_keys=False),
+                              key="sweep.export_dir")
 
 
 def pruned_at(study: optuna.Study) -> dict[int, int]:
@@ -69,7 +69,7 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None) ->
     folder = Path(cfg.sweep.export_dir) / str(cfg.sweep.study)
     folder.mkdir(parents=True, exist_ok=True)
     trials = study.trials_dataframe()
-    trials.to_csv(folder / "trials.csv", index=False)
+    outputs.write_text(folder / "trials.csv", trials.to_csv(index=False), key="sweep.export_dir")
     states = [t.state.name for t in study.trials]
     summary: dict = {"study": study.study_name, "folder": str(folder),
                      "n_complete": states.count("COMPLETE"), "n_pruned": states.count("PRUNED"),

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from ids.config import Config, validate
 from ids.data.prepare import prepare
 from ids.experiment.train import train
-from ids.tracking import store, sweeprun
+from ids.tracking import signals, store, sweeprun
+from ids.tracking.redact import redact
 from ids.tuning import runs
 from ids.tuning.report import finalize
 from ids.tuning.space import apply, check_space, check_start_points, suggest
@@ -119,7 +120,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = redact(f"{type(exc).__name__}: {exc}")  # kept in the study and MLflow
             trial.set_user_attr("fail_reason", reason[:2000])
             if self.cfg.tracking.enabled:
                 sweeprun.mark_trial_failed(self.exp_id, f"{self.cfg.sweep.study}-trial-"
@@ -192,7 +193,7 @@ def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, wor
 def _worker_process(cfg_container: dict, parent_run_id: str | None, worker: int,
                     workers: int) -> None:
     """Entry point of a spawned worker: rebuild the typed config and run the loop."""
-    store.end_runs_killed_on_sigterm()
+    signals.end_runs_killed_on_sigterm()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_container)
     worker_loop(cfg, parent_run_id, worker, workers)
@@ -275,12 +276,11 @@ def sweep(cfg: DictConfig) -> dict:
                       file=sys.stderr) as bar:
                 worker_loop(cfg, parent, on_trial=lambda st, t: bar.update(
                     int(t.state in FINISHED)))
+        summary = finalize(cfg, open_study(cfg), parent)  # exports can fail too (a full disk)
     except BaseException as exc:
         if parent:
-            store.end_run(parent, "KILLED" if isinstance(exc, KeyboardInterrupt)
-                               else "FAILED")
+            store.end_run(parent, store.status_for(exc))
         raise
-    summary = finalize(cfg, open_study(cfg), parent)
     if parent:
         store.end_run(parent, "FINISHED")
     return summary
