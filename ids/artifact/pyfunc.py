@@ -7,12 +7,13 @@ The model scores in graph mode. `make serve` sets `IDS_SERVE_THREADS` (cores / w
 worker then uses that many kernel threads and compiles every batch shape before the server
 answers `/ping`, so no request pays for a compilation (elsewhere, e.g. in a notebook, shapes
 compile on first use). Flows that cannot be scored
-(a missing column, text in a count, ...) raise an `MlflowException` with the one-line reason as
-its message: MLflow's server answers 400 with that reason in `message`, not only in a trace.
+(a missing column, text in a count, ...) raise `BadFlows`: MLflow's server answers 400 with the
+one-line reason as `message` (not only in a stack trace, nor after a print of the whole input).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -26,6 +27,18 @@ from ids.data.flows import DataError
 from ids.model.runtime import setup_runtime
 
 SERVE_THREADS = "IDS_SERVE_THREADS"  # set by `make serve`
+
+
+class BadFlows(MlflowException):
+    """Flows that cannot be scored: HTTP 400 whose `message` is the reason alone (MLflow's
+    server rewrites `message` to start with a print of the whole input frame)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, error_code=BAD_REQUEST)
+        self.reason = reason
+
+    def serialize_as_json(self) -> str:
+        return json.dumps({"error_code": self.error_code, "message": self.reason})
 
 
 class IdsPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -43,4 +56,4 @@ class IdsPyfuncModel(mlflow.pyfunc.PythonModel):
         try:
             return self.scorer.predict(model_input)
         except DataError as exc:  # bad flows, not a server fault: 400 with the reason
-            raise MlflowException(str(exc), error_code=BAD_REQUEST) from exc
+            raise BadFlows(str(exc)) from exc
