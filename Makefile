@@ -15,7 +15,9 @@ TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 PYTEST_ARGS ?=
 MODEL ?= models:/ids-cnn-bilstm@champion
 SERVE_PORT ?= 5001
-SERVE_WORKERS ?= 1
+CORES := $(shell nproc 2>/dev/null || echo 1)
+SERVE_WORKERS ?= $(CORES)
+SERVE_THREADS ?= $(shell w=$$(( $(CORES) / $(SERVE_WORKERS) )); echo $$(( w > 0 ? w : 1 )))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv sweep run test test-all lint format ui bench promote evaluate predict serve server clean
@@ -68,9 +70,12 @@ server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; 
 	$(BIN)/python -m ids.tools.servers team --dir servers --host $(HOST) --port $(PORT) \
 		--pg-port $(PG_PORT) $(ARGS)
 
-# MLflow's scoring server starts uvicorn by name: the venv's bin goes first on PATH.
+# MLflow's scoring server starts uvicorn by name: the venv's bin goes first on PATH. One worker
+# per core, each with cores/workers kernel threads (IDS_SERVE_THREADS also makes each worker
+# compile its batch shapes before it answers /ping).
 serve: $(STAMP) ## serve the champion (or MODEL=...) on http://$(HOST):$(SERVE_PORT)/invocations
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
+		IDS_SERVE_THREADS=$(SERVE_THREADS) \
 		$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host $(HOST) \
 		--port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 

@@ -61,9 +61,12 @@ def row_ids(X: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse[1:], int(inverse[0])
 
 
-def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None) -> Distinct:
+def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None,
+                     start: int = 0) -> Distinct:
     """The distinct windows of T consecutive rows of X (zero-padded before row 0, as
-    `ids.data.windows.windows`), and with `labels` the distinct (window, label) pairs."""
+    `ids.data.windows.windows`), and with `labels` the distinct (window, label) pairs. With
+    `start`, only the windows ending at rows start.. (earlier rows are their context); positions
+    in the result count from `start`."""
     T = check_window(T)
     ids, pad = row_ids(X)
     if T == 1:
@@ -71,7 +74,9 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None) ->
     else:
         padded = np.concatenate([np.full(T - 1, pad, ids.dtype), ids])
         keys = sliding_window_view(padded, T)  # (n, T) row ids
-    if labels is not None:
-        keys = np.column_stack([keys, np.asarray(labels).astype(np.int64).reshape(-1)])
+    keys = keys[int(start):]
+    if labels is not None:  # one label per row of X
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)[int(start):]
+        keys = np.column_stack([keys, labels])
     first, inverse, counts = _unique_rows(keys)
     return Distinct(first, inverse, counts)

@@ -22,9 +22,10 @@ Output columns, in input order:
   score                  attack probability (float32)
   label                  1 = attack (score >= the model's own threshold, tuned on validation)
 
-Scores are computed in batches of exactly the model's `eval_batch_size` windows whatever
-`chunk_size` is (`ids.train.predict_proba` pads the last batch), so the output does not depend
-on `chunk_size` down to the last bit.
+Scores are computed in blocks of the model's `eval_batch_size` flows counted from the file
+start, whatever `chunk_size` is, each distinct window of a block once
+(`ids.artifact.scorer.Scorer.score_matrix`): the output does not depend on `chunk_size` down to
+the last bit.
 """
 
 from __future__ import annotations

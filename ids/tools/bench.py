@@ -1,6 +1,7 @@
 """Benchmarks: data preparation, training/inference throughput and the cost of a sweep trial.
 
-    make bench                                  # = python -m ids.tools.bench (~6 min, 2 cores)
+    make bench                                  # = python -m ids.tools.bench (~10 min, 2 cores)
+    python -m ids.tools.bench --sections serve --no-log data.window=1   # scoring at line rate
     python -m ids.tools.bench --quick           # tiny version, a minute (tests/test_bench.py)
     python -m ids.tools.bench --sections train --twin ../twin-venv/bin/python --no-log
     python -m ids.tools.bench --repeat 3 model.lstm_units=32 tracking.uri=sqlite:///tmp/b/m.db
@@ -12,7 +13,8 @@ measured are nested runs of that run. `python -m ids.bench` is the same command.
 
 Bench-only knobs are `--flags` (`--help`); every other argument is a Hydra override composed
 with `ids.config.compose`, as `ids.run` sees it. Sections (one module each): data
-(`bench_data`), train (`bench_train`, `bench_profile`, `bench_hw`), trial (`bench_trial`).
+(`bench_data`), train (`bench_train`, `bench_profile`, `bench_hw`), trial (`bench_trial`),
+serve (`bench_serve`: in-process, file, stream and `make serve` under load).
 
 Method. Every measurement runs in a fresh `spawn` process (own peak RSS, own MindSpore context:
 mode and kernel threads are set once per process). Other processes share the machine: each row
@@ -37,6 +39,7 @@ from typing import Any
 from ids import outputs
 from ids.tools.bench_core import FULL, QUICK, SECTIONS, Rows, load1, machine, run_jobs
 from ids.tools.bench_data import plan_data
+from ids.tools.bench_serve import plan_serve
 from ids.tools.bench_train import plan_train, train_ratios
 from ids.tools.bench_trial import plan_trial
 
@@ -47,7 +50,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Benchmarks; other arguments are Hydra overrides (e.g. model.lstm_units=32).")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one run each (the test)")
     p.add_argument("--repeat", type=int, default=None, help="runs per figure (default 2; quick 1)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help="subset of data,train,trial")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="subset of data,train,trial,serve")
     p.add_argument("--flows", type=int, default=None, help="flows of the data step (600000)")
     p.add_argument("--batch-sizes", default="256,1024", help="training batch sizes")
     p.add_argument("--threads", default=None,
@@ -137,6 +141,8 @@ def run_bench(argv: list[str] | None = None) -> dict:
         if "train" in sections:
             jobs += plan_train(rows, extra, overrides, sizes, repeat, batch_sizes, threads,
                                default_threads, twin)
+        if "serve" in sections:
+            jobs += plan_serve(rows, overrides, sizes)
         if "trial" in sections:
             trial_overrides = overrides if log else overrides + ["tracking.enabled=false"]
             jobs += plan_trial(rows, trial_overrides, sizes, parent)

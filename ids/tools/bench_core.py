@@ -17,16 +17,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
-SECTIONS = ("data", "train", "trial")
+SECTIONS = ("data", "train", "trial", "serve")
 # Sizes: flows of the data step, of the graph / PyNative throughput runs and of the trials;
-# epochs; runs per figure; windows scored for inference; measurements at once.
+# epochs; runs per figure; windows scored for inference; measurements at once; the serve
+# section's file size, trickled flows and load-test seconds (per run, and the long run).
 FULL = {"flows": 600_000, "graph_flows": 30_000, "pynative_flows": 6_000, "epochs": 3,
         "trial_flows": 30_000, "trial_epochs": 3, "repeat": 2, "infer_windows": 40_960, "jobs": 1,
-        "trial_overrides": [], "profile_steps": 50}
+        "trial_overrides": [], "profile_steps": 50, "serve_flows": 1_000_000, "serve_trickle": 100,
+        "serve_seconds": 10, "serve_long_seconds": 60}
 QUICK = {"flows": 20_000, "graph_flows": 4_000, "pynative_flows": 2_000, "epochs": 2,
          "trial_flows": 4_000, "trial_epochs": 2, "repeat": 1, "infer_windows": 8_192, "jobs": 2,
          "trial_overrides": ["tracking.log_plots=false", "tracking.log_model=false"],
-         "profile_steps": 5}
+         "profile_steps": 5, "serve_flows": 20_000, "serve_trickle": 10, "serve_seconds": 1,
+         "serve_long_seconds": 2}
 
 
 class Rows:
