@@ -43,7 +43,7 @@ import pytest
 
 from world import build as build_world
 from world import copy as copy_world
-from world import tiny_overrides
+from world import mlflow_store, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -71,10 +71,12 @@ def v2_sample() -> Path:
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    """A composed config for a seconds-long run; call with extra overrides."""
+    """A composed config for a seconds-long run (its MLflow store made); call with extra
+    overrides."""
     from ids.config import compose
 
     def make(*extra: str):
+        mlflow_store(tmp_path / "mlruns" / "mlflow.db")
         return compose(tiny_overrides(tmp_path) + list(extra))
 
     return make

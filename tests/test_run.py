@@ -22,7 +22,7 @@ from conftest import ROOT, run_cli_status, tiny_overrides
 from ids.config import ConfigError, compose, validate
 from ids.data.flows import PUBLISHED, DataError
 from ids.experiment.train import train
-from ids.tracking import store as mlflow_store
+from world import mlflow_store
 
 PYTHON = sys.executable
 
@@ -84,10 +84,7 @@ def test_invalid_values_are_rejected_naming_the_key(base_cfg, key, value):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A migrated, empty MLflow store: a rejected config must leave it without runs."""
-    tmp = tmp_path_factory.mktemp("store")
-    cfg = compose(tiny_overrides(tmp))
-    mlflow_store.configure(cfg.tracking)
-    return str(cfg.tracking.uri)
+    return mlflow_store(tmp_path_factory.mktemp("store") / "mlruns" / "mlflow.db")
 
 
 def _all_runs(uri: str) -> list:
@@ -136,6 +133,7 @@ def _row(report: str, metric: str) -> list[str]:
 
 def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample, monkeypatch,
                                                         capsys):
+    mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     code, out, err = _ids_run(tmp_path, monkeypatch, capsys, "+experiment=paper",
                               f"data.path={v1_sample}", "trainer.epochs=1", "data.max_rows=20000")
     assert code == 0, err[-3000:]

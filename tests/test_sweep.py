@@ -20,7 +20,7 @@ from ids.config import compose
 from ids.tuning.space import SpaceError
 from ids.tuning.study import FINISHED, SweepError, open_study
 from ids.tuning.sweep import sweep
-from world import runs_of, sweep_cfg
+from world import WORLD_POINT, mlflow_store, runs_of, sweep_cfg
 
 
 @pytest.fixture
@@ -60,23 +60,25 @@ def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
     assert not any(k.startswith("test/") for k in best_child.data.metrics)
 
 
-def test_rerun_resumes_without_extra_trials(world_copy):
+def test_resume_adds_only_the_missing_trials_and_never_repeats_start_points(world_copy):
+    """The world's study began with its start point (trial 0). The same command again adds
+    nothing; a larger n_trials adds only the difference, and enqueues nothing again."""
     cfg = world_copy.cfg
+    first = open_study(cfg).trials[0]
+    assert first.params == WORLD_POINT and first.state == TrialState.COMPLETE
     before = len(open_study(cfg).trials)
     sweep(cfg)
     assert len(open_study(cfg).trials) == before
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1 and len(children) == before
 
-
-def test_larger_n_trials_adds_only_the_difference(world_copy):
-    cfg = world_copy.cfg
     cfg.sweep.n_trials = 4
     sweep(cfg)
     study = open_study(cfg)
     assert sum(t.state in FINISHED for t in study.trials) == 4
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1 and len(children) == len(study.trials)
+    assert ["fixed_params" in t.system_attrs for t in study.trials] == [True, False, False, False]
 
 
 def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path, monkeypatch):
@@ -85,7 +87,7 @@ def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path, monk
     best_yaml = Path(cfg.sweep.export_dir) / str(cfg.sweep.study) / "best.yaml"
     text = best_yaml.read_text()
     assert f"+{cfg.sweep.study}=best" in text and f"Best trial {best.number} " in text
-    uri = f"sqlite:///{tmp_path}/rerun.db"
+    uri = mlflow_store(tmp_path / "rerun.db")
     run_cli(monkeypatch, "ids.run", "--config-dir", str(cfg.sweep.export_dir),
             f"+{cfg.sweep.study}=best", f"tracking.uri={uri}", "tracking.log_model=false",
             "tracking.log_plots=false", "trainer.evaluate_test=false", "quiet=true",
@@ -150,20 +152,6 @@ def test_bad_space_stops_before_any_trial(tmp_path, params, match):
         sweep(cfg)
     assert not (tmp_path / "sweeps" / "optuna.db").exists()
     assert runs_of(cfg)[1:] == ([], [])
-
-
-def test_start_points_are_the_first_trials_and_a_resume_does_not_repeat_them(tmp_path):
-    point = {"data.window": 4, "model.kernel_size": 3, "model.lstm_units": 8}
-    cfg = sweep_cfg(tmp_path, "sweep.n_trials=1", "trainer.epochs=1", "sweep.sampler=random")
-    cfg.sweep.start_points = [point]
-    sweep(cfg)
-    first = open_study(cfg).trials[0]
-    assert first.params == point and first.state == TrialState.COMPLETE
-    cfg.sweep.n_trials = 2
-    sweep(cfg)  # resume: the study is not new, so nothing is enqueued again
-    trials = open_study(cfg).trials
-    assert len(trials) == 2
-    assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
 
 
 def test_champion_breaks_ties_by_validation_loss_then_trial_number():

@@ -1,16 +1,20 @@
 """Tiny configs, and the tests' shared world: a tiny real sweep, promoted, built once per session.
 
-Three 2-epoch trials of small models on 4,000 synthetic flows (real MindSpore, a real Optuna
-SQLite study, a real MLflow SQLite store and registry), then `promote`: the best trial is
-version 1 of `ids-cnn-bilstm`, alias `champion`, scored on its test split. Tests that only read
+Three 2-epoch trials of small models on 4,000 synthetic flows, the first its start point
+(real MindSpore, a real Optuna SQLite study, a real MLflow SQLite store and registry), then
+`promote`: the best trial is version 1 of `ids-cnn-bilstm`, alias `champion`, scored on its
+test split. Tests that only read
 it take the `world` fixture; tests that change it (resume the study, promote again, log runs)
 take `world_copy`, a copy of its stores in their own `tmp_path`.
 """
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import sqlite3
+import tempfile
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +35,7 @@ WORLD_SPACE = {
     "model.lstm_units": {"type": "categorical", "choices": [4, 8]},
     "data.window": {"type": "categorical", "choices": [3, 5]},
 }
+WORLD_POINT = {"data.window": 5, "model.kernel_size": 3, "model.lstm_units": 8}  # trial 0
 WORLD_TRIALS = 3
 
 
@@ -52,12 +57,41 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
+@cache
+def _migrated_store() -> Path:
+    """A new, empty MLflow SQLite store, made once per session: MLflow runs its schema
+    migrations (about a second on 2 cores, many under load) for every new store."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="ids-tests-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    db = folder / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{db}", str(folder))._dispose_engine()
+    return db
+
+
+def mlflow_store(db: Path) -> str:
+    """The URI of the MLflow SQLite store `db`, made first if absent: a copy of
+    `_migrated_store` (empty; its default artifact folder is `db`'s). For tests that make a
+    store: `mlflow_store(tmp_path / "mlruns" / "mlflow.db")` is where `tiny_overrides` points."""
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        template = _migrated_store()
+        shutil.copyfile(template, db)
+        _replace_text(db, str(template.parent), str(db.parent))
+    return f"sqlite:///{db}"
+
+
 def sweep_cfg(tmp: Path, *extra: str, params: dict | None = None):
-    """A tiny sweep's config: `params` replaces the default space (a CLI override would merge
-    into it). Dropout 0: MindSpore's dropout masks are not reproducible across processes, and a
-    best.yaml rerun must reproduce its trial exactly."""
+    """A tiny sweep's config, its MLflow store already made (`mlflow_store`). `params` replaces
+    the default space (a CLI override would merge into it). Dropout 0: MindSpore's dropout
+    masks are not reproducible across processes, and a best.yaml rerun must reproduce its
+    trial exactly. No plots of trials (tests/test_tracking.py checks a run's plots; the parent's
+    Optuna plots are drawn all the same)."""
+    mlflow_store(tmp / "mlruns" / "mlflow.db")
     cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=2", "sweep.heartbeat_seconds=2",
-                                         "trainer.baselines=false", "model.dropout=0.0", *extra])
+                                         "trainer.baselines=false", "tracking.log_plots=false",
+                                         "model.dropout=0.0", *extra])
     cfg.sweep.params = {}
     with open_dict(cfg.sweep.params):
         for key, spec in (params or SMALL_SPACE).items():
@@ -66,10 +100,12 @@ def sweep_cfg(tmp: Path, *extra: str, params: dict | None = None):
 
 
 def world_cfg(tmp: Path, *extra: str):
-    """The world's config for the stores in `tmp` (baselines and plots on, as `make promote`
-    has them; the trials ran without: `build`)."""
-    return sweep_cfg(tmp, f"sweep.n_trials={WORLD_TRIALS}", "trainer.baselines=true", *extra,
-                     params=WORLD_SPACE)
+    """The world's config for the stores in `tmp`: its space, its start point, baselines and
+    plots on as `make promote` has them (the trials ran without: `build`)."""
+    cfg = sweep_cfg(tmp, f"sweep.n_trials={WORLD_TRIALS}", "trainer.baselines=true",
+                    "tracking.log_plots=true", *extra, params=WORLD_SPACE)
+    cfg.sweep.start_points = [dict(WORLD_POINT)]
+    return cfg
 
 
 def runs_of(cfg):
