@@ -1,10 +1,13 @@
-"""Shared fixtures, and the patterns a new test follows so that `make test` stays within 3 minutes
-on 2 cores with real parts (real MindSpore training, MLflow SQLite stores, Optuna storage).
+"""Shared fixtures, and the patterns a new test follows so that `make test` stays fast (the
+target: 3 minutes on 2 cores) with real parts (MindSpore training, MLflow SQLite stores, Optuna
+storage). Every training run costs 2-3 s of graph compilation: count them.
 
 Which fixture for what (take the cheapest that still tests your behaviour):
 
 - **A config**: `tiny_cfg(*extra)` composes one for seconds-long runs with every store in
-  `tmp_path`; `tiny_overrides(tmp_path)` is the same as a command line. Keep their sizes:
+  `tmp_path` (its MLflow store already made); `tiny_overrides(tmp_path)` is the same as a
+  command line: before a run with it, `world.mlflow_store(tmp_path / "mlruns" / "mlflow.db")`
+  copies a migrated empty store there (MLflow migrates each new one: seconds). Keep the sizes:
   1 epoch (`trainer.epochs=1`) unless epochs are what you test; `trainer.baselines=false` and
   `tracking.log_plots=false` unless you check those.
 - **A trained model to score with**: `tiny_model` (session; a saved pyfunc folder, its
@@ -14,7 +17,8 @@ Which fixture for what (take the cheapest that still tests your behaviour):
   study, promote, evaluate or log anything, take `world_copy` (its stores copied into your
   `tmp_path`); never run a sweep of your own for what the world already holds.
 - **A command**: `run_cli(monkeypatch, "ids.<command>", *args)` runs it in this process (add
-  `hydra.run.dir={tmp_path}/hydra`; errors arrive as `SystemExit`, output through `capsys`). A
+  `hydra.run.dir={tmp_path}/hydra`; errors arrive as `SystemExit`, output through `capsys`);
+  `run_cli_status(monkeypatch, capsys, ...)` returns (exit code, stdout, stderr). A
   subprocess (~10 s of imports each) only when the test is about signals, pipes, several
   processes, servers or a fresh interpreter; such tests carry `@pytest.mark.slow`.
 - **Real data**: `v1_sample`, `v2_sample` (skip with the reason when ../shared/data is absent).
