@@ -20,7 +20,7 @@ SERVE_WORKERS ?= $(CORES)
 SERVE_THREADS ?= $(shell w=$$(( $(CORES) / $(SERVE_WORKERS) )); echo $$(( w > 0 ? w : 1 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate predict serve server clean
+.PHONY: help venv sweep run test test-slow test-all lint format ui bench promote evaluate predict serve server clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
@@ -49,10 +49,13 @@ evaluate: $(STAMP) ## re-evaluate a model (default models:/ids-cnn-bilstm@champi
 predict: $(STAMP) ## score flows: ARGS="input=flows.csv output=alerts.csv" (model: champion)
 	$(BIN)/python -m ids.predict $(ARGS)
 
-test: $(STAMP) ## fast test suite (includes end-to-end runs on tiny data)
+test: $(STAMP) ## fast test suite: real training on tiny data (<= 3 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) ## every test, the slow ones too (sweeps with kills, servers)
+test-slow: $(STAMP) ## the slow tests: servers, PostgreSQL, killed workers, serving, processes
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## every test (make test + make test-slow in one run)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check

@@ -29,6 +29,7 @@ import pytest
 from conftest import ROOT, run_cli
 from ids.data import synthetic
 from ids.tools import servers
+from world import mlflow_store
 
 MIX = {"Benign": 1.0, "DoS": 3.0}
 
@@ -160,12 +161,7 @@ _MODEL: dict[str, str] = {}
 
 
 def _empty_store(tmp: Path) -> str:
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-    (tmp / "mlruns").mkdir(exist_ok=True)
-    MlflowClient(uri).search_experiments()  # creates the (empty) store
-    return uri
+    return mlflow_store(tmp / "mlruns" / "mlflow.db")
 
 
 def _existing(tmp: Path) -> Path:
