@@ -40,22 +40,23 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".zip")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _WIDER = {pa.null(): pa.int64(), pa.bool_(): pa.string(), pa.int64(): pa.float64(),
           pa.float64(): pa.string()}
-_BLOCK = 1 << 22  # bytes per parsed CSV block
+BLOCK_BYTES = 1 << 22  # bytes of CSV parsed at a time
 
 
 class FlowFile:
     """A flow file, read batch by batch (`batches`); `types` holds the column types found."""
 
-    def __init__(self, path, key: str = "data.path") -> None:
+    def __init__(self, path, key: str = "data.path", block_bytes: int = BLOCK_BYTES) -> None:
         self.path, self.key = Path(str(path)).expanduser(), key
+        self.block_bytes = int(block_bytes)  # bytes of CSV parsed at a time (types: the first)
         self.types: dict[str, pa.DataType] = {}
         self.widened_late = False  # a column was widened after batches were handed out
+        if not self.path.is_file():
+            raise DataError(f"{key}={self.path}: no such file")
         name = self.path.name.lower()
         if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
             raise DataError(f"unknown file extension of {self.path.name}: use .csv, .csv.gz, "
                             ".zip (one CSV inside) or .parquet")
-        if not self.path.is_file():
-            raise DataError(f"{key}={self.path}: no such file")
         self.parquet = name.endswith(PARQUET_SUFFIXES)
         verb = "score" if key == "input" else "load"
         if self.path.stat().st_size == 0:
@@ -65,6 +66,8 @@ class FlowFile:
                 max_rows: int | None = None) -> Iterator[pd.DataFrame]:
         """Raw frames of at most `batch_rows` rows (the first `max_rows` rows only, if given),
         indexed by their row number in the file (0 = the first flow)."""
+        if int(batch_rows) < 1:
+            raise DataError(f"batches of {batch_rows} rows: use >= 1")
         batch_rows, limit = int(batch_rows), None if max_rows is None else int(max_rows)
         done = 0
         while True:
@@ -113,7 +116,7 @@ class FlowFile:
     def _csv(self, stack: ExitStack, ragged: list, threads: bool = True):
         """pyarrow's streaming CSV reader; lines with the wrong number of fields go to `ragged`."""
         return pacsv.open_csv(
-            self._open(stack), read_options=pacsv.ReadOptions(block_size=_BLOCK,
+            self._open(stack), read_options=pacsv.ReadOptions(block_size=self.block_bytes,
                                                               use_threads=threads),
             parse_options=pacsv.ParseOptions(
                 invalid_row_handler=lambda row: ragged.append(row) or "error"),
@@ -167,7 +170,9 @@ class FlowFile:
         if not m or int(m.group(1)) >= len(names):
             raise DataError(f"{self.path} is not a readable CSV ({_first_line(exc)})") from exc
         name = names[int(m.group(1))]
-        self.types[name] = _WIDER.get(self.types[name], pa.string())
+        if self.types[name] not in _WIDER:  # nothing wider to try (e.g. invalid UTF-8 text)
+            raise self._unreadable(exc) from exc
+        self.types[name] = _WIDER[self.types[name]]
         self.widened_late = self.widened_late or started
 
 

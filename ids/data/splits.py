@@ -89,6 +89,12 @@ class Split:
             self._hashes = np.asarray(self._table_hashes)[np.asarray(self._flow_ids())]
         return self._hashes
 
+    def sequence(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(rows, ids, ends): the split's flow sequence is `rows[ids]` (`rows` itself when ids
+        is None) and its flows end at positions `ends` of it (all when None), as
+        `ids.data.distinct.distinct_windows` takes them."""
+        return self._table, self._ids, self._ends
+
     def _flow_ids(self) -> np.ndarray:
         return self._ids if self._ends is None else self._ids[self._ends]
 
