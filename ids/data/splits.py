@@ -37,7 +37,6 @@ class Split:
         self._table, self._ids, self._ends = X, None, None
         self._attack, self._codes, self._categories = attack, None, None
         self._hashes, self._table_hashes = hashes, None
-        self._X: np.ndarray | None = None
         self._windows: dict = {}
 
     @classmethod
@@ -66,14 +65,12 @@ class Split:
 
     @property
     def X(self) -> np.ndarray:
-        """(n, F) float32 encoded flows (gathered once from the store or for a subset)."""
+        """(n, F) float32 encoded flows; from the store or for a subset, gathered at each use
+        (not kept: a whole validation split of NF-UQ-NIDS-v2 is 3.6 GB)."""
         if self._ids is None and self._ends is None:
             return self._table
-        if self._X is None:
-            flows = self._ends if self._ids is None else np.asarray(
-                self._ids if self._ends is None else self._ids[self._ends])
-            self._X = np.asarray(self._table[flows])
-        return self._X
+        flows = self._ends if self._ids is None else self._flow_ids()
+        return np.asarray(self._table[np.asarray(flows)])
 
     @property
     def attack(self) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The embedded generator's flows in the NF-v2 layout, written to a file of any size in chunks.
 
-    write_flows("big.csv", 76_000_000)    # NF-UQ-NIDS-v2's size: ~14 GB of CSV, minutes
+    write_flows("big.csv", 76_000_000)    # NF-UQ-NIDS-v2's size: ~12.6 GB of CSV, minutes
 
 For the benchmarks of full-size files (`ids.tools.bench_big`): a file that looks like
 NF-BoT-IoT-v2 (45 columns, the published column names, the categories of `ids.data.synthetic`)
@@ -9,8 +9,9 @@ stealth stretches), extended by the other v2 columns, which follow from the v1 o
 in the real files (durations of the wrapped counter, packet-size buckets, throughput, TCP
 windows, ICMP and DNS fields). Copies: real NF-v2 files are mostly repeats of the same flows
 (87-95 % of a training split repeats another training flow), so a share `replay` of the flows
-of each chunk repeat the features of an earlier flow of the same category (a pool of the
-distinct ones seen so far); identifiers, Label and Attack stay the flow's own.
+of each chunk repeat the features of an earlier flow of the same category (a random pool of
+the fresh ones seen so far): about 95 % of a 76M-flow file are copies of another flow.
+Identifiers, Label and Attack stay the flow's own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from ids.data import synthetic
 from ids.data.flows import ATTACK, ID_COLUMNS, LABEL, V2_FEATURES
 
 COLUMNS = ID_COLUMNS + V2_FEATURES + [LABEL, ATTACK]
-REPLAY = 0.92  # share of flows that repeat an earlier flow's features: ~7 % distinct flows
-POOL = 20_000  # distinct flows kept per category to repeat
+REPLAY = 0.8  # share of flows that repeat an earlier flow's features: ~5 % distinct at 76M
+POOL = 20_000  # earlier flows kept per category (a random sample) to repeat
 WIN = np.array([8192, 14600, 29200, 64240, 65535])
 
 

@@ -17,7 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
-SECTIONS = ("data", "train", "trial")
+SECTIONS = ("data", "train", "trial")  # the default run
+EXTRA_SECTIONS = ("big",)  # on request: full-size files (`ids.tools.bench_big`)
 # Sizes: flows of the data step, of the graph / PyNative throughput runs and of the trials;
 # epochs; runs per figure; windows scored for inference; measurements at once.
 FULL = {"flows": 600_000, "graph_flows": 30_000, "pynative_flows": 6_000, "epochs": 3,
