@@ -59,7 +59,13 @@ class Windows:
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
             return self[np.array([key])][0]
-        pos = np.arange(len(self))[key] if self.ends is None else np.asarray(self.ends)[key]
+        if self.ends is not None:
+            pos = np.asarray(self.ends[key])
+        elif isinstance(key, slice):  # scoring in order: no index array of the whole split
+            pos = np.arange(*key.indices(len(self)))
+        else:
+            pos = np.asarray(key, np.int64)
+            pos = np.where(pos < 0, pos + len(self), pos)
         steps = np.asarray(pos, np.int64)[:, None] + np.arange(1 - self.T, 1)  # (b, T)
         before = steps < 0  # zero padding before the split's first flow
         rows = np.maximum(steps, 0)
