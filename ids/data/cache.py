@@ -11,8 +11,8 @@ the file again, and share their pages. An entry is `<cache_dir>/<key>/`:
   labels), `.attack.npy` (int16 codes into the categories of `meta.json`), `.rows.npy` (int64
   rows in the file);
 - `pre.npz` (the preprocessor's arrays), `meta.json` (its settings, the feature names, the
-  categories, the data info) and `loads.log` (one line per process that opened it: what the
-  tests count).
+  categories, the data info) and `loads.log` (one line per process that opened it without
+  building it: what the tests count).
 
 Entries are data, not code (no pickle), built in a temporary folder and renamed, so a reader
 never sees half an entry; `.npy` files are written with plain file writes, so building one
@@ -52,9 +52,10 @@ def key(cache_key: str) -> str:
     return hashlib.sha1(f"{FORMAT}|{code.hexdigest()}|{cache_key}".encode()).hexdigest()[:20]
 
 
-def load(folder: Path, in_memory: bool = False) -> Prepared | None:
+def load(folder: Path, in_memory: bool = False, record: bool = True) -> Prepared | None:
     """The entry in `folder` (memory-mapped; read into memory with `in_memory`), or None when
-    it is absent or unreadable (then it is rebuilt)."""
+    it is absent or unreadable (then it is rebuilt). `record`: a line in `loads.log` (not for
+    the process that just built the entry)."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / "meta.json").read_text())
@@ -75,7 +76,7 @@ def load(folder: Path, in_memory: bool = False) -> Prepared | None:
         return None
     if in_memory:  # plain arrays, as a whole-file preparation always gave
         splits = {n: Split(s.X, s.y, s.attack, s.rows, s.hashes) for n, s in splits.items()}
-    else:
+    elif record:
         with open(folder / "loads.log", "a") as log:
             log.write(f"{os.getpid()}\n")
     return Prepared(preprocessor=pre, feature_names=list(meta["feature_names"]),

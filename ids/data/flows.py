@@ -1,8 +1,9 @@
-"""NetFlow flows as published: the schema, reading a file (CSV, CSV.gz, zip, parquet), and
-validation with one-line errors that name the file, the row and the column.
+"""NetFlow flows as published: the schema, validation with one-line errors that name the
+file, the row and the column, and whole files read through the one reader (`ids.data.reader`).
 
-`load_frame(data_cfg)` is where every flow enters the project (a file, or the embedded
-synthetic generator); `ids.data.prepare` splits, encodes and windows what it returns.
+Flows enter the project here: `validated(file)` batch by batch (`ids.data.prepare`),
+`read_flows(path)` and `load_frame(data_cfg)` whole (a file, or the embedded synthetic
+generator), `load_rows(data_cfg, rows)` some rows of a file (a test split).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def _prepare_or_load(data_cfg, cache_dir, batch_rows: int) -> Prepared:
     if prepared is None:
         shutil.rmtree(folder, ignore_errors=True)  # absent, or damaged: never trusted
         cache.build(folder, lambda tmp: _build(data_cfg, tmp, batch_rows))
-        prepared = cache.load(folder)
+        prepared = cache.load(folder, record=False)
     if prepared is None:
         raise DataError(f"the prepared data in {folder} cannot be read back; remove the folder "
                         "and run again")
