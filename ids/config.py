@@ -44,6 +44,7 @@ class DataConfig:
     numeric_bins: int = 0  # > 0: piecewise-linear bins of each numeric column (train quantiles)
     max_rows: int | None = None  # read only the first N rows of a file (quick experiments)
     dedup: str = "none"  # none | exact: drop exact duplicate flows (features + labels) first
+    max_train_flows: int | None = None  # train on a stratified seeded subset of this many flows
 
 
 @dataclass
@@ -218,6 +219,8 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(0 <= d.numeric_bins <= 256, "data.numeric_bins", "in [0, 256]", d.numeric_bins)
     _check(d.dedup in ("none", "exact"), "data.dedup", "none or exact", d.dedup)
     _check(d.max_rows is None or d.max_rows >= 1, "data.max_rows", "null or >= 1", d.max_rows)
+    _check(d.max_train_flows is None or d.max_train_flows >= 1, "data.max_train_flows",
+           "null or >= 1", d.max_train_flows)
     check_model(m)
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
     _check(t.batch_size >= 1, "trainer.batch_size", ">= 1", t.batch_size)

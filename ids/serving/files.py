@@ -30,9 +30,7 @@ the last bit.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -41,56 +39,21 @@ import pandas as pd
 from ids import outputs, progress
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
-from ids.data.flows import DataError, unreadable, validate_frame
+from ids.data.flows import DataError, validate_frame
+from ids.data.reader import FlowFile
 from ids.serving.rows import carry, passthrough
 from ids.tracking import registry
 
-_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".zip")
-_PARQUET = (".parquet", ".pq")
-
 
 def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """Raw frames of at most `chunk_size` rows, in file order."""
+    """Raw frames of at most `chunk_size` rows, in file order, indexed by their row in the file
+    (`ids.data.reader`, the reader training uses too)."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise DataError(f"input file not found: {p}; set input=<path of a NetFlow CSV>")
     if int(chunk_size) < 1:
         raise ConfigError(f"chunk_size must be >= 1, but got {chunk_size}")
-    name = p.name.lower()
-    if not name.endswith(_CSV + _PARQUET):
-        raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one CSV "
-                        "inside) or .parquet")
-    try:
-        if name.endswith(_PARQUET):
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(p).iter_batches(batch_size=int(chunk_size)):
-                yield batch.to_pandas()
-            return
-        with ExitStack() as stack:
-            src = p
-            if name.endswith(".zip"):  # open the one CSV: pandas refuses folder entries
-                zf = stack.enter_context(zipfile.ZipFile(p))
-                src = stack.enter_context(zf.open(_zip_member(zf, p)))
-            yield from stack.enter_context(pd.read_csv(src, chunksize=int(chunk_size),
-                                                       low_memory=False))
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{p} is empty: no flows to score") from exc
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{p} is not a readable CSV ({exc})") from exc
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises, the file is damaged
-        raise unreadable(p, exc) from exc
-
-
-def _zip_member(zf: zipfile.ZipFile, p: Path) -> str:
-    csvs = [m for m in zf.namelist() if m.lower().endswith(".csv") and not m.endswith("/")
-            and not m.startswith("__MACOSX/")]
-    if len(csvs) != 1:
-        raise DataError(f"{p} holds {len(csvs)} CSV files {csvs[:5]}; the zip must hold "
-                        "exactly one (unzip it and point input at one CSV)")
-    return csvs[0]
+    return FlowFile(p, key="input").batches(int(chunk_size))
 
 
 def predict_file(model_uri: str, input: str | Path, output: str | Path,

@@ -5,6 +5,7 @@
     python -m ids.tools.bench --quick           # tiny version, a minute (tests/test_bench.py)
     python -m ids.tools.bench --sections train --twin ../twin-venv/bin/python --no-log
     python -m ids.tools.bench --repeat 3 model.lstm_units=32 tracking.uri=sqlite:///tmp/b/m.db
+    python -m ids.tools.bench --sections big --big-dir ../scratch --repeat 1   # 37.8M + 76M flows
 
 Prints one table and logs it to MLflow: experiment `bench` of `tracking.uri`, one run with the
 machine's description as params, every figure as a metric, the table (bench.txt), all runs
@@ -14,7 +15,8 @@ measured are nested runs of that run. `python -m ids.bench` is the same command.
 Bench-only knobs are `--flags` (`--help`); every other argument is a Hydra override composed
 with `ids.config.compose`, as `ids.run` sees it. Sections (one module each): data
 (`bench_data`), train (`bench_train`, `bench_profile`, `bench_hw`), trial (`bench_trial`),
-serve (`bench_serve`: in-process, file, stream and `make serve` under load).
+serve (`bench_serve`: in-process, file, stream and `make serve` under load); on request, big
+(`bench_big`: full-size files, tens of minutes and ~40 GB of disk in --big-dir).
 
 Method. Every measurement runs in a fresh `spawn` process (own peak RSS, own MindSpore context:
 mode and kernel threads are set once per process). Other processes share the machine: each row
@@ -37,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from ids import outputs
-from ids.tools.bench_core import FULL, QUICK, SECTIONS, Rows, load1, machine, run_jobs
+from ids.tools.bench_big import FULL_BIG, QUICK_BIG, plan_big
+from ids.tools.bench_core import (
+    EXTRA_SECTIONS,
+    FULL,
+    QUICK,
+    SECTIONS,
+    Rows,
+    load1,
+    machine,
+    run_jobs,
+)
 from ids.tools.bench_data import plan_data
 from ids.tools.bench_serve import plan_serve
 from ids.tools.bench_train import plan_train, train_ratios
@@ -51,7 +63,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--quick", action="store_true", help="tiny sizes, one run each (the test)")
     p.add_argument("--repeat", type=int, default=None, help="runs per figure (default 2; quick 1)")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help="subset of data,train,trial,serve")
+                   help="subset of data,train,trial,serve, or big (full-size files)")
+    p.add_argument("--big-dir", default=None,
+                   help="big: folder for the generated files and their store")
+    p.add_argument("--big-flows", default=None,
+                   help="big: file sizes in flows (default 37800000,76000000)")
+    p.add_argument("--big-subset", type=int, default=None,
+                   help="big: training flows of the trial (default 1000000; 0: no trial)")
     p.add_argument("--flows", type=int, default=None, help="flows of the data step (600000)")
     p.add_argument("--batch-sizes", default="256,1024", help="training batch sizes")
     p.add_argument("--threads", default=None,
@@ -84,16 +102,21 @@ def run_bench(argv: list[str] | None = None) -> dict:
     args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
     from ids.config import compose
 
-    sizes = dict(QUICK if args.quick else FULL)
+    sizes = dict(QUICK if args.quick else FULL) | dict(QUICK_BIG if args.quick else FULL_BIG)
+    if args.big_flows:
+        sizes["big_flows"] = [int(float(n)) for n in args.big_flows.split(",")]
+    if args.big_subset is not None:
+        sizes["big_subset"] = int(args.big_subset)
     if args.flows:
         sizes["flows"] = int(args.flows)
     if args.jobs:
         sizes["jobs"] = max(1, int(args.jobs))
     repeat = int(args.repeat or sizes["repeat"])
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(sections) - set(SECTIONS))
+    unknown = sorted(set(sections) - set(SECTIONS + EXTRA_SECTIONS))
     if unknown:
-        print(f"error: --sections {unknown} unknown; use {','.join(SECTIONS)}", file=sys.stderr)
+        print(f"error: --sections {unknown} unknown; use {','.join(SECTIONS + EXTRA_SECTIONS)}",
+              file=sys.stderr)
         raise SystemExit(2)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = compose(overrides)  # a bad override fails here, before any work
@@ -143,6 +166,8 @@ def run_bench(argv: list[str] | None = None) -> dict:
                                default_threads, twin)
         if "serve" in sections:
             jobs += plan_serve(rows, overrides, sizes)
+        if "big" in sections:
+            jobs += plan_big(rows, overrides, sizes, args.big_dir)
         if "trial" in sections:
             trial_overrides = overrides if log else overrides + ["tracking.enabled=false"]
             jobs += plan_trial(rows, trial_overrides, sizes, parent)

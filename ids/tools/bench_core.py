@@ -17,7 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
-SECTIONS = ("data", "train", "trial", "serve")
+SECTIONS = ("data", "train", "trial", "serve")  # the default run
+EXTRA_SECTIONS = ("big",)  # on request: full-size files (`ids.tools.bench_big`)
 # Sizes: flows of the data step, of the graph / PyNative throughput runs and of the trials;
 # epochs; runs per figure; windows scored for inference; measurements at once; the serve
 # section's file size, trickled flows and load-test seconds (per run, and the long run).
