@@ -76,7 +76,7 @@ class FlowFile:
                     if limit is not None and done + table.num_rows > limit:
                         table = table.slice(0, limit - done)
                     if table.num_rows:
-                        frame = table.to_pandas(split_blocks=True)
+                        frame = self._frame(table)
                         frame.index = pd.RangeIndex(done, done + len(frame))
                         done += len(frame)
                         yield frame
@@ -91,10 +91,7 @@ class FlowFile:
         ragged: list = []
         try:
             if self.parquet:
-                import pyarrow.parquet as pq
-
-                for batch in pq.ParquetFile(self.path).iter_batches(batch_size=1 << 16):
-                    yield pa.Table.from_batches([batch])
+                yield from self._parquet()
                 return
             with ExitStack() as stack:
                 reader = self._csv(stack, ragged)
@@ -111,6 +108,23 @@ class FlowFile:
                             f"({self._ragged(ragged) or _first_line(exc)})") from exc
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError,
                 pa.ArrowException) as exc:
+            raise self._unreadable(exc) from exc
+
+    def _parquet(self) -> Iterator[pa.Table]:
+        """A parquet file's row groups as tables; whatever its decoder raises, it is damaged."""
+        import pyarrow.parquet as pq
+
+        try:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=1 << 16):
+                yield pa.Table.from_batches([batch])
+        except Exception as exc:  # noqa: BLE001 - a damaged footer, schema or page
+            raise self._unreadable(exc) from exc
+
+    def _frame(self, table: pa.Table) -> pd.DataFrame:
+        """The table as pandas; a parquet file's damaged pandas metadata makes it unreadable."""
+        try:
+            return table.to_pandas(split_blocks=True)
+        except Exception as exc:  # noqa: BLE001 - KeyError, TypeError, ... from the metadata
             raise self._unreadable(exc) from exc
 
     def _csv(self, stack: ExitStack, ragged: list, threads: bool = True):
