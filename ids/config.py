@@ -69,8 +69,10 @@ class TrainerConfig:
     class_weight: str = "none"  # none | balanced (weights the loss by inverse class frequency)
     patience: int = 3  # epochs without validation improvement before stopping; 0 = never
     selection_metric: str = "mcc"  # metric the threshold, best epoch and sweep maximise on val
+    keep_epoch_by: str = "metric"  # metric | loss | balanced_loss | roc_auc | pr_auc (val)
     mode: str = "graph"  # graph | pynative
     threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
+    distinct: str = "auto"  # auto | on | off: train and score each distinct window once
     evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
     baselines: bool = True  # score the trivial and Extra-Trees baselines on the same flows
     checkpoint_dir: str | None = None  # None = a temporary folder (the model goes to MLflow)
@@ -113,6 +115,7 @@ class SweepConfig:
     max_failures: int = 5  # stop the sweep after this many failed trials in a row
     timeout_seconds: float | None = None
     export_dir: str = "sweeps"
+    log_artifacts: str = "best"  # best: plots and model only for trials leading when done | all
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
     start_points: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
@@ -157,6 +160,7 @@ register()
 
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
+EPOCH_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
 
 
@@ -223,8 +227,12 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.class_weight in ("none", "balanced"), "trainer.class_weight", "none or balanced", t.class_weight)
     _check(t.selection_metric in SELECTION_METRICS, "trainer.selection_metric",
            f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
+    _check(t.keep_epoch_by in EPOCH_SIGNALS, "trainer.keep_epoch_by",
+           f"one of {', '.join(EPOCH_SIGNALS)}", t.keep_epoch_by)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
+    _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
+           t.distinct)
     _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
     _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
@@ -234,6 +242,8 @@ def validate(cfg: Config | DictConfig) -> None:
            s.pruner_warmup_epochs)
     _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
            s.pruner_startup_trials)
+    _check(s.log_artifacts in ("best", "all"), "sweep.log_artifacts", "best or all",
+           s.log_artifacts)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
 
 

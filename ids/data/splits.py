@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ids.data.distinct import Distinct, distinct_windows
 from ids.data.encoding import Preprocessor
 from ids.data.flows import SPLITS, DataError
 from ids.data.windows import check_window, windows
@@ -26,6 +27,7 @@ class Split:
     rows: np.ndarray  # (n,) int64 positions in the loaded frame
     hashes: np.ndarray | None = None  # (n,) uint64 hash of each flow's raw features (copies)
     _windows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _distinct: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def windows(self, T: int) -> np.ndarray:
         """(n, T, F) read-only strided view, cached per T (one padded copy per T)."""
@@ -33,6 +35,14 @@ class Split:
         if T not in self._windows:
             self._windows[T] = windows(self.X, T)
         return self._windows[T]
+
+    def distinct(self, T: int, labelled: bool = False) -> Distinct:
+        """The distinct windows of length T (with `labelled`, distinct (window, label) pairs),
+        cached per (T, labelled): see `ids.data.distinct`."""
+        key = (check_window(T, {"": len(self.X)}), bool(labelled))
+        if key not in self._distinct:
+            self._distinct[key] = distinct_windows(self.X, key[0], self.y if labelled else None)
+        return self._distinct[key]
 
 
 @dataclass

@@ -83,7 +83,7 @@ def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:
 
 def make_pruner(sweep_cfg, epochs: int) -> optuna.pruners.BasePruner:
     """The pruner by name. It sees, per epoch, the trial's best validation value so far (see
-    `ids.tuning.sweep.Objective`), never the last epoch's, and judges nothing during the first
+    `ids.tuning.objective.PruneGate`), never the last epoch's, and judges nothing during the first
     `sweep.pruner_warmup_epochs` epochs (Optuna step s may be pruned when s >= n_warmup_steps,
     steps are 1-based epochs) nor before `sweep.pruner_startup_trials` trials have finished."""
     args = dict(sweep_cfg.pruner_args or {})
@@ -127,14 +127,30 @@ def counts(study: optuna.Study) -> tuple[int, int]:
 
 def champion(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best COMPLETE trial by the validation objective. Ties (common: MCC moves in steps of
-    one flow when validation holds few benign flows) go to the lower validation loss of the
-    trial's best epoch, as within a trial in `ids.model.fit.fit`, then to the lower trial number."""
+    one flow when validation holds few benign flows) go to the better signal of the trial's
+    kept epoch (`trainer.keep_epoch_by`), then to its lower validation loss, then to the lower
+    trial number (`rank`)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no COMPLETE trial")
-    top = max(t.value for t in complete)
-    return min((t for t in complete if t.value == top),
-               key=lambda t: (t.user_attrs.get("val_loss", math.inf), t.number))
+    return max(complete, key=lambda t: rank(t.value, t.user_attrs, t.number))
+
+
+def rank(value: float, attrs: dict, number: int) -> tuple:
+    """What `champion` maximises: the value, then the kept epoch's signal (user attr `signal`,
+    `trainer.keep_epoch_by`, higher is better), then the lower val loss, then the lower number."""
+    signal, loss = attrs.get("signal"), attrs.get("val_loss")
+    return (value, -math.inf if signal is None or math.isnan(signal) else signal,
+            -(math.inf if loss is None else loss), -number)
+
+
+def would_lead(study: optuna.Study, summary: dict, number: int) -> bool:
+    """Would a trial finishing COMPLETE with this summary (value, signal, val_loss) be the
+    study's champion now? Only such a trial can be promoted later (values never change, and
+    later trials only raise the bar)."""
+    best = best_or_none(study)
+    return best is None or rank(float(summary["value"]), summary, number) > rank(
+        best.value, best.user_attrs, best.number)
 
 
 def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
