@@ -116,6 +116,7 @@ class SweepConfig:
     timeout_seconds: float | None = None
     export_dir: str = "sweeps"
     log_artifacts: str = "best"  # best: plots and model only for trials leading when done | all
+    keep_epoch_by: str | None = None  # trials' trainer.keep_epoch_by (null: the trainer's)
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
     start_points: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
@@ -242,6 +243,8 @@ def validate(cfg: Config | DictConfig) -> None:
            s.pruner_warmup_epochs)
     _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
            s.pruner_startup_trials)
+    _check(s.keep_epoch_by is None or s.keep_epoch_by in EPOCH_SIGNALS, "sweep.keep_epoch_by",
+           f"null or one of {', '.join(EPOCH_SIGNALS)}", s.keep_epoch_by)
     _check(s.log_artifacts in ("best", "all"), "sweep.log_artifacts", "best or all",
            s.log_artifacts)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)

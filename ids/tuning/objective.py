@@ -22,7 +22,7 @@ from ids.experiment.train import train
 from ids.model.budget import Budget
 from ids.model.fit import epoch_key
 from ids.tracking import store, sweeprun
-from ids.tuning.space import apply, suggest
+from ids.tuning.space import suggest, trial_config
 from ids.tuning.study import FINISHED, best_or_none, make_sampler, would_lead
 
 
@@ -151,7 +151,7 @@ class Objective:
             # start together on one study do not sample the same configuration.
             trial.study.sampler = make_sampler(self.cfg.sweep, salt=trial.number)
         values = suggest(trial, self.cfg.sweep.params)
-        tcfg = apply(self.cfg, values)
+        tcfg = trial_config(self.cfg, values)
         tcfg.trainer.evaluate_test = False  # test data is touched once, by ids.promote
         tcfg.tracking.run_name = f"{self.cfg.sweep.study}-trial-{trial.number}"
         tcfg.quiet = True  # the sweep prints one line per trial, not one per epoch
