@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 from test_sweep import runs_of, sweep_cfg
 
 from ids.config import compose
-from ids.tuning.study import make_pruner, open_study
 from ids.tuning.objective import PruneGate
+from ids.tuning.study import make_pruner, open_study
 from ids.tuning.sweep import resolution_note, sweep
 
 FAST = [0.60, 0.70, 0.72, 0.73, 0.74]  # good from the first epoch, then flat
