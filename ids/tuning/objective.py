@@ -160,14 +160,16 @@ class Objective:
 
 def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial, worker: int) -> str:
     dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else 0
-    value = "-" if t.value is None else f"{t.value:.4f}"
+    value = "value=-" if t.value is None else f"value={t.value:.4f}"
+    if t.state == TrialState.PRUNED and t.intermediate_values:  # the pruner's signal, not MCC
+        value = f"signal={t.intermediate_values[max(t.intermediate_values)]:.4f}"
     best = best_or_none(study)
     best_s = f"{best.value:.4f} (#{best.number})" if best else "-"
     params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in t.params.items())
     extra = t.user_attrs.get("fail_reason", "")
     if t.state == TrialState.PRUNED:
         extra = f"at epoch {t.user_attrs.get('pruned_epoch', '?')}"
-    return (f"[w{worker}] trial {t.number:3d} {t.state.name:8s} value={value} best={best_s} "
+    return (f"[w{worker}] trial {t.number:3d} {t.state.name:8s} {value} best={best_s} "
             f"{dur:5.0f}s {params} {extra}").rstrip()
 
 
