@@ -69,7 +69,6 @@ class TrainerConfig:
     class_weight: str = "none"  # none | balanced (weights the loss by inverse class frequency)
     patience: int = 3  # epochs without validation improvement before stopping; 0 = never
     selection_metric: str = "mcc"  # metric the threshold, best epoch and sweep maximise on val
-    keep_epoch_by: str = "metric"  # metric | loss | balanced_loss | roc_auc | pr_auc (val)
     mode: str = "graph"  # graph | pynative
     threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
     distinct: str = "auto"  # auto | on | off: train and score each distinct window once
@@ -116,7 +115,7 @@ class SweepConfig:
     timeout_seconds: float | None = None
     export_dir: str = "sweeps"
     log_artifacts: str = "best"  # best: plots and model only for trials leading when done | all
-    keep_epoch_by: str | None = None  # trials' trainer.keep_epoch_by (null: the trainer's)
+    prune_on: str = "metric"  # what the pruner compares: metric | loss | balanced_loss | roc_auc | pr_auc
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
     start_points: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
@@ -161,7 +160,7 @@ register()
 
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
-EPOCH_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
+PRUNE_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
 
 
@@ -228,8 +227,6 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.class_weight in ("none", "balanced"), "trainer.class_weight", "none or balanced", t.class_weight)
     _check(t.selection_metric in SELECTION_METRICS, "trainer.selection_metric",
            f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
-    _check(t.keep_epoch_by in EPOCH_SIGNALS, "trainer.keep_epoch_by",
-           f"one of {', '.join(EPOCH_SIGNALS)}", t.keep_epoch_by)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
@@ -243,8 +240,8 @@ def validate(cfg: Config | DictConfig) -> None:
            s.pruner_warmup_epochs)
     _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
            s.pruner_startup_trials)
-    _check(s.keep_epoch_by is None or s.keep_epoch_by in EPOCH_SIGNALS, "sweep.keep_epoch_by",
-           f"null or one of {', '.join(EPOCH_SIGNALS)}", s.keep_epoch_by)
+    _check(s.prune_on in PRUNE_SIGNALS, "sweep.prune_on", f"one of {', '.join(PRUNE_SIGNALS)}",
+           s.prune_on)
     _check(s.log_artifacts in ("best", "all"), "sweep.log_artifacts", "best or all",
            s.log_artifacts)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)

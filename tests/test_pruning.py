@@ -30,7 +30,7 @@ def run_curves(tmp_path, sweep_overrides: list[str], curves: list[list[float]]):
         curve = curves[trial.number]
         gate = PruneGate(epochs=len(curve), patience=0)
         for epoch, value in enumerate(curve, start=1):
-            if gate.should_prune(trial, epoch, (value, value - 1.0)):  # (signal, tie-break)
+            if gate.should_prune(trial, epoch, (value, value - 1.0), value):
                 trial.set_user_attr("pruned_epoch", epoch)
                 raise optuna.TrialPruned()
         return max(curve)

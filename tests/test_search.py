@@ -126,31 +126,38 @@ HOPELESS = [0.05, 0.10, 0.15, 0.20, 0.25]
 
 
 def test_the_presets_scheduler_prunes_a_hopeless_trial_at_its_first_rung(tmp_path):
-    """sweep=nf_bot_iot: successive halving from the first trials on; its first rung is epoch 1,
+    """sweep=nf_bot_iot: successive halving from the first trials on; its first rung is epoch 2,
     and a trial there in the bottom two thirds stops (the first trial of a rung goes on)."""
     from test_pruning import run_curves
 
     study = run_curves(tmp_path, ["sweep=nf_bot_iot"], [GOOD, HOPELESS, GOOD[:3], HOPELESS])
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
-    assert [t.user_attrs.get("pruned_epoch") for t in study.trials] == [None, 1, None, 1]
-    assert study.trials[1].intermediate_values == {1: 0.05}
+    assert [t.user_attrs.get("pruned_epoch") for t in study.trials] == [None, 2, None, 2]
+    assert study.trials[1].intermediate_values == {1: 0.05, 2: 0.10}
 
 
 def test_the_presets_scheduler_never_prunes_at_a_trials_last_epoch(tmp_path):
-    """A hopeless trial whose last epoch is a rung (1 epoch; 3 epochs, hopeless only at 3) ends
-    COMPLETE: it cost all it will cost."""
+    """A hopeless trial whose last epoch is the rung (2 epochs) ends COMPLETE: it cost all it
+    will cost; the same curve one epoch longer is pruned there."""
     from test_pruning import run_curves
 
-    late = [0.65, 0.66, 0.0]  # good at rung 1, best so far still 0.66 at its last epoch 3
-    study = run_curves(tmp_path, ["sweep=nf_bot_iot"], [GOOD, [0.0], late, [0.0, 0.0, 0.0]])
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
-    assert study.trials[2].intermediate_values == {1: 0.65, 2: 0.66, 3: 0.66}
+    study = run_curves(tmp_path, ["sweep=nf_bot_iot"], [GOOD, [0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
 
 
-def test_a_real_sweep_with_the_presets_scheduler_stops_a_hopeless_trial_after_epoch_one(tmp_path):
-    """Real training on tiny data: a start point that cannot learn (lr 1e-7) stops at the first
-    rung, the one before it runs to its end; the pruner saw the negated balanced val loss."""
+def test_the_pruners_signal_is_higher_is_better():
+    from ids.tuning.objective import prune_signal
+
+    record = {"val/mcc": 0.9, "val/loss": 0.02, "val/balanced_loss": 0.3, "val/roc_auc": 0.99}
+    assert prune_signal(record, "metric", "mcc") == 0.9
+    assert prune_signal(record, "balanced_loss", "mcc") == -0.3
+    assert prune_signal(record, "roc_auc", "mcc") == 0.99
+
+
+def test_a_real_sweep_with_the_presets_scheduler_stops_a_hopeless_trial_at_epoch_two(tmp_path):
+    """Real training on tiny data, the preset's pruner settings: a start point that cannot learn
+    (lr 1e-7) stops at the first rung, the one before it runs to its end."""
     from test_sweep import SMALL_SPACE, sweep_cfg
 
     from ids.tuning.study import open_study
@@ -158,13 +165,12 @@ def test_a_real_sweep_with_the_presets_scheduler_stops_a_hopeless_trial_after_ep
 
     space = {**SMALL_SPACE, "trainer.lr": {"type": "float", "low": 1e-7, "high": 0.01}}
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.pruner=successive_halving",
-                    "sweep.pruner_warmup_epochs=0", "+sweep.pruner_args.reduction_factor=3",
-                    "sweep.keep_epoch_by=balanced_loss", "trainer.epochs=3",
-                    "trainer.patience=0", "tracking.enabled=false", params=space)
+                    "sweep.pruner_warmup_epochs=1", "+sweep.pruner_args.reduction_factor=3",
+                    "trainer.epochs=3", "trainer.patience=0", "tracking.enabled=false",
+                    params=space)
     cfg.sweep.start_points = [{"trainer.lr": 0.01, "data.window": 4},
                               {"trainer.lr": 1e-7, "data.window": 4}]
     summary = sweep(cfg)
     good, hopeless = open_study(cfg).trials
     assert (good.state.name, hopeless.state.name) == ("COMPLETE", "PRUNED")
-    assert summary["pruned_at"] == {1: 1} and list(hopeless.intermediate_values) == [1]
-    assert all(v < 0 for t in (good, hopeless) for v in t.intermediate_values.values())
+    assert summary["pruned_at"] == {2: 1} and list(hopeless.intermediate_values) == [1, 2]

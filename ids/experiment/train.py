@@ -110,7 +110,6 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
         "best_epoch": result.best_epoch,
         "threshold": result.threshold,
         "value": result.best_value,
-        "signal": result.best_signal,
         "selection_metric": cfg.trainer.selection_metric,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,

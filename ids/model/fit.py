@@ -37,33 +37,12 @@ class NonFiniteLoss(RuntimeError):
     """Training diverged (NaN or infinite loss); lower trainer.lr or check the data scaling."""
 
 
-# trainer.keep_epoch_by (names: ids.config.EPOCH_SIGNALS): the validation figure that picks the
-# epoch a run keeps (and, in a sweep, what the pruner compares): "metric" is
-# trainer.selection_metric at its tuned threshold, the others are threshold-free:
-# (record key, +1 if higher is better else -1).
-SIGNAL_KEYS = {"metric": None, "loss": ("val/loss", -1.0),
-               "balanced_loss": ("val/balanced_loss", -1.0), "roc_auc": ("val/roc_auc", 1.0),
-               "pr_auc": ("val/pr_auc", 1.0)}
-
-
-def epoch_key(record: dict, trainer_cfg) -> tuple[float, float]:
-    """(signal, tie-break) of an epoch, both higher-is-better: with keep_epoch_by=metric the
-    selection metric, ties to the lower val loss; else the named figure, ties to the metric."""
-    metric = float(record[f"val/{trainer_cfg.selection_metric}"])
-    signal = SIGNAL_KEYS[str(trainer_cfg.keep_epoch_by)]
-    if signal is None:
-        return metric, -float(record["val/loss"])
-    key, sign = signal
-    return sign * float(record[key]), metric
-
-
 @dataclass
 class FitResult:
     model: nn.Cell  # best epoch's weights, in eval mode
     best_epoch: int  # 1-based
     threshold: float  # tuned on validation at the best epoch
     best_value: float  # selection metric on validation at the best epoch
-    best_signal: float = float("nan")  # trainer.keep_epoch_by's figure there (higher is better)
     history: list[dict] = field(default_factory=list)  # one record per epoch
     val_scores: np.ndarray | None = None  # best model's validation probabilities
     val_metrics: dict = field(default_factory=dict)
@@ -190,7 +169,7 @@ def fit(
             record.update({f"val/{k}": v for k, v in val_metrics.items() if k != "threshold"})
             history.append(record)
 
-            key = epoch_key(record, t_cfg)
+            key = (value, -record["val/loss"])  # ties: the lower val loss
             if best is None or key > best["key"]:
                 best = {"epoch": epoch, "value": value, "threshold": threshold, "key": key,
                         "record": record, "scores": p_val, "metrics": val_metrics}
@@ -208,6 +187,5 @@ def fit(
     ms.load_param_into_net(model, ms.load_checkpoint(str(ckpt)))
     model.set_train(False)
     return FitResult(model=model, best_epoch=best["epoch"], threshold=best["threshold"],
-                     best_value=best["value"], best_signal=best["key"][0], history=history,
-                     val_scores=best["scores"],
+                     best_value=best["value"], history=history, val_scores=best["scores"],
                      val_metrics=best["metrics"], checkpoint=ckpt, stopped_early=stopped_early)

@@ -25,11 +25,11 @@ def seed_values(cfg, params: dict, seeds: list[int]) -> list[float]:
     """Validation objective of one configuration trained with each seed (tracking off)."""
     from ids.data.prepare import prepare
     from ids.experiment.train import train
-    from ids.tuning.space import trial_config
+    from ids.tuning.space import apply
 
     out = []
     for seed in seeds:
-        tcfg = trial_config(cfg, params)
+        tcfg = apply(cfg, params)
         with open_dict(tcfg):
             tcfg.data.seed = int(cfg.data.seed)  # same flows; only initialisation and shuffling
             tcfg.seed = seed

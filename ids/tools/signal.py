@@ -15,8 +15,9 @@ is better):
   seed-mean value): what is luck, next to what the configuration decides;
 - seeds agree: the mean rank correlation (Spearman) between two seeds' values over the
   configurations: would a rerun rank the configurations the same way;
-- rung k: the rank correlation between the best-so-far value after epoch k and the trial's
-  value: how early a pruner can rank trials;
+- rung k: the rank correlation between the signal's best-so-far value after epoch k and the
+  trial's value in the sweep (val MCC of its best epoch): how early a pruner that compares this
+  signal ranks trials as the sweep will;
 - MCC of its epoch: the same figures for the MCC of the epoch the signal selects (what the
   trial would report if the signal chose its epoch).
 
@@ -120,8 +121,8 @@ def analyse(runs: list[dict]) -> dict[str, dict]:
                 swing = float(np.median(np.concatenate(half))) if half else float("nan")
                 row["swing_share"] = swing / config_spread if config_spread else float("nan")
                 n_epochs = min(len(c) for c in curves.values())
-                final = np.array([curves[k][best[k]] for k in sorted(curves)])
-                row["rung"] = [_spearman([np.max(curves[k][: e]) for k in sorted(curves)], final)
+                value = np.array([np.max(mccs[k]) for k in sorted(curves)])  # the trial's value
+                row["rung"] = [_spearman([np.max(curves[k][: e]) for k in sorted(curves)], value)
                                for e in range(1, n_epochs + 1)]
             out[label] = row
     return out
@@ -129,7 +130,7 @@ def analyse(runs: list[dict]) -> dict[str, dict]:
 
 def print_table(result: dict[str, dict]) -> None:
     print(f"\n{'signal':<22} {'config spread':>13} {'seed/config':>11} {'swing/config':>12} "
-          f"{'seeds agree':>11}  rank vs final after epoch 1, 2, ...")
+          f"{'seeds agree':>11}  rank vs the trial's value after epoch 1, 2, ...")
     for label, r in result.items():
         rung = " ".join(f"{v:.2f}" for v in r.get("rung", []))
         swing = f"{r['swing_share']:.2f}" if "swing_share" in r else "-"

@@ -20,9 +20,8 @@ from ids.data.prepare import prepare
 from ids.evaluation.baselines import split_baselines
 from ids.experiment.train import train
 from ids.model.budget import Budget
-from ids.model.fit import epoch_key
 from ids.tracking import store, sweeprun
-from ids.tuning.space import suggest, trial_config
+from ids.tuning.space import apply, suggest
 from ids.tuning.study import FINISHED, best_or_none, make_sampler, would_lead
 
 
@@ -34,27 +33,44 @@ class SurplusTrial(RuntimeError):
     """Another worker already holds the last open slot of the study."""
 
 
+# sweep.prune_on (names: ids.config.PRUNE_SIGNALS): the validation figure the pruner compares.
+# "metric" is trainer.selection_metric at its tuned threshold; the others are threshold-free:
+# (record key of ids.model.fit's epoch record, +1 if higher is better else -1).
+SIGNALS = {"metric": None, "loss": ("val/loss", -1.0), "balanced_loss": ("val/balanced_loss", -1.0),
+           "roc_auc": ("val/roc_auc", 1.0), "pr_auc": ("val/pr_auc", 1.0)}
+
+
+def prune_signal(record: dict, prune_on: str, metric: str) -> float:
+    """The epoch's figure for the pruner, higher is better."""
+    key, sign = SIGNALS[prune_on] or (f"val/{metric}", 1.0)
+    return sign * float(record[key])
+
+
 class PruneGate:
     """What the pruner sees and when it may act, per trial.
 
-    It reports the trial's best signal so far (`trainer.keep_epoch_by` of the epoch the trial
-    would keep if stopped now, `ids.model.fit.epoch_key`), not a noisy last epoch; and it never
-    asks at the last epoch (`trainer.epochs`, or the epoch where patience runs out): a trial
-    that got there costs nothing more to finish, so it ends COMPLETE. The bookkeeping mirrors
-    `ids.model.fit.fit` (improvement, ties).
+    It reports the trial's best signal so far (`sweep.prune_on`: what the trial has shown it can
+    reach), not a noisy last epoch; and it never asks at the last epoch (`trainer.epochs`, or
+    the epoch where patience runs out): a trial that got there costs nothing more to finish, so
+    it ends COMPLETE. Patience is counted as `ids.model.fit.fit` counts it (the selection metric,
+    ties to the lower val loss).
     """
 
     def __init__(self, epochs: int, patience: int) -> None:
         self.epochs, self.patience = epochs, patience
-        self.best: tuple[float, float] = (-math.inf, -math.inf)
-        self.stale = 0
+        self.kept: tuple[float, float] = (-math.inf, -math.inf)
+        self.best, self.stale = -math.inf, 0
 
-    def should_prune(self, trial: optuna.Trial, epoch: int, key: tuple[float, float]) -> bool:
-        if key > self.best:
-            self.best, self.stale = key, 0
+    def should_prune(self, trial: optuna.Trial, epoch: int, kept: tuple[float, float],
+                     signal: float) -> bool:
+        """`kept`: (metric, -val loss) of the epoch, as fit ranks epochs; `signal`: the
+        pruner's figure of the epoch."""
+        if kept > self.kept:
+            self.kept, self.stale = kept, 0
         else:
             self.stale += 1
-        trial.report(self.best[0], epoch)
+        self.best = max(self.best, signal)
+        trial.report(self.best, epoch)
         last = epoch >= self.epochs or (self.patience > 0 and self.stale >= self.patience)
         return not last and trial.should_prune()
 
@@ -82,7 +98,10 @@ class Objective:
 
         def on_epoch(epoch: int, record: dict) -> None:
             with budget.part("search"):
-                prune = gate.should_prune(trial, epoch, epoch_key(record, tcfg.trainer))
+                m = tcfg.trainer.selection_metric
+                prune = gate.should_prune(
+                    trial, epoch, (float(record[metric]), -float(record["val/loss"])),
+                    prune_signal(record, str(self.cfg.sweep.prune_on), m))
             if prune:
                 trial.set_user_attr("pruned_epoch", epoch)
                 if tcfg.tracking.enabled:
@@ -117,8 +136,7 @@ class Objective:
             trial.set_user_attr("fail_reason", f"objective is {summary['value']}")
             raise ValueError(f"trial {trial.number}: objective {metric} is {summary['value']}")
         with budget.part("search"):
-            for key in ("run_id", "model_uri", "best_epoch", "threshold", "seconds", "val_loss",
-                        "signal"):
+            for key in ("run_id", "model_uri", "best_epoch", "threshold", "seconds", "val_loss"):
                 if summary.get(key) is not None:
                     trial.set_user_attr(key, summary[key])
         if summary.get("run_id"):
@@ -151,7 +169,7 @@ class Objective:
             # start together on one study do not sample the same configuration.
             trial.study.sampler = make_sampler(self.cfg.sweep, salt=trial.number)
         values = suggest(trial, self.cfg.sweep.params)
-        tcfg = trial_config(self.cfg, values)
+        tcfg = apply(self.cfg, values)
         tcfg.trainer.evaluate_test = False  # test data is touched once, by ids.promote
         tcfg.tracking.run_name = f"{self.cfg.sweep.study}-trial-{trial.number}"
         tcfg.quiet = True  # the sweep prints one line per trial, not one per epoch

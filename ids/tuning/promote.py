@@ -36,7 +36,7 @@ from ids.experiment.evaluate import evaluate
 from ids.tracking import registry, store
 from ids.tracking.redact import redact
 from ids.tracking.registry import RegistryError
-from ids.tuning.space import trial_config
+from ids.tuning.space import apply
 from ids.tuning.study import champion, storage_for
 
 REPORTED = ("f1", "mcc", "balanced_accuracy", "benign_recall", "false_alarm_rate", "pr_auc")
@@ -133,7 +133,7 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
         ecfg = lineage.adopt(cfg, trial_cfg, groups=("data", "model", "trainer"),
                               overrides=overrides)
     else:  # a run without its config (older store): rebuild it from today's config
-        ecfg = trial_config(cfg, best.params)
+        ecfg = apply(cfg, best.params)
     tags = {**_version_tags(ecfg, study, best), "selection": "best" if trial is None else "manual",
             "config.source": "run" if trial_cfg is not None else "command line + trial params"}
     how = "Best COMPLETE trial" if trial is None else "Trial (chosen by hand)"

@@ -20,7 +20,7 @@ from ids.tracking import store
 from ids.tracking.redact import redact
 from ids.tracking.registry import logged_config
 from ids.tuning import runs
-from ids.tuning.space import trial_config
+from ids.tuning.space import apply
 from ids.tuning.study import champion
 
 # Keys a rerun must not inherit from the trial: where the test split and checkpoints go.
@@ -33,7 +33,7 @@ def best_overrides(cfg: DictConfig, trial: optuna.trial.FrozenTrial,
     config.yaml the trial's run logged (the record promote uses too) when the store has it,
     else rebuilt from today's config and the trial's params."""
     logged = logged_config(client, trial.user_attrs.get("run_id"))
-    tcfg = OmegaConf.to_container(logged if logged is not None else trial_config(cfg, trial.params),
+    tcfg = OmegaConf.to_container(logged if logged is not None else apply(cfg, trial.params),
                                   resolve=True)
     out = {"seed": tcfg["seed"]}
     for group in ("data", "model", "trainer"):

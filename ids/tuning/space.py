@@ -128,11 +128,3 @@ def apply(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
         OmegaConf.update(out, key, value, merge=False)
     return out
 
-
-def trial_config(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
-    """The config a trial trains with: `values` applied, and `sweep.keep_epoch_by` (when set)
-    as the trial's trainer.keep_epoch_by (what picks its epoch and what the pruner compares)."""
-    out = apply(cfg, values)
-    if cfg.sweep.get("keep_epoch_by"):
-        out.trainer.keep_epoch_by = str(cfg.sweep.keep_epoch_by)
-    return out

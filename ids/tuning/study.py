@@ -127,30 +127,27 @@ def counts(study: optuna.Study) -> tuple[int, int]:
 
 def champion(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best COMPLETE trial by the validation objective. Ties (common: MCC moves in steps of
-    one flow when validation holds few benign flows) go to the better signal of the trial's
-    kept epoch (`trainer.keep_epoch_by`), then to its lower validation loss, then to the lower
-    trial number (`rank`)."""
+    one flow when validation holds few benign flows) go to the lower validation loss of the
+    trial's best epoch, as within a trial in `ids.model.fit.fit`, then to the lower trial
+    number (`rank`)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no COMPLETE trial")
-    return max(complete, key=lambda t: rank(t.value, t.user_attrs, t.number))
+    return max(complete, key=lambda t: rank(t.value, t.user_attrs.get("val_loss"), t.number))
 
 
-def rank(value: float, attrs: dict, number: int) -> tuple:
-    """What `champion` maximises: the value, then the kept epoch's signal (user attr `signal`,
-    `trainer.keep_epoch_by`, higher is better), then the lower val loss, then the lower number."""
-    signal, loss = attrs.get("signal"), attrs.get("val_loss")
-    return (value, -math.inf if signal is None or math.isnan(signal) else signal,
-            -(math.inf if loss is None else loss), -number)
+def rank(value: float, val_loss: float | None, number: int) -> tuple:
+    """What `champion` maximises: the value, then the lower val loss, then the lower number."""
+    return value, -(math.inf if val_loss is None else val_loss), -number
 
 
 def would_lead(study: optuna.Study, summary: dict, number: int) -> bool:
-    """Would a trial finishing COMPLETE with this summary (value, signal, val_loss) be the
-    study's champion now? Only such a trial can be promoted later (values never change, and
-    later trials only raise the bar)."""
+    """Would a trial finishing COMPLETE with this summary (value, val_loss) be the study's
+    champion now? Only such a trial can be promoted later (values never change, and later
+    trials only raise the bar)."""
     best = best_or_none(study)
-    return best is None or rank(float(summary["value"]), summary, number) > rank(
-        best.value, best.user_attrs, best.number)
+    return best is None or rank(float(summary["value"]), summary.get("val_loss"), number) > \
+        rank(best.value, best.user_attrs.get("val_loss"), best.number)
 
 
 def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
