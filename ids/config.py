@@ -72,6 +72,7 @@ class TrainerConfig:
     mode: str = "graph"  # graph | pynative
     threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
     distinct: str = "auto"  # auto | on | off: train and score each distinct window once
+    epoch_flows: int = 0  # > 0: an epoch trains on this many flows (fresh ones each epoch); 0 = all
     evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
     baselines: bool = True  # score the trivial and Extra-Trees baselines on the same flows
     checkpoint_dir: str | None = None  # None = a temporary folder (the model goes to MLflow)
@@ -117,6 +118,7 @@ class SweepConfig:
     log_artifacts: str = "best"  # best: plots and model only for trials leading when done | all
     prune_on: str = "metric"  # what the pruner compares: metric | loss | balanced_loss | roc_auc | pr_auc
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
+    fixed: dict[str, Any] = field(default_factory=dict)  # config key -> value of every trial
     start_points: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
 
@@ -229,6 +231,8 @@ def validate(cfg: Config | DictConfig) -> None:
            f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
+    _check(t.epoch_flows >= 0, "trainer.epoch_flows", ">= 0 (0: every training flow)",
+           t.epoch_flows)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
            t.distinct)
     _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)

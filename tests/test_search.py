@@ -174,3 +174,34 @@ def test_a_real_sweep_with_the_presets_scheduler_stops_a_hopeless_trial_at_epoch
     good, hopeless = open_study(cfg).trials
     assert (good.state.name, hopeless.state.name) == ("COMPLETE", "PRUNED")
     assert summary["pruned_at"] == {2: 1} and list(hopeless.intermediate_values) == [1, 2]
+
+
+def test_an_epoch_trains_on_at_most_epoch_flows_fresh_ones_each_time():
+    """trainer.epoch_flows bounds an epoch on a big file; the next epoch takes other flows."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(1000) > 0.1).astype(np.float32)
+    first, w1 = epoch_plan(y, None, 32, (1.0, 1.0), rng, limit=300)
+    second, _ = epoch_plan(y, None, 32, (1.0, 1.0), rng, limit=300)
+    assert len(first) == len(second) == 288 and len(set(first)) == 288 and (w1 == 1).all()
+    assert set(first) != set(second)
+    split = _split_with_copies()
+    d = split.distinct(1, labelled=True)
+    rows, w = epoch_plan(split.y, d, 2, (1.0, 1.0), rng, limit=4)
+    assert len(rows) == 4 and w.sum() == pytest.approx(4.0)  # a batch stands for bs flows
+
+
+def test_sweep_fixed_sets_every_trials_config_and_is_checked_first(tmp_path):
+    from test_sweep import sweep_cfg
+
+    from ids.tuning.space import SpaceError, apply, check_space
+
+    cfg = sweep_cfg(tmp_path)
+    cfg.sweep.fixed = {"trainer.epoch_flows": 1000}
+    assert apply(cfg, {"data.window": 1}).trainer.epoch_flows == 1000
+    check_space(cfg)
+    cfg.sweep.fixed = {"trainer.epoch_flows": -1}
+    with pytest.raises(SpaceError, match="epoch_flows"):
+        check_space(cfg)
+    cfg.sweep.fixed = {"trainer.no_such_key": 1}
+    with pytest.raises(SpaceError, match="not a config key"):
+        check_space(cfg)

@@ -45,8 +45,9 @@ def score(model: nn.Cell, split: Split, window: int, batch_size: int, mode: str)
 
 
 def epoch_plan(y: np.ndarray, distinct: Distinct | None, bs: int, weights: tuple[float, float],
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, loss weights) of one epoch, `bs` rows per batch, in batch order.
+               rng: np.random.Generator, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, loss weights) of one epoch, `bs` rows per batch, in batch order; `limit` > 0:
+    at most that many rows (trainer.epoch_flows), the first of this epoch's permutation.
 
     Every flow (distinct None): a permutation of the split, the ragged tail dropped (reshuffled
     each epoch). Distinct (window, label) pairs: a permutation of the pairs, each row weighted by
@@ -56,15 +57,17 @@ def epoch_plan(y: np.ndarray, distinct: Distinct | None, bs: int, weights: tuple
     up to the same sum over all flows as every flow's (tests/test_search.py)."""
     w_benign, w_attack = weights
     if distinct is None:
-        rows = rng.permutation(len(y))[: (len(y) // bs) * bs]
+        n = min(len(y), limit or len(y))
+        rows = rng.permutation(len(y))[: (n // bs) * bs]
         return rows, np.where(y[rows] > 0.5, w_attack, w_benign).astype(np.float32)
-    k = len(distinct)
+    k = min(len(distinct), limit or len(distinct))
     n_batches = -(-k // bs)
-    items = rng.permutation(k)
+    items = rng.permutation(len(distinct))[:k]
+    w_sum = distinct.counts[items].sum()
     items = np.concatenate([items, items[: n_batches * bs - k]])
     rows = distinct.first[items]
     w = np.where(y[rows] > 0.5, w_attack, w_benign) * distinct.counts[items]
-    w *= bs * n_batches / distinct.counts.sum()
+    w *= bs * n_batches / w_sum
     w[k:] = 0.0
     return rows, w.astype(np.float32)
 

@@ -123,7 +123,8 @@ def fit(
         items = prepared.train.distinct(window, labelled=True) if mode == "on" else None
         y_val = prepared.val.y
         scoring_items(prepared.val, window, mode)  # cached for `score`
-    bs = min(int(t_cfg.batch_size), len(train_w) if items is None else len(items))
+    n_rows = len(train_w) if items is None else len(items)
+    bs = min(int(t_cfg.batch_size), n_rows, int(t_cfg.epoch_flows) or n_rows)
     with part(budget, "compile"):
         model = build_model(train_w.shape[2], window, cfg.model)
         optimizer = nn.Adam(model.trainable_params(), learning_rate=float(t_cfg.lr),
@@ -145,7 +146,7 @@ def fit(
         t0 = time.perf_counter()
         with part(budget, "train"):
             step.set_train(True)
-            rows, w_rows = epoch_plan(y_train, items, bs, weights, rng)
+            rows, w_rows = epoch_plan(y_train, items, bs, weights, rng, int(t_cfg.epoch_flows))
             n_batches = len(rows) // bs
             losses = []
             for b, (x, y, w) in enumerate(prefetch(batches(train_w, y_train, rows, w_rows, bs))):
