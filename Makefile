@@ -15,10 +15,12 @@ TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 PYTEST_ARGS ?=
 MODEL ?= models:/ids-cnn-bilstm@champion
 SERVE_PORT ?= 5001
-SERVE_WORKERS ?= 1
+CORES := $(shell nproc 2>/dev/null || echo 1)
+SERVE_WORKERS ?= $(CORES)
+SERVE_THREADS ?= $(shell w=$$(( $(CORES) / $(SERVE_WORKERS) )); echo $$(( w > 0 ? w : 1 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sweep run test test-all lint format ui bench promote evaluate predict serve server clean
+.PHONY: help venv sweep run test test-slow test-all lint format ui bench promote evaluate predict serve server clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
@@ -47,10 +49,13 @@ evaluate: $(STAMP) ## re-evaluate a model (default models:/ids-cnn-bilstm@champi
 predict: $(STAMP) ## score flows: ARGS="input=flows.csv output=alerts.csv" (model: champion)
 	$(BIN)/python -m ids.predict $(ARGS)
 
-test: $(STAMP) ## fast test suite (includes end-to-end runs on tiny data)
+test: $(STAMP) ## fast test suite: real training on tiny data (<= 3 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) ## every test, the slow ones too (sweeps with kills, servers)
+test-slow: $(STAMP) ## the slow tests: servers, PostgreSQL, killed workers, serving, processes
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## every test (make test + make test-slow in one run)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check
@@ -68,9 +73,12 @@ server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; 
 	$(BIN)/python -m ids.tools.servers team --dir servers --host $(HOST) --port $(PORT) \
 		--pg-port $(PG_PORT) $(ARGS)
 
-# MLflow's scoring server starts uvicorn by name: the venv's bin goes first on PATH.
+# MLflow's scoring server starts uvicorn by name: the venv's bin goes first on PATH. One worker
+# per core, each with cores/workers kernel threads (IDS_SERVE_THREADS also makes each worker
+# compile its batch shapes before it answers /ping).
 serve: $(STAMP) ## serve the champion (or MODEL=...) on http://$(HOST):$(SERVE_PORT)/invocations
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
+		IDS_SERVE_THREADS=$(SERVE_THREADS) \
 		$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host $(HOST) \
 		--port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 

@@ -44,6 +44,7 @@ class DataConfig:
     numeric_bins: int = 0  # > 0: piecewise-linear bins of each numeric column (train quantiles)
     max_rows: int | None = None  # read only the first N rows of a file (quick experiments)
     dedup: str = "none"  # none | exact: drop exact duplicate flows (features + labels) first
+    max_train_flows: int | None = None  # train on a stratified seeded subset of this many flows
 
 
 @dataclass
@@ -192,6 +193,20 @@ def unknown_keys(cfg: DictConfig, schema: DictConfig | None = None, prefix: str 
     return out
 
 
+def check_model(m: Any, prefix: str = "model.") -> None:
+    """The value ranges of a model section (a config's, or a model file's settings)."""
+    _check(m.conv_layers >= 0, f"{prefix}conv_layers", ">= 0", m.conv_layers)
+    _check(m.filters >= 1, f"{prefix}filters", ">= 1", m.filters)
+    _check(m.kernel_size >= 1, f"{prefix}kernel_size", ">= 1", m.kernel_size)
+    _check(m.pool_size >= 1, f"{prefix}pool_size", ">= 1", m.pool_size)
+    _check(0 <= m.dropout < 1, f"{prefix}dropout", "in [0, 1)", m.dropout)
+    _check(m.lstm_units >= 1, f"{prefix}lstm_units", ">= 1", m.lstm_units)
+    _check(m.lstm_layers >= 1, f"{prefix}lstm_layers", ">= 1", m.lstm_layers)
+    _check(m.dense_units >= 0, f"{prefix}dense_units", ">= 0", m.dense_units)
+    _check(m.lstm_impl in ("unrolled", "fused"), f"{prefix}lstm_impl", "unrolled or fused",
+           m.lstm_impl)
+
+
 def validate(cfg: Config | DictConfig) -> None:
     """Check keys and value ranges before any work starts; raise ConfigError naming the key."""
     if isinstance(cfg, DictConfig) and (extra := unknown_keys(cfg)):
@@ -210,16 +225,9 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(0 <= d.numeric_bins <= 256, "data.numeric_bins", "in [0, 256]", d.numeric_bins)
     _check(d.dedup in ("none", "exact"), "data.dedup", "none or exact", d.dedup)
     _check(d.max_rows is None or d.max_rows >= 1, "data.max_rows", "null or >= 1", d.max_rows)
-    _check(m.conv_layers >= 0, "model.conv_layers", ">= 0", m.conv_layers)
-    _check(m.filters >= 1, "model.filters", ">= 1", m.filters)
-    _check(m.kernel_size >= 1, "model.kernel_size", ">= 1", m.kernel_size)
-    _check(m.pool_size >= 1, "model.pool_size", ">= 1", m.pool_size)
-    _check(0 <= m.dropout < 1, "model.dropout", "in [0, 1)", m.dropout)
-    _check(m.lstm_units >= 1, "model.lstm_units", ">= 1", m.lstm_units)
-    _check(m.lstm_layers >= 1, "model.lstm_layers", ">= 1", m.lstm_layers)
-    _check(m.dense_units >= 0, "model.dense_units", ">= 0", m.dense_units)
-    _check(m.lstm_impl in ("unrolled", "fused"), "model.lstm_impl", "unrolled or fused",
-           m.lstm_impl)
+    _check(d.max_train_flows is None or d.max_train_flows >= 1, "data.max_train_flows",
+           "null or >= 1", d.max_train_flows)
+    check_model(m)
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
     _check(t.batch_size >= 1, "trainer.batch_size", ">= 1", t.batch_size)
     _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", ">= 1", t.eval_batch_size)

@@ -1,21 +1,64 @@
-"""Shared fixtures: the real NetFlow samples beside the repo, and tiny configs in temp folders."""
+"""Shared fixtures, and the patterns a new test follows so that `make test` stays fast (the
+target: 3 minutes on 2 cores) with real parts (MindSpore training, MLflow SQLite stores, Optuna
+storage). Every training run costs 2-3 s of graph compilation: count them.
+
+Which fixture for what (take the cheapest that still tests your behaviour):
+
+- **A config**: `tiny_cfg(*extra)` composes one for seconds-long runs with every store in
+  `tmp_path` (its MLflow store already made); `tiny_overrides(tmp_path)` is the same as a
+  command line: before a run with it, `world.mlflow_store(tmp_path / "mlruns" / "mlflow.db")`
+  copies a migrated empty store there (MLflow migrates each new one: seconds). Keep the sizes:
+  1 epoch (`trainer.epochs=1`) unless epochs are what you test; `trainer.baselines=false` and
+  `tracking.log_plots=false` unless you check those.
+- **A trained model to score with**: `tiny_model` (session; a saved pyfunc folder, its
+  `Scorer`, the config; window 4). Do not train your own unless training is the subject.
+- **A study, a registry, a champion**: `world` (session; see tests/world.py: 3 trials,
+  promoted, `models:/ids-cnn-bilstm@champion` in `world.uri`). Only read it. To resume the
+  study, promote, evaluate or log anything, take `world_copy` (its stores copied into your
+  `tmp_path`); never run a sweep of your own for what the world already holds.
+- **A command**: `run_cli(monkeypatch, "ids.<command>", *args)` runs it in this process (add
+  `hydra.run.dir={tmp_path}/hydra`; errors arrive as `SystemExit`, output through `capsys`);
+  `run_cli_status(monkeypatch, capsys, ...)` returns (exit code, stdout, stderr). A
+  subprocess (~10 s of imports each) only when the test is about signals, pipes, several
+  processes, servers or a fresh interpreter; such tests carry `@pytest.mark.slow`.
+- **Real data**: `v1_sample`, `v2_sample` (skip with the reason when ../shared/data is absent).
+- **Servers and process groups**: start with `start_new_session=True`, end with `stop_group`.
+- **Files**: everything a test writes goes to `tmp_path`. The session runs in a temporary
+  working folder (MindSpore writes `rank_0/` there; relative defaults such as `sweeps/cache`
+  land there), and it fails if the checkout holds new files afterwards (`git status --ignored`).
+
+`make test` runs the tests not marked `slow`; `make test-slow` the slow ones (servers, kills,
+serving, PostgreSQL, several processes); CI runs both, with `IDS_TESTS_NO_SKIP=1`: there a skip
+(no PostgreSQL, no ../shared/data) is a failure. `pytest --durations=20` shows what costs.
+"""
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 
+from world import build as build_world
+from world import copy as copy_world
+from world import mlflow_store, tiny_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
+# hypothesis keeps its caches (constants, unicode data) there, not in the checkout
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(),
+                                                                    "ids-hypothesis"))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 V1_SAMPLE = SHARED_DATA / "nf-bot-iot-sample.csv.gz"
 V2_SAMPLE = SHARED_DATA / "nf-bot-iot-v2-sample.csv.gz"
+__all__ = ["ROOT", "V1_SAMPLE", "V2_SAMPLE", "run_cli", "run_cli_status", "stop_group",
+           "tiny_overrides"]
 
 
 def _need(path: Path) -> Path:
@@ -34,30 +77,14 @@ def v2_sample() -> Path:
     return _need(V2_SAMPLE)
 
 
-def tiny_overrides(tmp_path: Path) -> list[str]:
-    """Overrides for a run that takes seconds: small synthetic data, small model, temp stores."""
-    return [
-        "data.n_flows=4000",
-        "data.window=4",
-        "model.filters=8",
-        "model.lstm_units=8",
-        "model.conv_layers=1",
-        "trainer.epochs=2",
-        "trainer.batch_size=128",
-        "trainer.eval_batch_size=1024",
-        f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
-        f"sweep.storage=sqlite:///{tmp_path}/sweeps/optuna.db",
-        f"sweep.export_dir={tmp_path}/sweeps",
-        f"cache_dir={tmp_path}/cache",
-    ]
-
-
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    """A composed config for a seconds-long run; call with extra overrides."""
+    """A composed config for a seconds-long run (its MLflow store made); call with extra
+    overrides."""
     from ids.config import compose
 
     def make(*extra: str):
+        mlflow_store(tmp_path / "mlruns" / "mlflow.db")
         return compose(tiny_overrides(tmp_path) + list(extra))
 
     return make
@@ -70,6 +97,18 @@ def run_cli(monkeypatch, module: str, *args: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules" from runpy
         runpy.run_module(module, run_name="__main__")
+
+
+def run_cli_status(monkeypatch, capsys, module: str, *args: str) -> tuple[int, str, str]:
+    """`run_cli`, then (exit code, stdout, stderr); the code is 0 when the command returned."""
+    capsys.readouterr()
+    try:
+        run_cli(monkeypatch, module, *args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +134,18 @@ def tiny_model(tmp_path_factory):
     return save_scorer_model(scorer, tmp / "model"), scorer, cfg
 
 
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The session's promoted tiny sweep (tests/world.py); read it, never change it."""
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def world_copy(world, tmp_path):
+    """The world's stores copied into this test's tmp_path: change them as you like."""
+    return copy_world(world, tmp_path / "world")
+
+
 def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
     """End a command started with start_new_session=True and everything it started (make, the
     server and its workers): SIGTERM to the group, SIGKILL if it does not go."""
@@ -110,3 +161,68 @@ def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --- the session: a working folder outside the checkout, and the checkout checked after ------
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_checkout(tmp_path_factory):
+    """Run the session in a temporary folder: whatever lands in the working folder (MindSpore's
+    rank_0/, a relative default path) stays out of the checkout."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
+
+_TOOL_CACHES = (".venv", ".pytest_cache", ".ruff_cache")
+_BEFORE = pytest.StashKey[object]()  # the checkout's untracked and ignored paths at the start
+
+
+def _checkout_entries() -> set[str] | None:
+    """Untracked and ignored paths of the checkout, tool caches left out (None: no git)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    paths = {line[3:].rstrip("/") for line in out.stdout.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if p.split("/")[0] not in _TOOL_CACHES
+            and "__pycache__" not in p.split("/")}
+
+
+def pytest_configure(config) -> None:
+    config.stash[_BEFORE] = _checkout_entries()
+
+
+def pytest_collection_finish(session) -> None:
+    # MindSpore runs a full gc.collect() before every graph compile; the test modules have
+    # imported MindSpore, MLflow, pandas, ...: freeze those objects, so each collect skips them.
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    before = session.config.stash.get(_BEFORE, None)
+    after = _checkout_entries()
+    if before is None or after is None or hasattr(session.config, "workerinput"):
+        return
+    new = sorted(after - before)
+    if new:
+        print(f"\nERROR: the tests left new files in the checkout {ROOT} (git status "
+              f"--ignored): {new}. Tests write to tmp_path only.", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under IDS_TESTS_NO_SKIP=1 (CI) a skipped test fails: CI runs every test."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("IDS_TESTS_NO_SKIP") == "1" and report.skipped \
+            and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but IDS_TESTS_NO_SKIP=1 (CI runs every test): {reason}"
+

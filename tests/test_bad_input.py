@@ -9,6 +9,8 @@ them one to one.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
@@ -27,6 +29,7 @@ import pytest
 from conftest import ROOT, run_cli
 from ids.data import synthetic
 from ids.tools import servers
+from world import mlflow_store
 
 MIX = {"Benign": 1.0, "DoS": 3.0}
 
@@ -112,6 +115,8 @@ CASES: dict[str, Case] = {
                            ("flows.csv", "'IN_BYTES'", ">= 0", "row 120 ", "-5")),
     "fractional TCP flags": Case(lambda t: _csv(t, _set(_flows(), "TCP_FLAGS", 30, 2.5)),
                                  ("flows.csv", "'TCP_FLAGS'", "whole number", "row 30 ", "2.5")),
+    "TCP flags beyond 8 bits": Case(lambda t: _csv(t, _set(_flows(), "TCP_FLAGS", 40, 1e30)),
+                                    ("flows.csv", "'TCP_FLAGS'", "(0-255)", "row 40 ")),
     "model URI that does not exist": Case(lambda t: ["model_uri=models:/ids-cnn-bilstm@champion",
                                                      f"tracking.uri={_empty_store(t)}"],
                                           ("models:/ids-cnn-bilstm@champion",
@@ -121,10 +126,32 @@ CASES: dict[str, Case] = {
     "output file exists": Case(lambda t: [f"output={_existing(t)}"],
                                ("alerts.csv exists", "overwrite=true")),
     "window longer than the split": Case(
-        lambda t: ["data.n_flows=2000", "data.window=400", f"tracking.uri=sqlite:///{t}/m.db"],
+        lambda t: ["data.n_flows=2000", "data.window=400", f"tracking.uri=sqlite:///{t}/m.db",
+                   f"cache_dir={t}/cache"],
         ("data.window=400", "longer than the", "split (300 flows)"), module="ids.run"),
     "NaN model weights": Case(lambda t: [f"model_uri={_nan_model(t)}"],
                               ("weights", "NaN or infinite", "retrain")),
+    "repeated column name": Case(
+        lambda t: _csv(t, _flows().rename(columns={"OUT_BYTES": "IN_BYTES"})),
+        ("flows.csv", "column 'IN_BYTES' appears 2 times", "keep one")),
+    "damaged parquet": Case(lambda t: _damaged_parquet(t), ("flows.parquet", "cannot be read as parquet")),
+    "output is a FIFO": Case(lambda t: [f"output={_fifo(t)}", "overwrite=true"],
+                             ("is a FIFO", "regular files only")),
+    "output is a folder": Case(lambda t: [f"output={t}", "overwrite=true"], ("is a folder",)),
+    "password in an unreachable store URL": Case(
+        lambda t: ["model_uri=models:/ids-cnn-bilstm@champion", f"tracking.uri={_PG}"],
+        ("tracking.uri=postgresql://u:***@127.0.0.1:1/db", "cannot be reached")),
+    "password in a Hydra override error": Case(
+        lambda t: ["tracking.urx=postgresql://u:S3cr3t@h/db"],
+        ("Could not override 'tracking.urx'", "postgresql://u:***@h/db")),
+    "model threshold outside [0, 1]": Case(lambda t: [f"model_uri={_edited(t, threshold=-5)}"],
+                                           ("'threshold' must be a number in [0, 1]",)),
+    "model window too big for memory": Case(lambda t: [f"model_uri={_edited(t, window=50_000)}"],
+                                            ("'window' 50000", "GB of memory", "available here")),
+    "model setting missing": Case(lambda t: [f"model_uri={_edited(t, pool_size=None)}"],
+                                  ("lacks the required settings ['pool_size']",)),
+    "model file linked out of its folder": Case(lambda t: [f"model_uri={_linked_out(t)}"],
+                                                ("weights.npz is a link out of its folder",)),
     "PostgreSQL cluster without its password file": Case(
         lambda t: ["postgres", "--data-dir", str(_bare_cluster(t))],
         ("holds a PostgreSQL cluster", "ids-password"), module="ids.tools.servers"),
@@ -134,12 +161,7 @@ _MODEL: dict[str, str] = {}
 
 
 def _empty_store(tmp: Path) -> str:
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-    (tmp / "mlruns").mkdir(exist_ok=True)
-    MlflowClient(uri).search_experiments()  # creates the (empty) store
-    return uri
+    return mlflow_store(tmp / "mlruns" / "mlflow.db")
 
 
 def _existing(tmp: Path) -> Path:
@@ -155,6 +177,53 @@ def _nan_model(tmp: Path) -> Path:
     with np.load(weights) as npz:
         arrays = {k: np.full_like(npz[k], np.nan) for k in npz.files}
     np.savez(weights, **arrays)
+    return folder
+
+
+_PG = "postgresql://u:S3cr3t@127.0.0.1:1/db"  # port 1: nothing listens
+
+
+def _damaged_parquet(tmp: Path) -> Path:
+    path = tmp / "flows.parquet"
+    _flows().to_parquet(path)
+    path.write_bytes(path.read_bytes()[:-40])  # the footer is gone
+    return path
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "fifo")
+    return tmp / "fifo"
+
+
+def _model_copy(tmp: Path) -> Path:
+    folder = tmp / "edited-model"
+    shutil.copytree(_MODEL["folder"], folder)
+    return folder
+
+
+def _edited(tmp: Path, **changes) -> Path:
+    """A copy of the tiny model with scorer.json entries (or model settings) changed; None
+    removes the model setting."""
+    folder = _model_copy(tmp)
+    path = folder / "artifacts" / "scorer" / "scorer.json"
+    meta = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key in meta["model"]:
+            if value is None:
+                del meta["model"][key]
+            else:
+                meta["model"][key] = value
+        else:
+            meta[key] = value
+    path.write_text(json.dumps(meta))
+    return folder
+
+
+def _linked_out(tmp: Path) -> Path:
+    folder = _model_copy(tmp)
+    weights = folder / "artifacts" / "scorer" / "weights.npz"
+    weights.unlink()
+    weights.symlink_to("/dev/zero")
     return folder
 
 

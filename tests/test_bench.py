@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from ids.tools import bench
 from ids.tools.bench_hw import forward_flops, train_flops
 from ids.tools.bench_profile import phase_of
+from world import mlflow_store
 
 DATA = ["data.flows", "data.load_seconds", "data.preprocess_seconds", "data.window_seconds",
         "data.total_seconds", "data.peak_rss_mb", "data.step_rss_mb",
@@ -86,7 +87,7 @@ def test_quick_bench_data_section_reports_its_figures(tmp_path, capsys):
 
 @pytest.mark.slow  # every section, with training, profiling and four trials: minutes
 def test_quick_bench_reports_every_figure_and_logs_it(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     out = bench.run_bench(["--quick", f"tracking.uri={uri}", "--json", str(tmp_path / "b.json")])
     values = out["values"]
 

@@ -7,12 +7,12 @@ import time
 
 import pandas as pd
 import pytest
-from test_sweep import runs_of, sweep_cfg
 
 from ids.model.budget import PARTS, Budget
 from ids.tuning.report import trial_budget
 from ids.tuning.study import open_study
 from ids.tuning.sweep import sweep
+from world import runs_of, sweep_cfg
 
 
 def test_nested_parts_are_taken_out_of_the_enclosing_one():

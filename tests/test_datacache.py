@@ -56,7 +56,8 @@ def test_an_unreadable_entry_is_rebuilt_not_trusted(tmp_path):
     cache = tmp_path / "cache"
     made = prepare(cfg.data, cache_dir=cache)
     (entry,) = _entries(cache)
-    (entry / "arrays.npz").write_bytes(b"not an npz file")
+    (entry / "table.npy").unlink()  # replaced, not truncated: `made` still maps the old file
+    (entry / "table.npy").write_bytes(b"not an npy file")
     assert datacache.load(entry) is None
     clear_cache()
     again = prepare(cfg.data, cache_dir=cache)

@@ -4,10 +4,10 @@ retrained with several seeds. Context length must move validation MCC more than 
 from __future__ import annotations
 
 import pytest
-from test_sweep import sweep_cfg
 
 from ids.tools import landscape
 from ids.tuning.sweep import sweep
+from world import sweep_cfg
 
 
 @pytest.mark.slow

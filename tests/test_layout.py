@@ -18,19 +18,20 @@ PKG = Path(__file__).resolve().parents[1] / "ids"
 ALLOWED = {
     "config": set(),
     "progress": set(),
+    "outputs": {"config"},  # ids/outputs.py: every file a command writes for its user
     "data": {"config"},
     "evaluation": {"config", "data"},
     "model": {"config", "data", "evaluation"},
     "artifact": {"config", "data", "model"},
     "tracking": {"config", "data", "evaluation", "artifact"},
     "experiment": {"config", "progress", "data", "evaluation", "model", "artifact", "tracking"},
-    "serving": {"config", "progress", "data", "model", "artifact", "tracking"},
-    "tuning": {"config", "progress", "data", "evaluation", "model", "artifact", "tracking",
+    "serving": {"config", "progress", "outputs", "data", "model", "artifact", "tracking"},
+    "tuning": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
                "experiment"},
-    "cli": {"config", "progress", "data", "evaluation", "model", "artifact", "tracking",
+    "cli": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
             "experiment", "serving", "tuning"},
     "commands": {"cli"},  # ids/run.py, ids/sweep.py, ...: `python -m ids.<command>`
-    "tools": {"config", "progress", "data", "evaluation", "model", "artifact", "tracking",
+    "tools": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
               "experiment", "serving", "tuning", "tools"},
 }
 COMMANDS = {"run", "sweep", "promote", "evaluate", "predict", "bench"}

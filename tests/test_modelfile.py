@@ -23,6 +23,7 @@ from ids.artifact.scorer import Scorer
 from ids.data import synthetic
 from ids.tracking import registry
 from ids.tracking.registry import load_scorer
+from world import mlflow_store
 
 
 class _Armed:
@@ -115,8 +116,7 @@ def test_a_registered_pickle_model_is_refused_and_its_code_does_not_run(tiny_mod
     old.mkdir()
     (old / "preprocessor.pkl").write_bytes(pickle.dumps(_Armed(marker)))
     (old / "scorer.json").write_text(json.dumps({"window": 4, "threshold": 0.5}))
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
+    uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("evil", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=exp):  # artifacts in tmp_path, not ./mlruns

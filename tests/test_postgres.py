@@ -25,6 +25,8 @@ from conftest import ROOT, tiny_overrides
 from ids.config import compose
 from ids.tools import servers
 
+pytestmark = pytest.mark.slow  # starts servers (PostgreSQL, MLflow) and sweep processes
+
 N_TRIALS = 4
 STUDY = "scale-out"
 

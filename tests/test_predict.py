@@ -10,30 +10,19 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, tiny_overrides
-from ids.artifact.scorer import Scorer
-from ids.config import ConfigError, compose
+from ids.config import ConfigError
 from ids.data import synthetic
 from ids.data.flows import DataError
-from ids.data.prepare import prepare
-from ids.model.fit import fit
-from ids.model.runtime import setup_runtime
 from ids.serving.files import predict_file
-from ids.tracking.models import save_scorer_model
 from ids.tracking.registry import ModelNotFound, load_scorer, resolve_model
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """One tiny real training run (window 4: each flow's window reaches 3 flows back), saved as
-    an MLflow pyfunc folder (no tracking store needed), and a 3,000-flow file it never saw."""
+def model(tmp_path_factory, tiny_model):
+    """The session's tiny real model (window 4: each flow's window reaches 3 flows back), saved
+    as an MLflow pyfunc folder (no tracking store needed), and a 3,000-flow file it never saw."""
     tmp = tmp_path_factory.mktemp("predict")
-    cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=1", "trainer.eval_batch_size=512"])
-    prepared = prepare(cfg.data)
-    setup_runtime(cfg.trainer)
-    result = fit(cfg, prepared)
-    scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
-                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size))
-    uri = save_scorer_model(scorer, tmp / "model")
+    uri, _, cfg = tiny_model
     flows = synthetic.generate(3000, 7, dict(cfg.data.class_mix))
     path = tmp / "flows.csv"
     flows.to_csv(path, index=False)

@@ -1,5 +1,6 @@
 """Promote and evaluate on a real tiny study: Optuna SQLite storage, MLflow SQLite store and
-registry, real MindSpore training. One 2-trial sweep is shared by the whole module."""
+registry, real MindSpore training. The session's world (tests/world.py: a 3-trial sweep,
+promoted) is read by the tests here; those that promote, evaluate or add studies take a copy."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf, open_dict
 
 from conftest import run_cli, tiny_overrides
-from ids.config import ConfigError, ParamSpec, compose
+from ids.config import ConfigError, compose
 from ids.data import synthetic
 from ids.data.flows import DataError, load_frame
 from ids.data.prepare import prepare
@@ -22,34 +22,27 @@ from ids.tracking.registry import ModelNotFound, RegistryError
 from ids.tuning.promote import PromoteError, promote
 from ids.tuning.space import apply
 from ids.tuning.sweep import sweep
+from world import world_cfg
 
-# A small space of small models: each trial takes seconds. Windows > 1 so windows matter.
-SPACE = {"model.lstm_units": {"type": "categorical", "choices": [4, 8]},
-         "data.window": {"type": "categorical", "choices": [3, 5]}}
 NAME = "ids-cnn-bilstm"
 
 
-def make_cfg(tmp, *extra: str):
-    cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=1", "sweep.n_trials=2",
-                                         "sweep.heartbeat_seconds=2", *extra])
-    cfg.sweep.params = {}  # replace the default space (a CLI override would merge into it)
-    with open_dict(cfg.sweep.params):
-        for key, spec in SPACE.items():
-            cfg.sweep.params[key] = OmegaConf.merge(OmegaConf.structured(ParamSpec), spec)
-    return cfg
+@pytest.fixture
+def study(world_copy):
+    """(folder, config) of a copy of the session's study, promoted once: tests here change it."""
+    return world_copy.tmp, world_copy.cfg
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("promote")
-    sweep(make_cfg(tmp, "trainer.baselines=false", "tracking.log_plots=false"))  # faster trials
-    return tmp, make_cfg(tmp)
+@pytest.fixture
+def promoted(world):
+    """(folder, config, promote result) of the session's world: read only."""
+    return world.tmp, world.cfg, world.promoted
 
 
-@pytest.fixture(scope="module")
-def promoted(study):
-    tmp, cfg = study
-    return tmp, cfg, promote(cfg)
+@pytest.fixture
+def promoted_copy(world_copy):
+    """The same for a copy, for tests that log evaluation runs."""
+    return world_copy.tmp, world_copy.cfg, world_copy.promoted
 
 
 def client_of(cfg) -> MlflowClient:
@@ -117,10 +110,10 @@ def test_promote_evaluates_on_the_trials_test_split_and_logs_what_it_returns(pro
     assert float(mv.tags["test.mcc"]) == ev["metrics"]["mcc"]
 
 
-def test_evaluate_main_prints_the_logged_report(promoted, monkeypatch, capsys):
+def test_evaluate_main_prints_the_logged_report(promoted_copy, monkeypatch, capsys):
     """`python -m ids.evaluate` (champion by default): printed report == logged report, and the
     metrics equal the promote-time evaluation of the same model on the same split."""
-    tmp, cfg, result = promoted
+    tmp, cfg, result = promoted_copy
     best = optuna_study(cfg).best_trial
     run_cli(monkeypatch, "ids.evaluate", *tiny_overrides(tmp),
             *(f"{k}={v}" for k, v in best.params.items()), f"hydra.run.dir={tmp}/hydra")
@@ -133,8 +126,8 @@ def test_evaluate_main_prints_the_logged_report(promoted, monkeypatch, capsys):
     assert client.get_run(run_id).data.tags["registered_model.version"] == "1"
 
 
-def test_evaluate_on_another_file(promoted, tmp_path):
-    tmp, cfg, _ = promoted
+def test_evaluate_on_another_file(promoted_copy, tmp_path):
+    tmp, cfg, _ = promoted_copy
     flows = synthetic.generate(1500, 11, dict(cfg.data.class_mix))
     path = tmp_path / "other.csv"
     flows.to_csv(path, index=False)
@@ -165,7 +158,7 @@ def test_evaluate_on_another_file(promoted, tmp_path):
 
 def test_promote_twice_reuses_the_version_then_moves_champion(study):
     tmp, _ = study
-    cfg = make_cfg(tmp, "promote.model_name=twice", "promote.evaluate=false")
+    cfg = world_cfg(tmp, "promote.model_name=twice", "promote.evaluate=false")
     client = client_of(cfg)
     trials = optuna_study(cfg)
     other = next(t.number for t in trials.trials if t.number != trials.best_trial.number)
@@ -192,20 +185,20 @@ def test_promote_twice_reuses_the_version_then_moves_champion(study):
 def test_promote_bad_study_storage_and_settings(study, tmp_path):
     tmp, cfg = study
     with pytest.raises(PromoteError, match=r"no study 'nope'.*\['cnn_bilstm'\]"):
-        promote(make_cfg(tmp, "sweep.study=nope"))
+        promote(world_cfg(tmp, "sweep.study=nope"))
     with pytest.raises(PromoteError, match="no Optuna storage"):
-        promote(make_cfg(tmp, f"sweep.storage=sqlite:///{tmp_path}/none.db"))
+        promote(world_cfg(tmp, f"sweep.storage=sqlite:///{tmp_path}/none.db"))
     empty = optuna.create_study(study_name="empty", storage=str(cfg.sweep.storage),
                                 direction="maximize")
     empty.tell(empty.ask(), state=optuna.trial.TrialState.FAIL)
     with pytest.raises(PromoteError, match="no COMPLETE trial.*FAIL"):
-        promote(make_cfg(tmp, "sweep.study=empty"))
-    with pytest.raises(PromoteError, match="trial 99 .* COMPLETE trials: \\[0, 1\\]"):
+        promote(world_cfg(tmp, "sweep.study=empty"))
+    with pytest.raises(PromoteError, match="trial 99 .* COMPLETE trials: \\[0, 1, 2\\]"):
         promote(cfg, trial=99)
     with pytest.raises(ConfigError, match="previous_alias"):
-        promote(make_cfg(tmp, "promote.previous_alias=champion"))
+        promote(world_cfg(tmp, "promote.previous_alias=champion"))
     with pytest.raises(RegistryError, match="no MLflow store"):
-        promote(make_cfg(tmp, f"tracking.uri=sqlite:///{tmp_path}/none.db"))
+        promote(world_cfg(tmp, f"tracking.uri=sqlite:///{tmp_path}/none.db"))
 
 
 @pytest.mark.parametrize("uri, message", [
@@ -259,9 +252,9 @@ def test_promote_scores_the_trials_chunked_test_split_not_todays_command_line(
     """Sweep with data.split=chunks, then a plain promote (today's config: contiguous): the
     champion is scored on the chunked test split it never saw, taken from the trial's run; an
     evaluate that asks for data.split=contiguous on that model fails naming data.split."""
-    sweep(make_cfg(tmp_path, "data.split=chunks", "data.chunk_size=400", "sweep.n_trials=1",
-                   "trainer.baselines=false", "tracking.log_plots=false"))
-    plain = make_cfg(tmp_path)
+    sweep(world_cfg(tmp_path, "data.split=chunks", "data.chunk_size=400", "sweep.n_trials=1",
+                    "trainer.epochs=1", "trainer.baselines=false", "tracking.log_plots=false"))
+    plain = world_cfg(tmp_path)
     assert plain.data.split == "contiguous"
     result = promote(plain)
     ev = result["evaluation"]

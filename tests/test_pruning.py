@@ -9,12 +9,12 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
-from test_sweep import runs_of, sweep_cfg
 
 from ids.config import compose
 from ids.tuning.objective import PruneGate
 from ids.tuning.study import make_pruner, open_study
 from ids.tuning.sweep import resolution_note, sweep
+from world import runs_of, sweep_cfg
 
 FAST = [0.60, 0.70, 0.72, 0.73, 0.74]  # good from the first epoch, then flat
 SLOW = [0.00, 0.30, 0.75, 0.80, 0.85]  # near the all-attack MCC 0 at first, finishes best

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from conftest import run_cli, tiny_overrides
 from ids.tracking import store
 from ids.tracking.redact import redact
+from world import mlflow_store
 
 SECRET = "S3cr3t-pw"
 
@@ -40,6 +41,7 @@ def _texts(folder: Path) -> dict[str, str]:
 def test_a_run_given_uris_with_a_password_logs_and_prints_none(tmp_path, monkeypatch, capsys):
     storage = f"postgresql+psycopg2://ids:{SECRET}@db.example:5432/optuna?password={SECRET}"
     data_url = f"https://reader:{SECRET}@data.example/flows.csv"
+    mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     run_cli(monkeypatch, "ids.run", *tiny_overrides(tmp_path), "trainer.epochs=1",
             "trainer.baselines=false", "tracking.log_plots=false", f"sweep.storage='{storage}'",
             f"data.path={data_url}", f"hydra.run.dir={tmp_path}/hydra")
@@ -70,8 +72,7 @@ def test_a_run_given_uris_with_a_password_logs_and_prints_none(tmp_path, monkeyp
 
 
 def test_tags_and_errors_of_any_run_are_redacted(tmp_path):
-    cfg_uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
+    cfg_uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
 
     class Cfg:
         uri, experiment = cfg_uri, "redaction"

@@ -18,11 +18,11 @@ from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, run_cli_status, tiny_overrides
 from ids.config import ConfigError, compose, validate
 from ids.data.flows import PUBLISHED, DataError
 from ids.experiment.train import train
-from ids.tracking import store as mlflow_store
+from world import mlflow_store
 
 PYTHON = sys.executable
 
@@ -84,10 +84,7 @@ def test_invalid_values_are_rejected_naming_the_key(base_cfg, key, value):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A migrated, empty MLflow store: a rejected config must leave it without runs."""
-    tmp = tmp_path_factory.mktemp("store")
-    cfg = compose(tiny_overrides(tmp))
-    mlflow_store.configure(cfg.tracking)
-    return str(cfg.tracking.uri)
+    return mlflow_store(tmp_path_factory.mktemp("store") / "mlruns" / "mlflow.db")
 
 
 def _all_runs(uri: str) -> list:
@@ -122,10 +119,11 @@ def test_window_longer_than_a_split_names_the_split(tmp_path):
 
 # --- python -m ids.run -------------------------------------------------------------------------
 
-def _ids_run(tmp_path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    cmd = [PYTHON, "-m", "ids.run", *overrides,
-           f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"hydra.run.dir={tmp_path}/hydra"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def _ids_run(tmp_path, monkeypatch, capsys, *overrides: str) -> tuple[int, str, str]:
+    """`python -m ids.run` in this process: (exit code, stdout, stderr)."""
+    return run_cli_status(monkeypatch, capsys, "ids.run", *overrides,
+                          f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+                          f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/hydra")
 
 
 def _row(report: str, metric: str) -> list[str]:
@@ -133,11 +131,12 @@ def _row(report: str, metric: str) -> list[str]:
                 if line.split()[:1] == [metric])
 
 
-def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample):
-    proc = _ids_run(tmp_path, "+experiment=paper", f"data.path={v1_sample}",
-                    "trainer.epochs=1", "data.max_rows=20000")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample, monkeypatch,
+                                                        capsys):
+    mlflow_store(tmp_path / "mlruns" / "mlflow.db")
+    code, out, err = _ids_run(tmp_path, monkeypatch, capsys, "+experiment=paper",
+                              f"data.path={v1_sample}", "trainer.epochs=1", "data.max_rows=20000")
+    assert code == 0, err[-3000:]
     for text in ("paper (claimed)", "this run", "extra-trees", "all-attack", "mcc",
                  "benign_recall"):
         assert text in out, text
@@ -169,13 +168,14 @@ def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample):
     assert tags["verdict.test.vs_extra_trees"] in ("better", "worse", "no evidence either way")
 
 
-def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path):
-    proc = _ids_run(tmp_path, "+experiment=paper", "data.path=/nonexistent.csv", timeout=120)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert "/nonexistent.csv" in proc.stderr
-    assert PUBLISHED in proc.stderr  # where NF-BoT-IoT is published (UQ)
-    assert "data=synthetic" in proc.stderr  # the same without a download
+def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path, monkeypatch, capsys):
+    code, out, err = _ids_run(tmp_path, monkeypatch, capsys, "+experiment=paper",
+                              "data.path=/nonexistent.csv")
+    assert code == 2  # the one error path: one line, no traceback
+    assert "Traceback" not in out + err
+    assert "/nonexistent.csv" in err
+    assert PUBLISHED in err  # where NF-BoT-IoT is published (UQ)
+    assert "data=synthetic" in err  # the same without a download
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # nothing recorded
 
 

@@ -1,5 +1,6 @@
 """Issue 15: a trial's MLflow page shows the training first; baselines once per data setting
-on the study's parent run; a one-line summary as description and tag."""
+on the study's parent run; a one-line summary as description and tag (a standalone run's:
+tests/test_tracking.py)."""
 
 from __future__ import annotations
 
@@ -47,13 +48,3 @@ def test_trials_show_curves_first_and_share_the_parents_baselines(tiny_cfg):
                                f"{summary['threshold']:.4f}; val mcc {summary['value']:.4f}")
         note = run.tags["mlflow.note.content"]
         assert line in note and "extra_trees" in note  # the baselines it is compared with
-
-
-def test_a_standalone_run_keeps_its_baselines_and_gets_a_summary(tiny_cfg):
-    cfg = tiny_cfg("trainer.epochs=1", "tracking.log_model=false", "tracking.log_plots=false",
-                   "quiet=true")
-    summary = train(cfg)
-    run = MlflowClient(str(cfg.tracking.uri)).get_run(summary["run_id"]).data
-    assert run.metrics["baseline/test/extra_trees/mcc"] == summary["baselines"]["extra_trees"]["mcc"]
-    assert "baselines.run_id" not in run.tags
-    assert f"test mcc {summary['test']['mcc']:.4f}" in run.tags["summary"]

@@ -158,10 +158,9 @@ def test_the_pruners_signal_is_higher_is_better():
 def test_a_real_sweep_with_the_presets_scheduler_stops_a_hopeless_trial_at_epoch_two(tmp_path):
     """Real training on tiny data, the preset's pruner settings: a start point that cannot learn
     (lr 1e-7) stops at the first rung, the one before it runs to its end."""
-    from test_sweep import SMALL_SPACE, sweep_cfg
-
     from ids.tuning.study import open_study
     from ids.tuning.sweep import sweep
+    from world import SMALL_SPACE, sweep_cfg
 
     space = {**SMALL_SPACE, "trainer.lr": {"type": "float", "low": 1e-7, "high": 0.01}}
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.pruner=successive_halving",
@@ -191,9 +190,8 @@ def test_an_epoch_trains_on_at_most_epoch_flows_fresh_ones_each_time():
 
 
 def test_sweep_fixed_sets_every_trials_config_and_is_checked_first(tmp_path):
-    from test_sweep import sweep_cfg
-
     from ids.tuning.space import SpaceError, apply, check_space
+    from world import sweep_cfg
 
     cfg = sweep_cfg(tmp_path)
     cfg.sweep.fixed = {"trainer.epoch_flows": 1000}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -13,52 +12,21 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import ROOT, tiny_overrides
-from ids.config import ParamSpec, compose
+from conftest import ROOT, run_cli, tiny_overrides
+from ids.config import compose
 from ids.tuning.space import SpaceError
 from ids.tuning.study import FINISHED, SweepError, open_study
 from ids.tuning.sweep import sweep
-
-SMALL_SPACE = {
-    "model.kernel_size": {"type": "int", "low": 2, "high": 4},
-    "model.lstm_units": {"type": "categorical", "choices": [4, 8]},
-    "data.window": {"type": "categorical", "choices": [1, 4]},
-}
+from world import WORLD_POINT, mlflow_store, runs_of, sweep_cfg
 
 
-def sweep_cfg(tmp: Path, *extra: str, params: dict | None = None):
-    # dropout 0: MindSpore's dropout masks are not reproducible across processes, and the
-    # best.yaml rerun below must reproduce the trial exactly
-    cfg = compose(tiny_overrides(tmp) + ["trainer.epochs=2", "sweep.heartbeat_seconds=2",
-                                         "trainer.baselines=false", "model.dropout=0.0", *extra])
-    cfg.sweep.params = {}  # replace the default space (a CLI override would merge into it)
-    with open_dict(cfg.sweep.params):
-        for key, spec in (params or SMALL_SPACE).items():
-            cfg.sweep.params[key] = OmegaConf.merge(OmegaConf.structured(ParamSpec), spec)
-    return cfg
-
-
-def runs_of(cfg):
-    client = MlflowClient(tracking_uri=str(cfg.tracking.uri))
-    exp = client.get_experiment_by_name(str(cfg.tracking.experiment))
-    if exp is None:
-        return client, [], []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("ids.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("ids.role") == "trial"]
-    return client, parents, children
-
-
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
-    """One 3-trial study shared by the tests that only read it."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    cfg = sweep_cfg(tmp, "sweep.n_trials=3")
-    summary = sweep(cfg)
-    return tmp, cfg, summary
+@pytest.fixture
+def study_dir(world):
+    """The session's 3-trial study (tests/world.py), for the tests that only read it."""
+    return world.tmp, world.cfg, world.summary
 
 
 def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
@@ -92,40 +60,38 @@ def test_study_trials_are_in_storage_and_children_of_one_parent(study_dir):
     assert not any(k.startswith("test/") for k in best_child.data.metrics)
 
 
-def test_rerun_resumes_without_extra_trials(study_dir):
-    _, cfg, _ = study_dir
+def test_resume_adds_only_the_missing_trials_and_never_repeats_start_points(world_copy):
+    """The world's study began with its start point (trial 0). The same command again adds
+    nothing; a larger n_trials adds only the difference, and enqueues nothing again."""
+    cfg = world_copy.cfg
+    first = open_study(cfg).trials[0]
+    assert first.params == WORLD_POINT and first.state == TrialState.COMPLETE
     before = len(open_study(cfg).trials)
     sweep(cfg)
     assert len(open_study(cfg).trials) == before
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1 and len(children) == before
 
-
-def test_larger_n_trials_adds_only_the_difference(study_dir):
-    _, cfg, _ = study_dir
-    cfg = copy.deepcopy(cfg)
     cfg.sweep.n_trials = 4
     sweep(cfg)
     study = open_study(cfg)
     assert sum(t.state in FINISHED for t in study.trials) == 4
     _, parents, children = runs_of(cfg)
     assert len(parents) == 1 and len(children) == len(study.trials)
+    assert ["fixed_params" in t.system_attrs for t in study.trials] == [True, False, False, False]
 
 
-def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path):
+def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path, monkeypatch):
     _, cfg, _ = study_dir
-    best = open_study(cfg).best_trial  # other tests may have added trials since the fixture
+    best = open_study(cfg).best_trial
     best_yaml = Path(cfg.sweep.export_dir) / str(cfg.sweep.study) / "best.yaml"
     text = best_yaml.read_text()
     assert f"+{cfg.sweep.study}=best" in text and f"Best trial {best.number} " in text
-    uri = f"sqlite:///{tmp_path}/rerun.db"
-    out = subprocess.run(
-        [sys.executable, "-m", "ids.run", "--config-dir", str(cfg.sweep.export_dir),
-         f"+{cfg.sweep.study}=best", f"tracking.uri={uri}", "tracking.log_model=false",
-         "tracking.log_plots=false", "trainer.evaluate_test=false",
-         f"hydra.run.dir={tmp_path}/hydra"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    uri = mlflow_store(tmp_path / "rerun.db")
+    run_cli(monkeypatch, "ids.run", "--config-dir", str(cfg.sweep.export_dir),
+            f"+{cfg.sweep.study}=best", f"tracking.uri={uri}", "tracking.log_model=false",
+            "tracking.log_plots=false", "trainer.evaluate_test=false", "quiet=true",
+            f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/hydra")
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("ids").experiment_id])[0]
     for key, value in best.params.items():
@@ -186,20 +152,6 @@ def test_bad_space_stops_before_any_trial(tmp_path, params, match):
         sweep(cfg)
     assert not (tmp_path / "sweeps" / "optuna.db").exists()
     assert runs_of(cfg)[1:] == ([], [])
-
-
-def test_start_points_are_the_first_trials_and_a_resume_does_not_repeat_them(tmp_path):
-    point = {"data.window": 4, "model.kernel_size": 3, "model.lstm_units": 8}
-    cfg = sweep_cfg(tmp_path, "sweep.n_trials=1", "trainer.epochs=1", "sweep.sampler=random")
-    cfg.sweep.start_points = [point]
-    sweep(cfg)
-    first = open_study(cfg).trials[0]
-    assert first.params == point and first.state == TrialState.COMPLETE
-    cfg.sweep.n_trials = 2
-    sweep(cfg)  # resume: the study is not new, so nothing is enqueued again
-    trials = open_study(cfg).trials
-    assert len(trials) == 2
-    assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
 
 
 def test_champion_breaks_ties_by_validation_loss_then_trial_number():

@@ -1,6 +1,6 @@
 """The team's MLflow server requires a login: real `mlflow server --app-name basic-auth` on
 loopback (SQLite backend: the login does not depend on PostgreSQL), real sweep and promote
-commands authenticated through MLflow's environment variables."""
+commands (in this process) authenticated through MLflow's environment variables only."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import base64
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
+from conftest import run_cli_status, tiny_overrides
 from ids.tools import servers
 from ids.tools.auth import ADMIN, init_auth
 
@@ -56,12 +55,13 @@ def _get(url: str, user: str | None = None, password: str | None = None) -> int:
 
 @pytest.mark.slow
 def test_only_logged_in_users_reach_the_server_and_only_authorised_ones_move_champion(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, capsys):
     work = Path(tempfile.mkdtemp(prefix="ids-test-auth-"))
     auth = init_auth(work / "mlflow-auth")
     server = servers.start_mlflow(f"sqlite:///{work}/mlflow.db", work / "artifacts",
                                   port=servers.free_port(), workers=1, log=work / "mlflow.log",
                                   auth=auth)
+    previous_uri = mlflow.get_tracking_uri()
     try:
         search = server.url + "/api/2.0/mlflow/experiments/search?max_results=5"
         assert _get(search) == 401
@@ -69,24 +69,25 @@ def test_only_logged_in_users_reach_the_server_and_only_authorised_ones_move_cha
         assert _get(search, ADMIN, auth.password) == 200
 
         # A worker: sweep and promote, credentials only in MLflow's environment variables.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+        for key in [k for k in os.environ if k.startswith("MLFLOW_TRACKING")]:
+            monkeypatch.delenv(key)
         overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("tracking.uri=")]
         overrides += [f"tracking.uri={server.url}", "trainer.epochs=1", "sweep.n_trials=1",
                       "promote.evaluate=false", "trainer.baselines=false", "tracking.log_plots=false",
                       f"hydra.run.dir={tmp_path}/hydra"]
-        denied = subprocess.run([sys.executable, "-m", "ids.sweep", *overrides], cwd=ROOT,
-                                env=env, capture_output=True, text=True, timeout=300)
-        assert denied.returncode == 2, denied.stderr[-3000:]  # refused before any trial
-        assert "requires a login" in denied.stderr and "MLFLOW_TRACKING_PASSWORD" in denied.stderr
-        env.update(auth.client_env())
-        for module in ("ids.sweep", "ids.promote"):
-            proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=600)
-            assert proc.returncode == 0, (module, proc.stdout[-2000:], proc.stderr[-3000:])
-            assert auth.password not in proc.stdout + proc.stderr
-
+        code, _, err = run_cli_status(monkeypatch, capsys, "ids.sweep", *overrides)
+        assert code == 2, err[-3000:]  # refused before any trial
+        assert "requires a login" in err and "MLFLOW_TRACKING_PASSWORD" in err
         for key, value in auth.client_env().items():
             monkeypatch.setenv(key, value)
+        # ids.promote takes the trial's data settings from its run: tiny_overrides' data.window
+        # (which the default space varies) would be refused as differing from the trial's.
+        promote = [o for o in overrides if not o.startswith("data.")]
+        for module, args in (("ids.sweep", overrides), ("ids.promote", promote)):
+            code, out, err = run_cli_status(monkeypatch, capsys, module, *args)
+            assert code == 0, (module, out[-2000:], err[-3000:])
+            assert auth.password not in out + err
+
         admin = MlflowClient(server.url)
         champion = admin.get_model_version_by_alias(NAME, "champion")
         # Another user (READ by default) may look, not move the alias.
@@ -106,5 +107,6 @@ def test_only_logged_in_users_reach_the_server_and_only_authorised_ones_move_cha
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth.password)
         assert admin.get_model_version_by_alias(NAME, "champion").version == champion.version
     finally:
+        mlflow.set_tracking_uri(previous_uri)  # the commands pointed this process at the server
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,7 @@ from ids.experiment.train import train
 from ids.model.fit import NonFiniteLoss
 from ids.tracking import store
 from ids.tracking.registry import load_scorer
+from world import mlflow_store
 
 EPOCHS = 3
 EPOCH_METRICS = ("train/loss", "val/loss", "val/f1", "val/mcc", "val/threshold")
@@ -41,6 +42,7 @@ PLOTS = {"loss", "val_metrics", "val_pr_curve", "test_pr_curve", "test_confusion
 def tracked(tmp_path_factory):
     """One tracked 3-epoch run on tiny synthetic data, shared by this module."""
     tmp = tmp_path_factory.mktemp("tracking")
+    mlflow_store(tmp / "mlruns" / "mlflow.db")
     cfg = compose(tiny_overrides(tmp) + [f"trainer.epochs={EPOCHS}", "trainer.patience=0",
                                          "tracking.experiment=issue5"])
     records: list[dict] = []
@@ -203,6 +205,16 @@ def test_provenance_tags(tracked):
     assert tags["host"] == socket.gethostname()
 
 
+def test_a_standalone_run_keeps_its_baselines_and_gets_a_summary(tracked):
+    """Not a sweep trial: the baselines are on the run itself (trials share their parent's,
+    tests/test_run_view.py), and the summary line names the test value."""
+    run = tracked.run.data
+    summary = tracked.summary
+    assert run.metrics["baseline/test/extra_trees/mcc"] == summary["baselines"]["extra_trees"]["mcc"]
+    assert "baselines.run_id" not in run.tags
+    assert f"test mcc {summary['test']['mcc']:.4f}" in run.tags["summary"]
+
+
 # --- runs that do not finish normally end FAILED or KILLED, never RUNNING ---------------------
 
 def _only_run(tracked, experiment: str):
@@ -248,9 +260,9 @@ def test_an_interrupted_run_ends_killed(tracked):
     assert mlflow.active_run() is None
 
 
-def test_a_diverging_run_ends_failed(tracked):
+def test_a_diverging_run_raises_non_finite_loss_and_ends_failed(tracked):
     cfg = _short_cfg(tracked, "diverged", "trainer.lr=3e38")
-    with pytest.raises(NonFiniteLoss):
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1: .*trainer\.lr"):
         train(cfg)
     run = _only_run(tracked, "diverged")
     assert run.info.status == "FAILED"

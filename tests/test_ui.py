@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT, stop_group, tiny_overrides
 from ids.config import compose
 from ids.tools.servers import free_port
-from ids.tracking import store as mlflow_store
+from ids.tracking import store as tracking_store
+from world import mlflow_store
 
 pytestmark = pytest.mark.slow  # starts a server (the project's `slow` marker lists servers)
 
@@ -28,11 +29,12 @@ WAIT_SECONDS = 90  # `mlflow ui` defaults to 4 workers: 30-80 s to answer on 2 b
 def store(tmp_path_factory):
     """A store written by ids.tracking (as `ids.run` does) with one finished run in it."""
     tmp = tmp_path_factory.mktemp("ui")
+    mlflow_store(tmp / "mlruns" / "mlflow.db")
     cfg = compose(tiny_overrides(tmp) + ["tracking.experiment=ui-test"])
-    exp_id = mlflow_store.configure(cfg.tracking)
-    with mlflow_store.start_run(exp_id, "ui-run") as run:
-        mlflow_store.log_config(cfg)
-        mlflow_store.log_metrics({"val/f1": 0.5}, step=1)
+    exp_id = tracking_store.configure(cfg.tracking)
+    with tracking_store.start_run(exp_id, "ui-run") as run:
+        tracking_store.log_config(cfg)
+        tracking_store.log_metrics({"val/f1": 0.5}, step=1)
     return {"uri": str(cfg.tracking.uri), "experiment_id": exp_id, "run_id": run.info.run_id,
             "tmp": tmp}
 

@@ -1,4 +1,5 @@
-"""A trained model as a file of data: the checked folder format (`modelfile`), the `Scorer`
+"""A trained model as a file of data: the checked folder format (`modelfile`) and the memory
+its sizes need against what this machine has (`bounds`), the `Scorer`
 that turns raw flows into scores with the model's own preprocessing, window and threshold
 (`scorer`), and its MLflow pyfunc face (`pyfunc`, `pyfunc_model`).
 

@@ -10,6 +10,7 @@ code stored with a model (neither pickles nor the model's code file).
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,11 @@ import pandas as pd
 
 from ids.artifact import modelfile
 from ids.data import encoding
+from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
 from ids.data.windows import windows
 from ids.model.network import build_model
-from ids.model.runtime import predict_proba
+from ids.model.runtime import predict_distinct, warm_up
 
 SCORE, PRED_LABEL = "score", "label"  # output columns; the input's truth is flows.LABEL
 
@@ -46,6 +48,7 @@ class Scorer:
             params = ms.load_checkpoint(str(self.checkpoint))
         ms.load_param_into_net(self.model, params)
         self.model.set_train(False)
+        self._lock = threading.Lock()  # MLflow's server scores requests in threads
 
     @property
     def context_rows(self) -> int:
@@ -56,15 +59,27 @@ class Scorer:
         return self.preprocessor.transform(flows)
 
     def score_matrix(self, X: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
-        """Scores for the rows of X; `context` holds the rows just before X (zeros if none)."""
+        """Scores for the rows of X; `context` holds the rows just before X (zeros if none).
+
+        Each distinct window is computed once (NetFlow repeats itself: most flows of a real
+        file are copies) and its score given to every flow that has it; a window's score does
+        not depend on which or how many windows are scored with it (`predict_proba`)."""
         pad = self.context_rows
         if context is None or pad == 0:
             ctx = np.zeros((0, X.shape[1]), np.float32)
         else:
             ctx = context[-pad:]
         full = np.concatenate([ctx.astype(np.float32), X])
-        w = windows(full, self.window)[len(ctx):]  # rows before the file start are zero-padded
-        return predict_proba(self.model, w, self.eval_batch_size)
+        w = windows(full, self.window)[len(ctx):]  # rows before the file start are zeros
+        distinct = distinct_windows(full, self.window, start=len(ctx))
+        with self._lock:
+            return predict_distinct(self.model, w, distinct, self.eval_batch_size)
+
+    def warm_up(self) -> list[int]:
+        """Compile every batch shape scoring can use, before the first flow arrives."""
+        n_features = len(self.preprocessor.feature_names_)
+        with self._lock:
+            return warm_up(self.model, (self.window, n_features), self.eval_batch_size)
 
     def predict(self, flows: pd.DataFrame) -> pd.DataFrame:
         scores = self.score_matrix(self.transform(flows))

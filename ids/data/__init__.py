@@ -1,6 +1,8 @@
-"""Flows in, prepared arrays out: the NetFlow schema and reading (`flows`), the embedded
-generator (`synthetic`), encoding (`encoding`), windows (`windows`), splits (`splits`), copies
-of training flows (`copies`), `prepare` and its on-disk cache (`cache`).
+"""Flows in, prepared arrays out: the NetFlow schema and validation (`flows`, `errors`), the one
+reader of flow files in batches (`reader`), the embedded generator (`synthetic`) and its v2
+files of any size (`synthetic_v2`), encoding (`encoding`), windows (`windows`), splits
+(`splits`), copies of training flows (`copies`), distinct windows (`distinct`), pass one over a
+file (`ingest`), `prepare` and the prepared store on disk (`cache`).
 
-May import: `ids.config` only (and numpy, pandas). Everything else in ids builds on it.
+May import: `ids.config` only (and numpy, pandas, pyarrow). Everything else in ids builds on it.
 """

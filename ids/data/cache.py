@@ -1,13 +1,24 @@
-"""Prepared data on disk, keyed by the hash of the data settings, so it is prepared once.
+"""The prepared store: prepared data on disk, keyed by the hash of the data settings, written
+once and memory-mapped by every process that needs it.
 
-A sweep's parent process prepares the data, its worker processes (and later commands with the
-same data settings) load the arrays instead of reading, splitting and encoding the file again.
-An entry is `<cache_dir>/<key>/`: `arrays.npz` (every split's flows, labels, categories, rows
-and hashes; the preprocessor's arrays), `meta.json` (the preprocessor's settings, feature names,
-the data info) and `loads.log` (one line per process that loaded it: what the tests count).
-Entries are data, not code (no pickle), written to a temporary folder and renamed, so a reader
-never sees half an entry. The key covers every data setting but the window, and the file's
-path, size and modification time: a rewritten file is prepared again. `make clean` empties it.
+A sweep's parent process prepares the data; its workers, `ids.promote`, `ids.evaluate` and later
+sweeps with the same data settings open the arrays instead of reading, splitting and encoding
+the file again, and share their pages. An entry is `<cache_dir>/<key>/`:
+
+- `table.npy` (k, F) float32: each distinct encoded flow once; `hashes.npy` (k,) uint64: its
+  feature hash (`ids.data.copies`);
+- per split `<split>.ids.npy` (the table row of every flow, in flow order), `.y.npy` (float32
+  labels), `.attack.npy` (int16 codes into the categories of `meta.json`), `.rows.npy` (int64
+  rows in the file);
+- `pre.npz` (the preprocessor's arrays), `meta.json` (its settings, the feature names, the
+  categories, the data info) and `loads.log` (one line per process that opened it without
+  building it: what the tests count).
+
+Entries are data, not code (no pickle), built in a temporary folder and renamed, so a reader
+never sees half an entry; `.npy` files are written with plain file writes, so building one
+does not hold it in memory. The key covers every data setting but the window and the training
+subset, the file's path, size and modification time (a rewritten file is prepared again) and
+the source of the modules that prepare data. `make clean` empties it.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +37,10 @@ from ids.data import encoding
 from ids.data.flows import SPLITS
 from ids.data.splits import Prepared, Split
 
-FORMAT = 1
+FORMAT = 2
 # The code that turns settings into prepared data: an entry made by other code is not reused.
 _CODE = ("prepare.py", "splits.py", "windows.py", "flows.py", "encoding.py", "synthetic.py",
-         "copies.py", "cache.py")
+         "copies.py", "cache.py", "reader.py", "ingest.py", "errors.py")
 
 
 def key(cache_key: str) -> str:
@@ -40,52 +52,86 @@ def key(cache_key: str) -> str:
     return hashlib.sha1(f"{FORMAT}|{code.hexdigest()}|{cache_key}".encode()).hexdigest()[:20]
 
 
-def load(folder: Path) -> Prepared | None:
-    """The entry in `folder`, or None when it is absent or unreadable (then it is rebuilt)."""
+def load(folder: Path, in_memory: bool = False, record: bool = True) -> Prepared | None:
+    """The entry in `folder` (memory-mapped; read into memory with `in_memory`), or None when
+    it is absent or unreadable (then it is rebuilt). `record`: a line in `loads.log` (not for
+    the process that just built the entry)."""
+    folder = Path(folder)
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
         if meta.get("format") != FORMAT:
             return None
-        pre = encoding.from_state(
-            meta["preprocessor"], {k[4:]: v for k, v in arrays.items() if k.startswith("pre.")})
-    except (OSError, ValueError, KeyError):
+        with np.load(folder / "pre.npz", allow_pickle=False) as z:
+            pre = encoding.from_state(meta["preprocessor"], {k: z[k] for k in z.files})
+
+        def array(name: str) -> np.ndarray:
+            return np.load(folder / f"{name}.npy", mmap_mode=None if in_memory else "r",
+                           allow_pickle=False)
+
+        table, hashes = array("table"), array("hashes")
+        splits = {name: Split.stored(table, array(f"{name}.ids"), array(f"{name}.y"),
+                                     array(f"{name}.attack"), meta["categories"],
+                                     array(f"{name}.rows"), hashes) for name in SPLITS}
+    except (OSError, ValueError, KeyError, EOFError):
         return None
-    splits = {}
-    for name in SPLITS:
-        hashes = arrays.get(f"{name}.hashes")
-        splits[name] = Split(arrays[f"{name}.X"], arrays[f"{name}.y"],
-                             arrays[f"{name}.attack"].astype(object), arrays[f"{name}.rows"],
-                             hashes)
-    with open(folder / "loads.log", "a") as log:
-        log.write(f"{os.getpid()}\n")
+    if in_memory:  # plain arrays, as a whole-file preparation always gave
+        splits = {n: Split(s.X, s.y, s.attack, s.rows, s.hashes) for n, s in splits.items()}
+    elif record:
+        with open(folder / "loads.log", "a") as log:
+            log.write(f"{os.getpid()}\n")
     return Prepared(preprocessor=pre, feature_names=list(meta["feature_names"]),
                     info=meta["info"], **splits)
 
 
-def save(prepared: Prepared, folder: Path) -> None:
-    """Write the entry atomically; a concurrent writer of the same entry simply loses."""
+def build(folder: Path, make: Callable[[Path], None]) -> None:
+    """`make(tmp)` writes an entry into a temporary folder beside `folder`, which is then
+    renamed to `folder`; a concurrent builder of the same entry simply loses."""
+    folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    pre_meta, pre_arrays = encoding.state(prepared.preprocessor)
-    arrays = {f"pre.{k}": v for k, v in pre_arrays.items()}
-    for name in SPLITS:
-        s = prepared.split(name)
-        arrays.update({f"{name}.X": s.X, f"{name}.y": s.y, f"{name}.rows": s.rows,
-                       f"{name}.attack": np.asarray(s.attack, dtype=str)})
-        if s.hashes is not None:
-            arrays[f"{name}.hashes"] = s.hashes
-    meta = {"format": FORMAT, "preprocessor": pre_meta, "feature_names": prepared.feature_names,
-            "info": prepared.info, "prepared_by": os.getpid()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        np.savez(tmp / "arrays.npz", **arrays)
-        (tmp / "meta.json").write_text(json.dumps(meta, default=_jsonable))
+        make(tmp)
         os.replace(tmp, folder)
     except OSError:  # another process renamed its copy first: keep theirs
-        pass
+        if not (folder / "meta.json").exists():
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_meta(folder: Path, pre: encoding.Preprocessor, feature_names: list[str], info: dict,
+               categories: list[str]) -> None:
+    pre_meta, pre_arrays = encoding.state(pre)
+    np.savez(folder / "pre.npz", **pre_arrays)
+    meta = {"format": FORMAT, "preprocessor": pre_meta, "feature_names": feature_names,
+            "categories": categories, "info": info, "prepared_by": os.getpid()}
+    (folder / "meta.json").write_text(json.dumps(meta, default=_jsonable))
+
+
+class NpyWriter:
+    """An `.npy` file of known shape written in chunks of rows (file writes, no memory map)."""
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...]) -> None:
+        self.dtype, self.fh = np.dtype(dtype), open(path, "wb")  # noqa: SIM115 - closed in close()
+        np.lib.format.write_array_header_1_0(
+            self.fh, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                      "fortran_order": False, "shape": tuple(int(s) for s in shape)})
+
+    def write(self, rows: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def write_array(path: Path, a: np.ndarray, dtype=None, chunk: int = 1 << 22) -> None:
+    """`a` (possibly memory-mapped) as an `.npy` file, `chunk` rows at a time."""
+    out = NpyWriter(path, dtype or a.dtype, a.shape)
+    try:
+        for lo in range(0, len(a), chunk):
+            out.write(a[lo: lo + chunk])
+    finally:
+        out.close()
 
 
 def _jsonable(obj):

@@ -31,19 +31,49 @@ def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """uint64 hash per row of `columns` (equal rows <-> equal hashes, up to collisions).
     Numbers are hashed as float64 (+0.0, so -0.0 == 0.0): an int column of one file and a
     float column of another hash alike."""
-    sub = df[columns]
-    sub = sub.assign(**{c: sub[c].to_numpy(np.float64) + 0.0 for c in columns
-                        if pd.api.types.is_numeric_dtype(sub[c])})
+    sub = pd.DataFrame({c: df[c].to_numpy(np.float64) + 0.0
+                        if pd.api.types.is_numeric_dtype(df[c]) else df[c].to_numpy()
+                        for c in columns}, copy=False)  # one array per column: no block copies
     return pd.util.hash_pandas_object(sub, index=False).to_numpy(np.uint64)
 
 
-def duplicate_mask(feature_hashes: np.ndarray, labels, attack) -> np.ndarray:
-    """True for every flow that repeats an EARLIER flow exactly (features, Label and Attack)."""
-    codes = pd.factorize(np.asarray(attack, dtype=object))[0].astype(np.uint64)
-    lab = np.asarray(labels).astype(np.uint64)
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose: a mixing hash
-        key = feature_hashes * np.uint64(0x9E3779B97F4A7C15) + codes * np.uint64(2) + lab
-    return pd.Series(key).duplicated(keep="first").to_numpy()
+class KeyIndex:
+    """Distinct uint64 keys, numbered 0, 1, 2, ... in the order they are first seen, grown
+    batch by batch: pass one over a file numbers its distinct flows by feature hash and finds
+    exact duplicates (`data.dedup=exact`) with it, in memory that grows with the distinct keys
+    only (sorted arrays; each batch is merged in with one `np.insert` pass)."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, np.uint64)
+        self.numbers = np.empty(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the number of every key, the positions in `keys` of the keys never seen before,
+        ascending: one position per new key, its first occurrence)."""
+        uniq, first, inverse = np.unique(np.asarray(keys, np.uint64), return_index=True,
+                                         return_inverse=True)
+        pos = np.searchsorted(self.keys, uniq)
+        seen = pos < len(self.keys)
+        seen[seen] = self.keys[pos[seen]] == uniq[seen]
+        numbers = np.empty(len(uniq), np.int64)
+        numbers[seen] = self.numbers[pos[seen]]
+        new = np.flatnonzero(~seen)
+        by_first = new[np.argsort(first[new], kind="stable")]
+        numbers[by_first] = np.arange(len(self.keys), len(self.keys) + len(new))
+        self.keys = np.insert(self.keys, pos[new], uniq[new])
+        self.numbers = np.insert(self.numbers, pos[new], numbers[new])
+        return numbers[inverse.reshape(-1)], first[by_first]
+
+
+def dedup_keys(flow_numbers: np.ndarray, labels, attack_codes) -> np.ndarray:
+    """Exact-duplicate keys (`data.dedup=exact`): equal for flows with the same features (their
+    `KeyIndex` number), Label and Attack category code (< 2**15)."""
+    return ((np.asarray(flow_numbers).astype(np.uint64) << np.uint64(16))
+            | (np.asarray(attack_codes).astype(np.uint64) << np.uint64(1))
+            | np.asarray(labels).astype(np.uint64))
 
 
 class TrainIndex:

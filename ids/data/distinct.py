@@ -2,13 +2,15 @@
 
 "Distinct" is defined on exactly what the model sees: the encoded rows of a window (the zero
 rows that pad a split's first windows included), plus the label where training needs it. Ids
-are exact (byte equality of the encoded float32 rows, no hashing): two windows share an id if
-and only if the model cannot tell them apart.
+are exact (byte equality of the encoded float32 rows; a hash only proposes, every window is
+checked): two windows share an id if and only if the model cannot tell them apart.
 
     d = distinct_windows(split.X, T)          # scoring: one score per distinct window
     scores = d.expand(score(windows[d.first]))
     d = distinct_windows(split.X, T, split.y) # training: each distinct (window, label) once,
                                               # weighted by d.counts
+    rows, ids, ends = split.sequence()        # a split of the prepared store (76M flows):
+    d = distinct_windows(rows, T, split.y, ids=ids, ends=ends)  # memory O(flows), not O(X)
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ids.data.windows import check_window
 
@@ -39,39 +40,84 @@ class Distinct:
         return np.asarray(values)[self.inverse]
 
 
-def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, inverse, counts) of the rows of a 2-D array, by exact bytes; `first` ascending
-    so that distinct items keep the order in which they first occur."""
-    a = np.ascontiguousarray(a)
-    rows = a.view(np.dtype((np.void, a.shape[1] * a.itemsize))).ravel()
-    _, first, inverse, counts = np.unique(rows, return_index=True, return_inverse=True,
-                                          return_counts=True)
-    order = np.argsort(first, kind="stable")  # sorted-by-bytes -> first-occurrence order
+def _first_order(first, inverse, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique's (first, inverse, counts), sorted by key, renumbered in first-occurrence order
+    (`first` ascending), so distinct items keep the order in which they first occur."""
+    order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return (first[order].astype(np.int64), rank[inverse.reshape(-1)].astype(np.int64),
             counts[order].astype(np.int64))
 
 
-def row_ids(X: np.ndarray) -> tuple[np.ndarray, int]:
-    """(id of every row of X, id of the all-zero padding row): equal ids <=> equal rows."""
+def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, inverse, counts) of the rows of a 2-D array, by exact bytes."""
+    a = np.ascontiguousarray(a)
+    rows = a.view(np.dtype((np.void, a.shape[1] * a.itemsize))).ravel()
+    return _first_order(*np.unique(rows, return_index=True, return_inverse=True,
+                                   return_counts=True)[1:])
+
+
+def row_ids(X: np.ndarray, ids: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(id of every row of X, id of the all-zero padding row): equal ids <=> equal rows. With
+    `ids`, X is a table (the prepared store's distinct flows) and the rows are X[ids]: only the
+    table's rows are compared."""
     X = np.asarray(X)
     with_pad = np.concatenate([np.zeros((1, X.shape[1]), X.dtype), X])
     _, inverse, _ = _unique_rows(with_pad)
-    return inverse[1:], int(inverse[0])
+    table_ids, pad = inverse[1:], int(inverse[0])
+    return (table_ids if ids is None else table_ids[np.asarray(ids)]), pad
 
 
-def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None) -> Distinct:
+_CHUNK = 1 << 20  # windows per step of building and checking keys
+
+
+def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
+                     ids: np.ndarray | None = None, ends: np.ndarray | None = None,
+                     start: int = 0) -> Distinct:
     """The distinct windows of T consecutive rows of X (zero-padded before row 0, as
-    `ids.data.windows.windows`), and with `labels` the distinct (window, label) pairs."""
+    `ids.data.windows.windows`), and with `labels` the distinct (window, label) pairs. With
+    `ids` the rows are X[ids] (`row_ids`); with `ends` only the windows ending at those
+    positions count (a training subset; `labels` then has one label per end).
+
+    Memory grows with the number of windows, not with T x features: a window is its T row ids
+    (plus the label), hashed to 64 bits; every window is then checked against the first one
+    with its hash, so the ids stay exact (a hash collision falls back to comparing the keys)."""
     T = check_window(T)
-    ids, pad = row_ids(X)
-    if T == 1:
-        keys = ids[:, None]
-    else:
-        padded = np.concatenate([np.full(T - 1, pad, ids.dtype), ids])
-        keys = sliding_window_view(padded, T)  # (n, T) row ids
-    if labels is not None:
-        keys = np.column_stack([keys, np.asarray(labels).astype(np.int64).reshape(-1)])
-    first, inverse, counts = _unique_rows(keys)
+    rid, pad = row_ids(X, ids)
+    pos = np.arange(len(rid), dtype=np.int64) if ends is None else np.asarray(ends, np.int64)
+    lab = None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1)
+    if start:
+        pos, lab = pos[int(start):], None if lab is None else lab[int(start):]
+
+    def keys(sel: np.ndarray) -> np.ndarray:  # (b, T [+ 1]) row ids [and label] of windows
+        steps = pos[sel][:, None] + np.arange(1 - T, 1)
+        k = np.where(steps < 0, pad, rid[np.maximum(steps, 0)])
+        return k if lab is None else np.column_stack([k, lab[sel]])
+
+    if T == 1 and lab is None:  # a window is one row: its id is the key
+        return Distinct(*_first_order(*np.unique(rid[pos], return_index=True,
+                                                 return_inverse=True, return_counts=True)[1:]))
+    h = np.empty(len(pos), np.uint64)
+    for lo in range(0, len(pos), _CHUNK):
+        h[lo: lo + _CHUNK] = _mix(keys(np.arange(lo, min(lo + _CHUNK, len(pos)))))
+    first, inverse, counts = _first_order(*np.unique(h, return_index=True, return_inverse=True,
+                                                     return_counts=True)[1:])
+    del h
+    for lo in range(0, len(pos), _CHUNK):
+        sel = np.arange(lo, min(lo + _CHUNK, len(pos)))
+        if not np.array_equal(keys(sel), keys(first[inverse[sel]])):  # a collision: exact path
+            return Distinct(*_unique_rows(keys(np.arange(len(pos)))))
     return Distinct(first, inverse, counts)
+
+
+def _mix(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of an int64 matrix (splitmix64 steps over its columns)."""
+    h = np.full(len(keys), 0x243F6A8885A308D3, np.uint64)
+    with np.errstate(over="ignore"):
+        for col in keys.T.astype(np.uint64):
+            h = (h ^ col) * np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(29)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(32)
+    return h

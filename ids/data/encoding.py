@@ -71,7 +71,22 @@ class Preprocessor:
         return np.hstack([_numeric(df, PORT_COLUMNS)] + [_ip_octets(df[c]) for c in IP_COLUMNS])
 
     def fit(self, df: pd.DataFrame) -> Preprocessor:
-        self.layout_ = _layout(df.columns)
+        """Fit on the flows of `df`."""
+        return self.fit_rows(df, np.arange(len(df)))
+
+    def fit_rows(self, rows, flows: np.ndarray, chunk_rows: int = 0) -> Preprocessor:
+        """Fit on the flows `rows[flows]`, in that order, without building them: `rows` holds
+        each distinct flow once (a frame, or anything whose `rows[a:b]` is one, such as the
+        prepared store's table), `flows` the training flows as positions into it.
+
+        The same values as fitting on the whole training frame, bit for bit: sums run over
+        the flows in order, in chunks whose total is carried into the next chunk's first row
+        (numpy adds the rows of a C-ordered (n, k >= 2) array one after the other); counts and
+        quantiles use each distinct row's multiplicity. `chunk_rows`: rows per step (default
+        `CHUNK_ROWS`; the result does not depend on it)."""
+        chunk = int(chunk_rows) or CHUNK_ROWS
+        first = rows[0:1]
+        self.layout_ = _layout(first.columns)
         feats = V2_FEATURES if self.layout_ == "v2" else V1_FEATURES
         self.flag_columns_ = [c for c in feats if c in FLAG_COLUMNS]
         self.log_columns_ = [c for c in feats if c not in FLAG_COLUMNS + ["PROTOCOL", "L7_PROTO"]]
@@ -79,20 +94,30 @@ class Preprocessor:
         if self.keep_identifiers:
             warnings.warn("data.keep_identifiers=true: IPs and ports identify the attacker hosts "
                           "and leak the label; scores are not comparable", UserWarning, stacklevel=2)
-        _missing(df, self.input_columns_)
-        logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
-        self.log_mean_, self.log_std_ = logv.mean(axis=0), _std(logv)
+        _missing(first, self.input_columns_)
+        flows = np.asarray(flows, np.int64)
+        weight = np.bincount(flows, minlength=len(rows))  # multiplicity of each distinct row
+        used = np.flatnonzero(weight)
+
+        def log(df):
+            return np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
+
+        logv = _used(rows, used, log, chunk)
+        self.log_mean_, self.log_std_ = _moments(logv, used, flows, chunk)
         names = list(self.log_columns_)
         if self.numeric_bins > 0:
-            self.bin_edges_ = np.stack([_edges(c, self.numeric_bins) for c in logv.T])
+            self.bin_edges_ = np.stack([_edges(np.repeat(c, weight[used]), self.numeric_bins)
+                                        for c in logv.T])
             names += [f"{c}.bin{t}" for c in self.log_columns_ for t in range(self.numeric_bins)]
+        del logv
         if self.keep_identifiers:
-            idv = self._ids(df)
-            self.id_mean_, self.id_std_ = idv.mean(axis=0), _std(idv)
+            self.id_mean_, self.id_std_ = _moments(_used(rows, used, self._ids, chunk), used,
+                                                   flows, chunk)
             names += PORT_COLUMNS + [f"{c}.o{k}" for c in IP_COLUMNS for k in range(1, 5)]
-        cat = _numeric(df, ["PROTOCOL", "L7_PROTO"])
+        cat = _used(rows, used, lambda df: _numeric(df, ["PROTOCOL", "L7_PROTO"]), chunk)
         self.protocols_ = np.unique(cat[:, 0]).tolist()
-        vals, counts = np.unique(cat[:, 1], return_counts=True)
+        vals, inverse = np.unique(cat[:, 1], return_inverse=True)
+        counts = np.bincount(inverse.reshape(-1), weights=weight[used]).astype(np.int64)
         self.l7_values_ = vals[np.lexsort((vals, -counts))][: self.l7_top_k].tolist()
         names += [f"PROTOCOL={v:g}" for v in self.protocols_] + ["PROTOCOL=other"]
         names += [f"L7_PROTO={v:g}" for v in self.l7_values_] + ["L7_PROTO=other"]
@@ -128,6 +153,44 @@ class Preprocessor:
         return out
 
 
+CHUNK_ROWS = 1 << 18  # rows per step of fitting and encoding
+
+
+def _used(rows, used: np.ndarray, f, chunk: int) -> np.ndarray:
+    """f(frame) of the distinct rows in `used` (ascending), read `chunk` rows at a time."""
+    parts = []
+    for lo in range(0, len(rows), chunk):
+        sel = used[(used >= lo) & (used < lo + chunk)] - lo
+        if len(sel):
+            parts.append(f(rows[lo: lo + chunk].iloc[sel]))
+    return np.concatenate(parts)
+
+
+def _moments(values: np.ndarray, used: np.ndarray, flows: np.ndarray, chunk: int) -> tuple:
+    """(mean, std; std 0 -> 1) over the rows `values[slot of flows]`, the training matrix of
+    the flows in order, as `x.mean(axis=0)` and `x.std(axis=0)` compute it on the whole."""
+    slot = np.zeros(int(used[-1]) + 1 if len(used) else 0, np.int64)
+    slot[used] = np.arange(len(used))
+
+    def total(f) -> np.ndarray:
+        carry = None
+        for lo in range(0, len(flows), chunk):
+            x = f(values[slot[flows[lo: lo + chunk]]])
+            if carry is not None:
+                x[0] += carry
+            carry = x.sum(axis=0)
+        return carry
+
+    mean = total(lambda x: x) / len(flows)
+
+    def square(x):
+        x -= mean
+        return np.multiply(x, x, out=x)
+
+    std = np.sqrt(total(square) / len(flows))
+    return mean, np.where(std > 0, std, 1.0)
+
+
 def _edges(v: np.ndarray, bins: int) -> np.ndarray:
     """`bins + 1` slots: the distinct train quantiles of v, NaN after them (ties merge bins)."""
     q = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)))
@@ -141,11 +204,6 @@ def _piecewise_linear(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
     width = np.where(used & (hi > lo), hi - lo, 1.0)
     enc = np.clip((v[:, :, None] - np.nan_to_num(lo)[None]) / width[None], 0.0, 1.0)
     return np.where(used[None], enc, 0.0).reshape(len(v), -1)
-
-
-def _std(x: np.ndarray) -> np.ndarray:
-    s = x.std(axis=0)
-    return np.where(s > 0, s, 1.0)
 
 
 def _missing(df: pd.DataFrame, cols: list[str]) -> None:

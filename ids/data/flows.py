@@ -1,20 +1,23 @@
-"""NetFlow flows as published: the schema, reading a file (CSV, CSV.gz, zip, parquet), and
-validation with one-line errors that name the file, the row and the column.
+"""NetFlow flows as published: the schema, validation with one-line errors that name the
+file, the row and the column, and whole files read through the one reader (`ids.data.reader`).
 
-`load_frame(data_cfg)` is where every flow enters the project (a file, or the embedded
-synthetic generator); `ids.data.prepare` splits, encodes and windows what it returns.
+Flows enter the project here: `validated(file)` batch by batch (`ids.data.prepare`),
+`read_flows(path)` and `load_frame(data_cfg)` whole (a file, or the embedded synthetic
+generator), `load_rows(data_cfg, rows)` some rows of a file (a test split).
 """
 
 from __future__ import annotations
 
-import zipfile
-import zlib
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ids.data import synthetic
+from ids.data.errors import DataError
+from ids.data.reader import BATCH_ROWS, FlowFile
 
 ID_COLUMNS = ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"]
 IP_COLUMNS, PORT_COLUMNS = ["IPV4_SRC_ADDR", "IPV4_DST_ADDR"], ["L4_SRC_PORT", "L4_DST_PORT"]
@@ -35,10 +38,6 @@ FLAG_COLUMNS = ["TCP_FLAGS", "CLIENT_TCP_FLAGS", "SERVER_TCP_FLAGS"]
 FLAG_BITS = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
 SPLITS = ("train", "val", "test")
 PUBLISHED = "https://espace.library.uq.edu.au/view/UQ:62e6d80"
-
-
-class DataError(ValueError):
-    """Bad input data or data settings; the message names the problem and the fix."""
 
 
 def _layout(columns) -> str:
@@ -101,8 +100,12 @@ def _numeric(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
 
 
 def _strings(s: pd.Series) -> np.ndarray:
-    return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
-        s.astype(str).to_numpy(object))
+    try:
+        return s.to_numpy(object) if pd.api.types.infer_dtype(s, skipna=False) == "string" else (
+            s.astype(str).to_numpy(object))
+    except UnicodeDecodeError as exc:  # bytes a reader kept undecoded
+        raise DataError(f"column {s.name!r} holds text that is not UTF-8 ({exc.reason} at byte "
+                        f"{exc.start} of {exc.object[:20]!r}); save the file as UTF-8") from exc
 
 
 # Counts that cannot be negative, and TCP flag fields (whole numbers, bit sets).
@@ -124,14 +127,45 @@ def _check_counts(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> None:
                 raise DataError(f"column {c!r} holds TCP flag bits, a whole number, but "
                                 f"{_row(df, frac[0])} holds {a[frac[0]]!r} ({len(frac)} such "
                                 "rows); fix or drop those rows")
+        if c in FLAG_COLUMNS and len(big := np.flatnonzero(a > 255)):
+            raise DataError(f"column {c!r} holds the 8 TCP flag bits (0-255), but "
+                            f"{_row(df, big[0])} holds {a[big[0]]!r} ({len(big)} such rows); "
+                            "fix or drop those rows")
+
+
+def _check_names(columns) -> None:
+    """DataError for a column given twice: exactly, after trimming spaces, or as the copy
+    pandas renames to NAME.1 when a CSV header repeats NAME. Which one holds the flows would
+    be a guess (pandas would silently take the first)."""
+    names = Counter(str(c).strip() for c in columns)
+    known = set(V2_FEATURES + ID_COLUMNS + [LABEL, ATTACK])
+    for name in list(names):
+        base, _, n = name.rpartition(".")
+        if n.isdigit() and base in known and base in names:
+            names[base] += names.pop(name)
+    dups = {name: k for name, k in names.items() if k > 1}
+    if dups:
+        name, k = next(iter(dups.items()))
+        raise DataError(f"column {name[:60]!r} appears {k} times in the header"
+                        f"{f' ({len(dups)} such names)' if len(dups) > 1 else ''}; keep one "
+                        "(ids cannot tell which one holds the flows)")
+
+
+def check_header(columns) -> str:
+    """The layout ('v1' or 'v2') of a header; DataError for missing, renamed or repeated
+    columns (a stream checks its header before any flow arrives)."""
+    _check_names(columns)
+    return _layout([str(c).strip() for c in columns])
 
 
 def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame:
-    """A clean copy in canonical column order (ids present + features + Label + Attack).
+    """The flows in canonical column order (ids present + features + Label + Attack), a new
+    frame (its columns may share memory with `df`'s: no copy of a batch of millions of rows).
     Error messages name the row by `df.index` (the row number in the file)."""
     if len(df) == 0:
         raise DataError("the data has no flows (empty file or only a header)")
-    df = df.rename(columns=lambda c: str(c).strip())
+    _check_names(df.columns)
+    df = df.rename(columns=lambda c: str(c).strip(), copy=False)
     if not require_label and LABEL in df.columns and df[LABEL].isna().all():
         df = df.drop(columns=[c for c in (LABEL, ATTACK) if c in df.columns])  # labels optional
     feats = V2_FEATURES if _layout(df.columns) == "v2" else V1_FEATURES
@@ -154,58 +188,40 @@ def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame
     elif require_label:
         raise DataError("column 'Label' (0 benign, 1 attack) is missing; it is the target")
     order = ids + feats + [c for c in (LABEL, ATTACK) if c in cols]
-    return pd.DataFrame({c: cols[c] for c in order}, index=pd.RangeIndex(len(df)))
+    return pd.DataFrame({c: cols[c] for c in order}, index=pd.RangeIndex(len(df)), copy=False)
 
 
-def read_flows(path, max_rows: int | None = None, require_label: bool = True) -> pd.DataFrame:
-    """Read a published NetFlow file (csv/csv.gz/zip/parquet) and validate it (columns, numeric,
-    finite, Label 0/1, non-empty). Label/Attack optional only when require_label=False."""
+def flow_file(path, key: str = "data.path") -> FlowFile:
+    """The flow file at `path` for the one reader (`ids.data.reader`); DataError naming where
+    to get the data when it is not there."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise DataError(f"data file not found: {p}. NF-BoT-IoT (and its NetFlow siblings) are "
                         f"published at {PUBLISHED}; download it and set data.path=... (or "
                         "IDS_DATA_PATH), or run with data=synthetic, which needs no download")
-    name, nrows = p.name.lower(), None if max_rows is None else int(max_rows)
-    if p.stat().st_size == 0:
-        raise DataError(f"{p} is empty (0 bytes): no flows to load; re-download the file")
-    opts = {"engine": "pyarrow"} if nrows is None else {"nrows": nrows, "low_memory": False}
-    try:
-        if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
-            df = pd.read_csv(p, **opts)
-        elif name.endswith(".zip"):
-            with zipfile.ZipFile(p) as zf:
-                csvs = [m for m in zf.namelist() if m.lower().endswith(".csv")
-                        and not m.startswith("__MACOSX/")]
-                if len(csvs) != 1:
-                    raise DataError(f"{p} holds {len(csvs)} CSV files {csvs[:5]}; the zip must "
-                                    "hold exactly one (unzip it and point data.path at one CSV)")
-                with zf.open(csvs[0]) as fh:
-                    df = pd.read_csv(fh, **opts)
-        elif name.endswith((".parquet", ".pq")):
-            df = pd.read_parquet(p)
-            df = df if nrows is None else df.iloc[:nrows]
-        else:
-            raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one "
-                            "CSV inside) or .parquet")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
-        what = "is empty" if "empty" in str(e).lower() else f"is not a readable CSV ({e})"
-        raise DataError(f"{p} {what}: no flows to load; re-download the file") from e
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as e:
-        raise DataError(f"{p} cannot be read as {_kind(name)} ({type(e).__name__}: {e}); is the "
-                        "file complete, and does its extension match its content?") from e
-    try:
-        return validate_frame(df, require_label)
-    except DataError as e:
-        raise DataError(f"{p}: {e}") from e
+    return FlowFile(p, key)
 
 
-def _kind(name: str) -> str:
-    """What a file's extension promises, for error messages."""
-    for ext, kind in ((".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd"),
-                      (".zip", "a zip archive"), (".parquet", "parquet"), (".pq", "parquet")):
-        if name.endswith(ext):
-            return kind
-    return "a CSV file"
+def validated(file: FlowFile, require_label: bool = True, max_rows: int | None = None,
+              batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """The file's flows batch by batch, each validated (`validate_frame`; errors name the file
+    and the row counted from its first flow, whatever the batch size)."""
+    for raw in file.batches(batch_rows, max_rows):
+        try:
+            yield validate_frame(raw, require_label)
+        except DataError as e:
+            raise DataError(f"{file.path}: {e}") from e
+
+
+def read_flows(path, max_rows: int | None = None, require_label: bool = True,
+               batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
+    """Read a published NetFlow file (csv/csv.gz/zip/parquet) whole and validate it (columns,
+    numeric, finite, Label 0/1, non-empty). Label/Attack optional only when require_label=False."""
+    file = flow_file(path)
+    parts = list(validated(file, require_label, max_rows, batch_rows))
+    if not parts:
+        raise DataError(f"{file.path}: the data has no flows (empty file or only a header)")
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def load_frame(data_cfg) -> pd.DataFrame:
@@ -223,3 +239,21 @@ def load_frame(data_cfg) -> pd.DataFrame:
                             "data.path=..., or run with data=synthetic")
         return read_flows(data_cfg.path, data_cfg.max_rows)
     raise DataError(f"data.source={data_cfg.source!r} is unknown: use synthetic or nf_bot_iot")
+
+
+def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
+    """The validated flows of `data_cfg` at file `rows` (ascending), indexed by those rows; a
+    file is read batch by batch, so memory holds those rows only (a test split)."""
+    rows = np.asarray(rows, np.int64)
+    if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
+        return load_frame(data_cfg).iloc[rows]
+    parts = []
+    for raw in flow_file(data_cfg.path).batches(batch_rows, data_cfg.max_rows):
+        lo, hi = np.searchsorted(rows, [raw.index[0], raw.index[-1] + 1])
+        if hi > lo:
+            part = validate_frame(raw.loc[rows[lo:hi]])
+            parts.append(part.set_axis(pd.Index(rows[lo:hi]), axis=0))
+    if not parts:
+        raise DataError(f"{data_cfg.path} holds none of the rows asked for: it changed since it "
+                        "was prepared; prepare it again")
+    return pd.concat(parts)

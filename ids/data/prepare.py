@@ -1,29 +1,40 @@
-"""Prepared data: load (file or synthetic), dedup, split, encode, cache.
+"""Prepared data: read in batches, dedup, split, encode, store; then the training subset.
 
-`prepare(data_cfg)` is what every command trains and scores on. `data.dedup=exact` first drops
-every flow identical to an earlier one (raw features, Label and Attack; identifiers only when
-kept): the splits and windows then run over the remaining flows, so a window's "previous" flows
-skip the dropped ones. `Split.rows` still index the file.
+`prepare(data_cfg)` is what every command trains and scores on. The flows (a file, or the
+generator's output) are read batch by batch (`ids.data.ingest`): each distinct flow is kept
+once, and per flow only its distinct number, label, category and file row, so memory grows with
+the distinct flows, not with the file. `data.dedup=exact` first drops every flow identical to
+an earlier one (raw features, Label and Attack; identifiers only when kept): the splits and
+windows then run over the remaining flows, so a window's "previous" flows skip the dropped
+ones. `Split.rows` still index the file.
 
-Encoding (`ids.data.encoding.Preprocessor`) is fitted on the training split only; zero rows pad
-the first T-1 windows of a split: zero is the train mean of every scaled column.
+Encoding (`ids.data.encoding.Preprocessor`) is fitted on the training split only (the same
+values as fitting on the whole split frame) and applied to the distinct flows only; zero rows
+pad the first T-1 windows of a split: zero is the train mean of every scaled column.
+
+With `cache_dir` the result is the prepared store (`ids.data.cache`), built once and
+memory-mapped by every later process; without it, the same arrays in memory.
+`data.max_train_flows` then keeps a stratified, seeded subset of the training split (val and
+test stay whole), taken from the same store.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ids.data import cache, copies
-from ids.data.encoding import Preprocessor
-from ids.data.flows import ATTACK, LABEL, DataError, load_frame
-from ids.data.splits import Prepared, Split, split_indices
+from ids.data.encoding import CHUNK_ROWS, Preprocessor
+from ids.data.flows import DataError, flow_file, load_frame, validated
+from ids.data.ingest import Ingested, ingest
+from ids.data.reader import BATCH_ROWS
+from ids.data.splits import Prepared, split_indices, train_subset
 from ids.data.windows import check_window
 
 _CACHE: dict[str, Prepared] = {}
@@ -44,88 +55,143 @@ def _settings(data_cfg) -> dict:
     return d
 
 
-def _cache_key(data_cfg) -> str:
+def _cache_key(data_cfg, store: bool = False) -> str:
+    """The settings and the file's identity; for the store (`store`) without the training
+    subset, which is drawn from the same prepared flows."""
     d = _settings(data_cfg)
+    if store:
+        d.pop("max_train_flows", None)
     if d.get("source") != "synthetic" and d.get("path") and os.path.exists(d["path"]):
         st = os.stat(d["path"])  # a rewritten file is read again
         d["_file"] = [os.path.abspath(d["path"]), st.st_size, st.st_mtime_ns]
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def prepare(data_cfg, cache_dir: str | os.PathLike | None = None) -> Prepared:
-    """Load, split, fit on train, transform all; cached in-process by the config minus window,
-    and on disk under `cache_dir` (the top-level `cache_dir` key) when given: other processes
-    with the same data settings (sweep workers, promote, evaluate) load it (`ids.data.cache`)."""
+def prepare(data_cfg, cache_dir: str | os.PathLike | None = None,
+            batch_rows: int = BATCH_ROWS) -> Prepared:
+    """Read, split, fit on train, encode; cached in-process by the config minus window, and
+    on disk under `cache_dir` (the top-level `cache_dir` key) when given: other processes
+    with the same data settings (sweep workers, promote, evaluate) open it (`ids.data.cache`).
+    `batch_rows`: rows read at a time (the result does not depend on it)."""
     check_window(data_cfg.window)
     key = _cache_key(data_cfg)
     if key not in _CACHE:
-        _CACHE[key] = _prepare_or_load(data_cfg, key, cache_dir)
+        _CACHE[key] = _subset(_prepare_or_load(data_cfg, cache_dir, int(batch_rows)), data_cfg)
     check_window(data_cfg.window, _CACHE[key].sizes())
     return _CACHE[key]
 
 
-def _prepare_or_load(data_cfg, key: str, cache_dir) -> Prepared:
+def _prepare_or_load(data_cfg, cache_dir, batch_rows: int) -> Prepared:
     if not cache_dir:
-        return _prepare(data_cfg)
-    folder = Path(cache_dir) / cache.key(key)
+        with tempfile.TemporaryDirectory(prefix="ids-prepare-") as tmp:
+            _build(data_cfg, Path(tmp), batch_rows)
+            return cache.load(Path(tmp), in_memory=True)
+    folder = Path(cache_dir) / cache.key(_cache_key(data_cfg, store=True))
     prepared = cache.load(folder)
     if prepared is None:
-        prepared = _prepare(data_cfg)
-        cache.save(prepared, folder)
+        shutil.rmtree(folder, ignore_errors=True)  # absent, or damaged: never trusted
+        cache.build(folder, lambda tmp: _build(data_cfg, tmp, batch_rows))
+        prepared = cache.load(folder, record=False)
+    if prepared is None:
+        raise DataError(f"the prepared data in {folder} cannot be read back; remove the folder "
+                        "and run again")
     return prepared
 
 
-def _dedup(df: pd.DataFrame, hashes: np.ndarray, data_cfg) -> np.ndarray:
-    """Positions of the flows used: all (data.dedup=none), or all but exact duplicates of an
-    earlier flow (data.dedup=exact: same features, Label and Attack; the first one is kept)."""
+def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
+    """Pass one over the configured flows (`ids.data.ingest`)."""
     mode = str(getattr(data_cfg, "dedup", "none"))
-    if mode == "none":
-        return np.arange(len(df), dtype=np.int64)
-    if mode != "exact":
+    if mode not in ("none", "exact"):
         raise DataError(f"data.dedup={mode!r} is unknown: use none or exact")
-    return np.flatnonzero(~copies.duplicate_mask(hashes, df[LABEL].to_numpy(), df[ATTACK]))
+    args = (folder, bool(data_cfg.keep_identifiers), mode == "exact")
+    if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
+        df = load_frame(data_cfg)  # the generator, or load_frame's error naming the setting
+        return ingest((df.iloc[lo: lo + batch_rows] for lo in range(0, len(df), batch_rows)),
+                      *args)
+    file = flow_file(data_cfg.path)
+    ing = ingest(validated(file, True, data_cfg.max_rows, batch_rows), *args)
+    if file.widened_late:  # batches read before a column's type was widened: again, all alike
+        shutil.rmtree(folder)
+        file.widened_late = False
+        ing = ingest(validated(file, True, data_cfg.max_rows, batch_rows), *args)
+    if ing is None:
+        raise DataError(f"{file.path}: the data has no flows (empty file or only a header)")
+    return ing
 
 
-def _prepare(data_cfg) -> Prepared:
-    df = load_frame(data_cfg)
-    hashes = copies.row_hashes(df, copies.feature_columns(df, bool(data_cfg.keep_identifiers)))
-    kept = _dedup(df, hashes, data_cfg)
-    idx = {name: kept[pos] for name, pos in split_indices(len(kept), data_cfg).items()}
-    y_all = df[LABEL].to_numpy(np.float32)
+def _build(data_cfg, folder: Path, batch_rows: int) -> None:
+    """Write the prepared store of `data_cfg` into `folder` (`ids.data.cache` lists its files)."""
+    ing = _ingest(data_cfg, folder / "spool", batch_rows)
+    pos = split_indices(len(ing.ids), data_cfg)
     counts = {}
-    for name, rows in idx.items():
-        attack = int(y_all[rows].sum())
-        counts[name] = {"benign": len(rows) - attack, "attack": attack}
-        if attack in (0, len(rows)):
+    for name, p in pos.items():
+        attack = int(_take(ing.y, p).sum())
+        counts[name] = {"benign": len(p) - attack, "attack": attack}
+        if attack in (0, len(p)):
             kind = "attack" if attack == 0 else "benign"
-            raise DataError(f"the {name} split ({len(rows)} flows) has no {kind} flows: use "
+            raise DataError(f"the {name} split ({len(p)} flows) has no {kind} flows: use "
                             "data.split=chunks, another data.seed or more flows")
     pre = Preprocessor(bool(data_cfg.keep_identifiers), int(data_cfg.l7_top_k),
                        int(getattr(data_cfg, "numeric_bins", 0)))
-    pre.fit(df.iloc[idx["train"]])
-    X_all, att = pre.transform(df), df[ATTACK].to_numpy(object)
-    splits = {name: Split(_take(X_all, rows), y_all[rows], att[rows], rows, hashes[rows])
-              for name, rows in idx.items()}
-    tr = splits["train"]
-    seen = copies.TrainIndex(tr.hashes, tr.y)
-    digest = hashlib.sha1(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    pre.fit_rows(ing.table, _take(ing.ids, pos["train"]))
+    table = cache.NpyWriter(folder / "table.npy", np.float32,
+                            (len(ing.table), len(pre.feature_names_)))
+    try:
+        for lo in range(0, len(ing.table), CHUNK_ROWS):
+            table.write(pre.transform(ing.table[lo: lo + CHUNK_ROWS]))
+    finally:
+        table.close()
+    cache.write_array(folder / "hashes.npy", ing.hashes, np.uint64)
+    id_type = np.int32 if len(ing.table) < 2**31 else np.int64
+    for name, p in pos.items():
+        for field, src, dtype in (("ids", ing.ids, id_type), ("y", ing.y, np.float32),
+                                  ("attack", ing.codes, np.int16), ("rows", ing.rows, np.int64)):
+            cache.write_array(folder / f"{name}.{field}.npy", _take(src, p), dtype)
+    flows = {name: (ing.hashes[_take(ing.ids, p)], _take(ing.y, p)) for name, p in pos.items()}
+    kept = len(ing.ids)
     info = {"source": data_cfg.source,
             "path": None if data_cfg.source == "synthetic" else str(data_cfg.path),
             "layout": "synthetic" if data_cfg.source == "synthetic" else pre.layout_,
-            "n_flows": len(df), "n_features": len(pre.feature_names_), "counts": counts,
-            "attack_counts": {str(k): int(v) for k, v in df[ATTACK].value_counts().items()},
-            "hash": digest.hexdigest(), "split": data_cfg.split,
+            "n_flows": ing.n_flows, "n_features": len(pre.feature_names_), "counts": counts,
+            "attack_counts": dict(sorted(ing.attack_counts.items(), key=lambda kv: -kv[1])),
+            "hash": ing.digest, "split": data_cfg.split,
             "keep_identifiers": pre.keep_identifiers,
             "dedup": {"mode": str(getattr(data_cfg, "dedup", "none")),
-                      "dropped": len(df) - len(kept), "kept": len(kept)},
-            "overlap": {name: seen.stats(splits[name].hashes, splits[name].y)
-                        for name in ("val", "test")},
+                      "dropped": ing.n_flows - kept, "kept": kept},
+            "overlap": _overlap(flows),
             "settings": _settings(data_cfg)}
-    return Prepared(preprocessor=pre, feature_names=list(pre.feature_names_), info=info, **splits)
+    cache.write_meta(folder, pre, list(pre.feature_names_), info, ing.categories)
+    shutil.rmtree(folder / "spool")
 
 
-def _take(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows of X: a view when they are one contiguous block (no copy), else a copy."""
+def _overlap(flows: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Copies of training flows in val and test (`ids.data.copies.TrainIndex.stats`) from
+    each split's (feature hashes, labels)."""
+    seen = copies.TrainIndex(*flows["train"])
+    return {name: seen.stats(*flows[name]) for name in ("val", "test")}
+
+
+def _subset(prepared: Prepared, data_cfg) -> Prepared:
+    """`prepared` with today's settings in its info and, with `data.max_train_flows`, a
+    stratified seeded subset of the training split (copies then count against the subset)."""
+    info = {**prepared.info, "settings": _settings(data_cfg), "train_subset": None}
+    n = getattr(data_cfg, "max_train_flows", None)
+    if not n or int(n) >= len(prepared.train.y):
+        return dataclasses.replace(prepared, info=info)
+    train = train_subset(prepared.train, int(n), int(data_cfg.seed))
+    attack = int(np.sum(train.y))
+    info["counts"] = {**info["counts"], "train": {"benign": len(train.y) - attack,
+                                                  "attack": attack}}
+    info["overlap"] = _overlap({"train": (train.hashes, train.y),
+                                **{s: (prepared.split(s).hashes, prepared.split(s).y)
+                                   for s in ("val", "test")}})
+    info["train_subset"] = {"flows": len(train.y), "of": len(prepared.train.y),
+                            "seed": int(data_cfg.seed), "stratified_by": "Attack"}
+    return dataclasses.replace(prepared, train=train, info=info)
+
+
+def _take(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of a: a view when they are one contiguous block (no copy), else a copy."""
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
-        return X[rows[0]: rows[-1] + 1]
-    return X[rows]
+        return a[rows[0]: rows[-1] + 1]
+    return a[rows]

@@ -9,39 +9,121 @@ before a chunk start are then the end of that split's previous chunk, not zero p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ids.data.distinct import Distinct, distinct_windows
 from ids.data.encoding import Preprocessor
 from ids.data.flows import SPLITS, DataError
-from ids.data.windows import check_window, windows
+from ids.data.windows import Windows, check_window, windows
 
 
-@dataclass
 class Split:
-    X: np.ndarray  # (n, F) float32, scaled, in flow order
-    y: np.ndarray  # (n,) float32 0/1
-    attack: np.ndarray  # (n,) object, category strings
-    rows: np.ndarray  # (n,) int64 positions in the loaded frame
-    hashes: np.ndarray | None = None  # (n,) uint64 hash of each flow's raw features (copies)
-    _windows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _distinct: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """One split's flows in flow order: labels `y` (float32 0/1), categories `attack`, file
+    `rows`, feature `hashes` (copies), encoded rows `X` (float32, scaled) and their `windows`.
 
-    def windows(self, T: int) -> np.ndarray:
-        """(n, T, F) read-only strided view, cached per T (one padded copy per T)."""
-        T = check_window(T, {"": len(self.X)})
+    In memory, `X` is an (n, F) array and `windows(T)` a read-only strided view over one
+    padded copy. From the prepared store (`Split.stored`, `ids.data.cache`) a split is the
+    table of distinct encoded flows (memory-mapped) and the table row of each flow: `X`,
+    `attack` and `hashes` are gathered on first use, and `windows(T)` gathers the windows of
+    each batch (`ids.data.windows.Windows`), so a split larger than memory trains and scores.
+    `select(positions)` keeps some flows (a training subset) whose windows still see the flows
+    before them in the whole split.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, attack: np.ndarray, rows: np.ndarray,
+                 hashes: np.ndarray | None = None) -> None:
+        self.y, self.rows = y, rows  # (n,) float32 0/1; (n,) int64 row in the file
+        self._table, self._ids, self._ends = X, None, None
+        self._attack, self._codes, self._categories = attack, None, None
+        self._hashes, self._table_hashes = hashes, None
+        self._windows: dict = {}
+        self._distinct: dict = {}
+
+    @classmethod
+    def stored(cls, table: np.ndarray, ids: np.ndarray, y: np.ndarray, codes: np.ndarray,
+               categories: list[str], rows: np.ndarray, table_hashes: np.ndarray) -> Split:
+        """A split of the prepared store: flow i is row `ids[i]` of `table` (k, F), its
+        category `categories[codes[i]]`, its feature hash `table_hashes[ids[i]]`."""
+        split = cls(table, y, None, rows)
+        split._ids, split._codes, split._categories = ids, codes, list(categories)
+        split._table_hashes = table_hashes
+        return split
+
+    def select(self, positions: np.ndarray) -> Split:
+        """The flows at `positions` (ascending); their windows keep the context before them."""
+        pos = np.asarray(positions, np.int64)
+        out = Split(self._table, self.y[pos], None, self.rows[pos])
+        out._ids, out._categories, out._table_hashes = self._ids, self._categories, self._table_hashes
+        out._ends = pos if self._ends is None else self._ends[pos]
+        if self._attack is not None:
+            out._attack = self.attack[pos]
+        if self._codes is not None:
+            out._codes = self._codes[pos]
+        if self._hashes is not None:
+            out._hashes = self._hashes[pos]
+        return out
+
+    @property
+    def X(self) -> np.ndarray:
+        """(n, F) float32 encoded flows; from the store or for a subset, gathered at each use
+        (not kept: a whole validation split of NF-UQ-NIDS-v2 is 3.6 GB)."""
+        if self._ids is None and self._ends is None:
+            return self._table
+        flows = self._ends if self._ids is None else self._flow_ids()
+        return np.asarray(self._table[np.asarray(flows)])
+
+    @property
+    def attack(self) -> np.ndarray:
+        """(n,) object: the Attack category of each flow."""
+        if self._attack is None:
+            self._attack = np.asarray(self._categories, dtype=object)[np.asarray(self._codes)]
+        return self._attack
+
+    @property
+    def hashes(self) -> np.ndarray | None:
+        """(n,) uint64 hash of each flow's raw features (`ids.data.copies`), or None."""
+        if self._hashes is None and self._table_hashes is not None:
+            self._hashes = np.asarray(self._table_hashes)[np.asarray(self._flow_ids())]
+        return self._hashes
+
+    def sequence(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(rows, ids, ends): the split's flow sequence is `rows[ids]` (`rows` itself when ids
+        is None) and its flows end at positions `ends` of it (all when None), as
+        `ids.data.distinct.distinct_windows` takes them."""
+        return self._table, self._ids, self._ends
+
+    def _flow_ids(self) -> np.ndarray:
+        return self._ids if self._ends is None else self._ids[self._ends]
+
+    def categories(self) -> tuple[np.ndarray, list[str]]:
+        """(code of each flow, category names sorted): the same codes in memory and stored."""
+        if self._codes is None:
+            names, codes = np.unique(np.asarray(self.attack, dtype=str), return_inverse=True)
+            return codes.reshape(-1), names.tolist()
+        names = sorted(set(self._categories))
+        rank = np.array([names.index(c) for c in self._categories], dtype=np.int64)
+        return rank[np.asarray(self._codes)], names
+
+    def windows(self, T: int) -> np.ndarray | Windows:
+        """(n, T, F) windows, cached per T: a read-only strided view (one padded copy) in
+        memory, gathered batch by batch otherwise."""
+        T = check_window(T, {"": len(self._table if self._ids is None else self._ids)})
         if T not in self._windows:
-            self._windows[T] = windows(self.X, T)
+            self._windows[T] = (windows(self._table, T) if self._ids is None and self._ends is None
+                                else Windows(self._table, T, self._ids, self._ends))
         return self._windows[T]
 
     def distinct(self, T: int, labelled: bool = False) -> Distinct:
         """The distinct windows of length T (with `labelled`, distinct (window, label) pairs),
         cached per (T, labelled): see `ids.data.distinct`."""
-        key = (check_window(T, {"": len(self.X)}), bool(labelled))
+        key = (check_window(T, {"": len(self._table if self._ids is None else self._ids)}),
+               bool(labelled))
         if key not in self._distinct:
-            self._distinct[key] = distinct_windows(self.X, key[0], self.y if labelled else None)
+            table, ids, ends = self.sequence()
+            self._distinct[key] = distinct_windows(table, key[0], self.y if labelled else None,
+                                                   ids=ids, ends=ends)
         return self._distinct[key]
 
 
@@ -88,3 +170,23 @@ def split_indices(n: int, data_cfg) -> dict[str, np.ndarray]:
         start += kk
         out[name] = np.concatenate([np.arange(c * size, min(n, (c + 1) * size)) for c in chunks])
     return out
+
+
+def train_subset(split: Split, n: int, seed: int) -> Split:
+    """`n` flows of `split` in flow order, stratified by Attack category (each keeps its share
+    by largest remainder, and at least one flow when `n` allows) and drawn with `seed`: the
+    training subset of `data.max_train_flows`. Their windows keep the flows before them."""
+    codes, _ = split.categories()
+    sizes = np.bincount(codes)
+    share, present = n * sizes / sizes.sum(), sizes > 0
+    quota = np.floor(share).astype(np.int64)
+    if n >= present.sum():
+        quota = np.maximum(quota, present)
+    for c in np.argsort(quota - share, kind="stable"):  # the largest remainders first
+        quota[c] += max(0, min(n - quota.sum(), sizes[c] - quota[c], 1))
+    for c in np.argsort(-quota, kind="stable"):  # the minimum of one went over n: trim the largest
+        quota[c] -= max(0, min(quota.sum() - n, quota[c] - 1))
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(codes == c), q, replace=False)
+             for c, q in enumerate(quota) if q]
+    return split.select(np.sort(np.concatenate(picks)))

@@ -36,3 +36,45 @@ def windows(X: np.ndarray, T: int) -> np.ndarray:
     if len(padded) < T:  # no flows at all
         return np.zeros((0, T, f), X.dtype)
     return sliding_window_view(padded, T, axis=0).transpose(0, 2, 1)
+
+
+class Windows:
+    """(n, T, F) windows gathered on demand, for splits that are not one array in memory (the
+    prepared store's memory maps, a training subset). Window j ends at position `ends[j]` of
+    the split's flow sequence, whose flows are the rows `ids` of `table` (all positions and the
+    rows themselves when None): the same windows as `windows(table[ids], T)[ends]`. Indexing
+    with a slice or an index array gathers just those windows, so a split larger than memory
+    trains and scores batch by batch."""
+
+    def __init__(self, table: np.ndarray, T: int, ids: np.ndarray | None = None,
+                 ends: np.ndarray | None = None) -> None:
+        self.table, self.T, self.ids, self.ends = table, check_window(T), ids, ends
+        n = len(ends) if ends is not None else len(ids) if ids is not None else len(table)
+        self.shape = (n, self.T, table.shape[1])
+        self.dtype, self.ndim = table.dtype, 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([key])][0]
+        if self.ends is not None:
+            pos = np.asarray(self.ends[key])
+        elif isinstance(key, slice):  # scoring in order: no index array of the whole split
+            pos = np.arange(*key.indices(len(self)))
+        else:
+            pos = np.asarray(key, np.int64)
+            pos = np.where(pos < 0, pos + len(self), pos)
+        steps = np.asarray(pos, np.int64)[:, None] + np.arange(1 - self.T, 1)  # (b, T)
+        before = steps < 0  # zero padding before the split's first flow
+        rows = np.maximum(steps, 0)
+        if self.ids is not None:
+            rows = np.asarray(self.ids[rows.ravel()]).reshape(rows.shape)
+        out = np.asarray(self.table[rows.ravel()]).reshape(*rows.shape, self.shape[2])
+        out[before] = 0
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)

@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 from ids import progress
 from ids.config import validate
 from ids.data.copies import copy_mask, overlap_stats, row_hashes, unseen_mask
-from ids.data.flows import ATTACK, LABEL, DataError, load_frame, read_flows
+from ids.data.flows import ATTACK, LABEL, DataError, load_rows, read_flows
 from ids.data.prepare import prepare
 from ids.evaluation import scorecard
 from ids.evaluation.baselines import baseline_scores, split_baseline_scores
@@ -58,7 +58,7 @@ def _test_split(cfg, scorer) -> dict:
     """Model scores, truth and baselines on the configured data's test split."""
     prepared = prepare(cfg.data, cache_dir=cfg.cache_dir)
     test = prepared.test
-    raw = load_frame(cfg.data).iloc[test.rows]
+    raw = load_rows(cfg.data, test.rows)
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
         raise DataError("the data changed while it was read (test labels differ); rerun")
     base = (split_baseline_scores(prepared, "test", int(cfg.seed), cfg.trainer.selection_metric)

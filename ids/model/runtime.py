@@ -42,21 +42,58 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
+BUCKET_BASE = 4  # compiled batch shapes below batch_size: 1, 4, 16, 64, 256, ...
+
+
+def batch_shape(n: int, batch_size: int) -> int:
+    """The compiled batch shape for `n` windows: `batch_size` when n >= batch_size, else the
+    smallest power of BUCKET_BASE that holds n (capped at batch_size). Graph mode compiles each
+    shape once per model (about a second), so a handful of buckets serves any request size, and
+    one flow costs what a batch of one costs instead of a padded batch of `batch_size`."""
+    bs = int(batch_size)
+    if n >= bs:
+        return bs
+    shape = 1
+    while shape < n:
+        shape *= BUCKET_BASE
+    return min(shape, bs)
+
+
 def predict_proba(model: nn.Cell, windows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Attack probability per window. Every batch has exactly `batch_size` rows (the last one
-    zero-padded): graph mode compiles one shape, and a flow's score does not depend on how many
-    flows were scored with it (chunked and whole-file scoring agree bit for bit)."""
+    """Attack probability per window, in batches of `batch_size` rows; the last batch, or a call
+    of fewer windows, is zero-padded to `batch_shape` (one of a few compiled shapes).
+
+    A window's score does not depend on the batch shape (the model pads every batch so that
+    each real row is in a full MatMul tile, see `CNNBiLSTM.construct`): files, chunks, streams
+    and requests agree bit for bit except for about 1 row in 500, which MindSpore's CPU LSTM
+    kernels give a last-bit difference (6e-8) by its place in the batch; labels agree
+    (`tests/test_scoring_agreement.py`). A call of `batch_size` or more windows pads its tail
+    to the full `batch_size`, as it always did: validation scoring compiles no extra shape."""
     model.set_train(False)
     n = len(windows)
     out = np.empty(n, dtype=np.float32)
     bs = int(batch_size)
+    shape = batch_shape(n, bs)
     for start in range(0, n, bs):
         xb = np.ascontiguousarray(windows[start : start + bs], dtype=np.float32)
         m = len(xb)
-        if m < bs:
-            xb = np.concatenate([xb, np.zeros((bs - m, *xb.shape[1:]), np.float32)])
+        if m < shape:
+            xb = np.concatenate([xb, np.zeros((shape - m, *xb.shape[1:]), np.float32)])
         out[start : start + m] = model(ms.Tensor(xb)).asnumpy()[:m]
     return sigmoid(out)
+
+
+def warm_up(model: nn.Cell, window_shape: tuple[int, int], batch_size: int) -> list[int]:
+    """Compile every batch shape `predict_proba` can use (a server does this before it answers,
+    so no request pays for a compilation); returns the shapes."""
+    shapes, n = [], 1
+    while True:
+        shape = batch_shape(n, batch_size)
+        shapes.append(shape)
+        predict_proba(model, np.zeros((shape, *window_shape), np.float32), batch_size)
+        if shape >= int(batch_size):
+            return shapes
+        n = shape + 1
 
 
 def predict_distinct(model: nn.Cell, windows: np.ndarray, distinct: Distinct,

@@ -5,9 +5,10 @@
     python -m ids.predict input=big.csv output=alerts.csv chunk_size=500000
     python -m ids.predict input=flows.csv output=alerts.csv overwrite=true  # replace alerts.csv
 
-The output's folder must exist and the output must not (unless overwrite=true); it is written
-as `<output>.partial` and renamed when complete, so an error, Ctrl-C or SIGTERM leaves nothing
-under the output's name.
+The output's folder must exist and the output must not (unless overwrite=true), and it must be
+a regular file (`ids.outputs`: a FIFO or a device is refused); it is written as
+`<output>.partial` and renamed when complete, so an error, Ctrl-C or SIGTERM leaves nothing
+under the output's name and an existing file as it was.
 
 The file is read `chunk_size` rows at a time (csv, csv.gz/bz2/xz/zst, zip with one CSV, parquet),
 so it may be larger than memory. A flow's window holds it and the `window - 1` flows before it in
@@ -21,80 +22,38 @@ Output columns, in input order:
   score                  attack probability (float32)
   label                  1 = attack (score >= the model's own threshold, tuned on validation)
 
-Scores are computed in batches of exactly the model's `eval_batch_size` windows whatever
-`chunk_size` is (`ids.train.predict_proba` pads the last batch), so the output does not depend
-on `chunk_size` down to the last bit.
+Scores are computed in blocks of the model's `eval_batch_size` flows counted from the file
+start, whatever `chunk_size` is, each distinct window of a block once
+(`ids.artifact.scorer.Scorer.score_matrix`): the output does not depend on `chunk_size` down to
+the last bit.
 """
 
 from __future__ import annotations
 
-import gzip
-import os
-import zipfile
-import zlib
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ids import progress
+from ids import outputs, progress
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError, validate_frame
+from ids.data.reader import FlowFile
 from ids.serving.rows import carry, passthrough
 from ids.tracking import registry
 
-_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".zip")
-_PARQUET = (".parquet", ".pq")
-
 
 def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """Raw frames of at most `chunk_size` rows, in file order."""
+    """Raw frames of at most `chunk_size` rows, in file order, indexed by their row in the file
+    (`ids.data.reader`, the reader training uses too)."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise DataError(f"input file not found: {p}; set input=<path of a NetFlow CSV>")
     if int(chunk_size) < 1:
         raise ConfigError(f"chunk_size must be >= 1, but got {chunk_size}")
-    name = p.name.lower()
-    if name.endswith(_PARQUET):
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=int(chunk_size)):
-            yield batch.to_pandas()
-        return
-    if not name.endswith(_CSV):
-        raise DataError(f"unknown file extension of {p.name}: use .csv, .csv.gz, .zip (one CSV "
-                        "inside) or .parquet")
-    try:
-        with ExitStack() as stack:
-            src = p
-            if name.endswith(".zip"):  # open the one CSV: pandas refuses folder entries
-                zf = stack.enter_context(zipfile.ZipFile(p))
-                src = stack.enter_context(zf.open(_zip_member(zf, p)))
-            yield from stack.enter_context(pd.read_csv(src, chunksize=int(chunk_size),
-                                                       low_memory=False))
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{p} is empty: no flows to score") from exc
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{p} is not a readable CSV ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as exc:
-        raise DataError(f"{p} cannot be read ({type(exc).__name__}: {exc}); is the file "
-                        "complete, and does its extension match its content?") from exc
-
-
-def _zip_member(zf: zipfile.ZipFile, p: Path) -> str:
-    csvs = [m for m in zf.namelist() if m.lower().endswith(".csv") and not m.endswith("/")
-            and not m.startswith("__MACOSX/")]
-    if len(csvs) != 1:
-        raise DataError(f"{p} holds {len(csvs)} CSV files {csvs[:5]}; the zip must hold "
-                        "exactly one (unzip it and point input at one CSV)")
-    return csvs[0]
-
-
-def _open_output(path: Path, gz: bool):
-    return gzip.open(path, "wt", newline="") if gz else open(path, "w", newline="")
+    return FlowFile(p, key="input").batches(int(chunk_size))
 
 
 def predict_file(model_uri: str, input: str | Path, output: str | Path,
@@ -112,28 +71,12 @@ def predict_file(model_uri: str, input: str | Path, output: str | Path,
     return score_file(scorer, input, output, chunk_size, overwrite)[0]
 
 
-def check_output(input: str | Path, output: str | Path, overwrite: bool = False) -> Path:
-    """The output path, if it may be written: not the input, in an existing folder, and not an
-    existing file unless `overwrite`."""
-    out_path = Path(str(output)).expanduser()
-    if out_path.resolve() == Path(str(input)).expanduser().resolve():
-        raise ConfigError(f"output={output} would overwrite the input; choose another file")
-    if not out_path.parent.is_dir():
-        raise ConfigError(f"output={output}: folder {out_path.parent} does not exist; create it "
-                          "or choose another output path")
-    if out_path.exists() and not overwrite:
-        raise ConfigError(f"output={output} exists; choose another file, or pass "
-                          "overwrite=true to replace it")
-    return out_path
-
-
 def score_file(scorer: Scorer, input: str | Path, output: str | Path,
                chunk_size: int = 100_000, overwrite: bool = False) -> tuple[int, int]:
     """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer. Writes
     `<output>.partial` beside the output and renames it when complete: an error or an
-    interrupt leaves no output, and never a truncated one under the final name."""
-    out_path = check_output(input, output, overwrite)
-    tmp = out_path.with_name(out_path.name + ".partial")
+    interrupt leaves no output, and never a truncated one under the final name
+    (`ids.outputs.replacing`)."""
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
     pending_X: list[np.ndarray] = []
@@ -157,26 +100,21 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
         n_pending -= take
         n_written += take
 
-    try:
-        with _open_output(tmp, out_path.name.lower().endswith(".gz")) as fh:
-            for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
-                if len(raw) == 0:
-                    continue
-                raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
-                try:
-                    X = scorer.transform(validate_frame(raw, require_label=False))
-                except DataError as exc:
-                    raise DataError(f"{input}: {exc}") from exc
-                pending_X.append(X)
-                pending_meta.append(passthrough(raw, n_rows))
-                n_pending += len(raw)
-                n_rows += len(raw)
-                flush(fh, final=False)
-            flush(fh, final=True)
+    with outputs.replacing(output, overwrite=overwrite, inputs=(input,)) as fh:
+        for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
+            if len(raw) == 0:
+                continue
+            raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
+            try:
+                X = scorer.transform(validate_frame(raw, require_label=False))
+            except DataError as exc:
+                raise DataError(f"{input}: {exc}") from exc
+            pending_X.append(X)
+            pending_meta.append(passthrough(raw, n_rows))
+            n_pending += len(raw)
+            n_rows += len(raw)
+            flush(fh, final=False)
+        flush(fh, final=True)
         if n_rows == 0:
             raise DataError(f"{input} has no flows (only a header?): nothing to score")
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return n_rows, n_alerts

@@ -10,11 +10,11 @@ import time
 
 from omegaconf import DictConfig
 
-from ids import progress
+from ids import outputs, progress
 from ids.config import ConfigError
 from ids.model.runtime import setup_runtime
 from ids.serving import stream
-from ids.serving.files import check_output, score_file
+from ids.serving.files import score_file
 from ids.tracking import registry
 
 
@@ -30,8 +30,8 @@ def predict(cfg: DictConfig) -> None:
     if cfg.alerts_only and not streaming:
         raise ConfigError("alerts_only=true applies to streaming (input=- output=-); for a "
                           "file, filter the output on its label column")
-    if not streaming:
-        check_output(cfg.input, cfg.output, bool(cfg.overwrite))  # before the model loads
+    if str(cfg.output) != "-":  # files and streams alike, before the model loads
+        outputs.check(cfg.output, overwrite=bool(cfg.overwrite), inputs=(cfg.input,))
     if registry.needs_store(uri):
         registry.connect(cfg.tracking.uri)
     setup_runtime(cfg.trainer)

@@ -10,11 +10,14 @@ transformed flows are carried across reads exactly as in chunked file mode, so t
 equals `ids.predict` on the whole file, byte for byte, however the input was split. Whatever
 is readable at once is scored in one batch (one model call), and the output is flushed after
 every batch, so a pipe sees alerts promptly. `alerts_only=true` writes only flows labelled
-attack (the header still comes first; `flow` numbers the input flows, 0-based).
+attack (the header still comes first; `flow` numbers the input flows, 0-based). With
+`output=<file>` the file follows the rules of file mode (`ids.outputs`: it must not exist
+unless overwrite=true, and it appears, whole, when the input ends).
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import select
@@ -23,9 +26,10 @@ from typing import BinaryIO, TextIO
 import numpy as np
 import pandas as pd
 
+from ids import outputs
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
-from ids.data.flows import DataError, validate_frame
+from ids.data.flows import DataError, check_header, validate_frame
 from ids.serving.rows import carry, passthrough
 
 READ_BYTES = 1 << 16
@@ -105,7 +109,11 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
     if header is None:
         raise DataError("standard input was empty: send CSV flows with a header line (the "
                         "published NetFlow column names)")
-    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV
+    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV, if the
+        try:  # header is one of the NetFlow layouts
+            check_header(next(csv.reader([header])))
+        except DataError as exc:
+            raise DataError(f"standard input, header line: {exc}") from exc
         sink.write(",".join(["flow", SCORE, PRED_LABEL]) + "\n")
         sink.flush()
     return n_rows, n_alerts
@@ -125,12 +133,18 @@ def main(cfg, scorer: Scorer, ref) -> None:
     if inp != "-" and not os.path.isfile(inp):
         raise DataError(f"input file not found: {inp}; set input=<path of a NetFlow CSV> or -")
     started = time.perf_counter()
+    if inp == "-" and (sys.stdin is None or sys.stdin.closed):
+        raise DataError("standard input is closed: pipe CSV flows into `ids.predict input=-`, "
+                        "or pass input=<file>")
+    if out == "-" and (sys.stdout is None or sys.stdout.closed):
+        raise outputs.OutputError("output=-: standard output is closed; redirect it to a file "
+                                  "or a pipe, or pass output=<file>")
     src = sys.stdin.buffer if inp == "-" else open(inp, "rb")  # noqa: SIM115
     try:
         if out == "-":
             n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
-        else:
-            with open(out, "w", newline="") as sink:
+        else:  # a file: the rules and the .partial of ids.outputs, as in file mode
+            with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,)) as sink:
                 n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only))
     finally:
         if src is not sys.stdin.buffer:

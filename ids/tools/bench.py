@@ -1,9 +1,11 @@
 """Benchmarks: data preparation, training/inference throughput and the cost of a sweep trial.
 
-    make bench                                  # = python -m ids.tools.bench (~6 min, 2 cores)
+    make bench                                  # = python -m ids.tools.bench (~10 min, 2 cores)
+    python -m ids.tools.bench --sections serve --no-log data.window=1   # scoring at line rate
     python -m ids.tools.bench --quick           # tiny version, a minute (tests/test_bench.py)
     python -m ids.tools.bench --sections train --twin ../twin-venv/bin/python --no-log
     python -m ids.tools.bench --repeat 3 model.lstm_units=32 tracking.uri=sqlite:///tmp/b/m.db
+    python -m ids.tools.bench --sections big --big-dir ../scratch --repeat 1   # 37.8M + 76M flows
 
 Prints one table and logs it to MLflow: experiment `bench` of `tracking.uri`, one run with the
 machine's description as params, every figure as a metric, the table (bench.txt), all runs
@@ -13,7 +15,9 @@ measured are nested runs of that run. `python -m ids.bench` is the same command.
 Bench-only knobs are `--flags` (`--help`); every other argument is a Hydra override composed
 with `ids.config.compose`, as `ids.run` sees it. Sections (one module each): data
 (`bench_data`), train (`bench_train`, `bench_profile`, `bench_hw`), trial (`bench_trial`),
-distinct (`bench_distinct`: distinct windows on the real sample, windows 1 and 10).
+serve (`bench_serve`: in-process, file, stream and `make serve` under load), distinct
+(`bench_distinct`: distinct windows on the real sample, windows 1 and 10); on request, big
+(`bench_big`: full-size files, tens of minutes and ~40 GB of disk in --big-dir).
 
 Method. Every measurement runs in a fresh `spawn` process (own peak RSS, own MindSpore context:
 mode and kernel threads are set once per process). Other processes share the machine: each row
@@ -35,9 +39,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ids.tools.bench_core import FULL, QUICK, SECTIONS, Rows, load1, machine, run_jobs
+from ids import outputs
+from ids.tools.bench_big import FULL_BIG, QUICK_BIG, plan_big
+from ids.tools.bench_core import (
+    EXTRA_SECTIONS,
+    FULL,
+    QUICK,
+    SECTIONS,
+    Rows,
+    load1,
+    machine,
+    run_jobs,
+)
 from ids.tools.bench_data import plan_data
 from ids.tools.bench_distinct import distinct_ratios, plan_distinct
+from ids.tools.bench_serve import plan_serve
 from ids.tools.bench_train import plan_train, train_ratios
 from ids.tools.bench_trial import plan_trial
 
@@ -49,7 +65,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--quick", action="store_true", help="tiny sizes, one run each (the test)")
     p.add_argument("--repeat", type=int, default=None, help="runs per figure (default 2; quick 1)")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help="subset of data,train,trial,distinct")
+                   help="subset of data,train,trial,serve,distinct, or big (full-size files)")
+    p.add_argument("--big-dir", default=None,
+                   help="big: folder for the generated files and their store")
+    p.add_argument("--big-flows", default=None,
+                   help="big: file sizes in flows (default 37800000,76000000)")
+    p.add_argument("--big-subset", type=int, default=None,
+                   help="big: training flows of the trial (default 1000000; 0: no trial)")
     p.add_argument("--flows", type=int, default=None, help="flows of the data step (600000)")
     p.add_argument("--batch-sizes", default="256,1024", help="training batch sizes")
     p.add_argument("--threads", default=None,
@@ -71,6 +93,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         p.error(f"unknown options {bad}")
     if args.twin and not Path(args.twin_script).is_file():
         p.error(f"--twin-script {args.twin_script} not found; pass the path of torch_twin.py")
+    if args.json:  # before the measurements: a FIFO, a folder or a missing folder is refused
+        try:
+            outputs.check(args.json, overwrite=True, key="--json")
+        except outputs.OutputError as exc:
+            p.error(str(exc))
     return args, rest
 
 
@@ -79,16 +106,21 @@ def run_bench(argv: list[str] | None = None) -> dict:
     args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
     from ids.config import compose
 
-    sizes = dict(QUICK if args.quick else FULL)
+    sizes = dict(QUICK if args.quick else FULL) | dict(QUICK_BIG if args.quick else FULL_BIG)
+    if args.big_flows:
+        sizes["big_flows"] = [int(float(n)) for n in args.big_flows.split(",")]
+    if args.big_subset is not None:
+        sizes["big_subset"] = int(args.big_subset)
     if args.flows:
         sizes["flows"] = int(args.flows)
     if args.jobs:
         sizes["jobs"] = max(1, int(args.jobs))
     repeat = int(args.repeat or sizes["repeat"])
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(sections) - set(SECTIONS))
+    unknown = sorted(set(sections) - set(SECTIONS + EXTRA_SECTIONS))
     if unknown:
-        print(f"error: --sections {unknown} unknown; use {','.join(SECTIONS)}", file=sys.stderr)
+        print(f"error: --sections {unknown} unknown; use {','.join(SECTIONS + EXTRA_SECTIONS)}",
+              file=sys.stderr)
         raise SystemExit(2)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = compose(overrides)  # a bad override fails here, before any work
@@ -136,6 +168,10 @@ def run_bench(argv: list[str] | None = None) -> dict:
         if "train" in sections:
             jobs += plan_train(rows, extra, overrides, sizes, repeat, batch_sizes, threads,
                                default_threads, twin)
+        if "serve" in sections:
+            jobs += plan_serve(rows, overrides, sizes)
+        if "big" in sections:
+            jobs += plan_big(rows, overrides, sizes, args.big_dir)
         if "trial" in sections:
             trial_overrides = overrides if log else overrides + ["tracking.enabled=false"]
             jobs += plan_trial(rows, trial_overrides, sizes, parent)
@@ -163,14 +199,19 @@ def run_bench(argv: list[str] | None = None) -> dict:
             if extra.get("profile"):
                 store.log_text(extra["profile"] + "\n", "profile.txt")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows.rows,
-                                               "values": rows.values()}, indent=2))
+        outputs.write_text(args.json, json.dumps({"machine": info, "rows": rows.rows,
+                                                  "values": rows.values()}, indent=2),
+                           key="--json")
     return {"values": rows.values(), "rows": rows.rows, "machine": info, "table": table,
             "run_id": parent, "profile": extra.get("profile", "")}
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_bench(argv)
+    try:
+        run_bench(argv)
+    except outputs.OutputError as exc:  # e.g. the disk filled up: one line, as ids.cli says it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Times each step on N synthetic flows (default 600,000; v1 layout, contiguous 70/15/15 split)
 with random model and forest scores, best of 5: row hashing, copy shares of val and test plus
 the unseen mask, metrics of three sources on the unseen flows, the bootstrap intervals, the
-paired verdicts, and `data.dedup=exact`'s duplicate mask (only paid when asked for).
+paired verdicts, and `data.dedup=exact`'s duplicate search (only paid when asked for).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from ids.config import NF_BOT_IOT_MIX, compose
 from ids.data import synthetic
-from ids.data.copies import TrainIndex, duplicate_mask, feature_columns, row_hashes
+from ids.data.copies import KeyIndex, TrainIndex, dedup_keys, feature_columns, row_hashes
 from ids.data.flows import ATTACK, LABEL, validate_frame
 from ids.data.splits import split_indices
 from ids.evaluation import scorecard
@@ -34,6 +34,7 @@ def measure(n: int = 600_000, repeats: int = 5) -> dict[str, float]:
     df = validate_frame(synthetic.generate(n, 0, dict(NF_BOT_IOT_MIX)))
     idx = split_indices(len(df), compose([]).data)
     y, att = df[LABEL].to_numpy(), df[ATTACK].to_numpy(object)
+    codes = np.unique(att, return_inverse=True)[1]
     tr, te = idx["train"], idx["test"]
     yt = y[te]
     rng = np.random.default_rng(0)
@@ -42,7 +43,8 @@ def measure(n: int = 600_000, repeats: int = 5) -> dict[str, float]:
     best: dict[str, float] = {}
     for _ in range(repeats):
         h = _timed(best, "hash every row", lambda: row_hashes(df, feature_columns(df, False)))
-        _timed(best, "dedup mask (data.dedup=exact only)", lambda h=h: duplicate_mask(h, y, att))
+        _timed(best, "dedup mask (data.dedup=exact only)", lambda h=h: KeyIndex().add(
+            dedup_keys(KeyIndex().add(h)[0], y, codes)))
 
         def overlap(h=h):
             seen = TrainIndex(h[tr], y[tr])

@@ -20,7 +20,7 @@ from ids.artifact import modelfile
 from ids.artifact.modelfile import ModelFormatError
 from ids.artifact.scorer import Scorer
 from ids.config import typed
-from ids.tracking import store
+from ids.tracking import database, store
 
 _VERSION = re.compile(r"^\d+$")
 
@@ -78,6 +78,7 @@ def connect(tracking_uri: str) -> MlflowClient:
         raise RegistryError(
             f"tracking.uri={tracking_uri!r}: no MLflow store at {db.resolve()}. Run `make sweep` "
             "(or `python -m ids.run`) first, or set tracking.uri to the store that holds the model")
+    database.check_reachable(str(tracking_uri), "tracking.uri")
     mlflow.set_tracking_uri(str(tracking_uri))
     return MlflowClient()
 

@@ -7,51 +7,53 @@ runs and artifacts stay together wherever the command is started from.
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import platform
-import signal
 import socket
 import subprocess
-import sys
+import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.tracking import MlflowClient
+from mlflow.tracking import MlflowClient, fluent
 from omegaconf import DictConfig, OmegaConf
 
 from ids.config import ConfigError
+from ids.tracking import database, signals
+from ids.tracking.database import StoreError, sqlite_path  # noqa: F401 - store's API
 from ids.tracking.redact import redact, redacted
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (relative to the working folder), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):])
+# MLflow logs every database error with its traceback before raising it; ids says it in one
+# line (ids.cli), so that logger speaks only when something is worse than an error.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def configure(tracking_cfg) -> str:
-    """Point MLflow at `tracking.uri` and return the id of `tracking.experiment` (created if new)."""
+    """Point MLflow at `tracking.uri` and return the id of `tracking.experiment` (created if
+    new). Workers that start together on a new store all get it (`database.first_use`)."""
     uri = str(tracking_cfg.uri)
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+    database.check_reachable(uri, "tracking.uri")
     mlflow.set_tracking_uri(uri)
     name = str(tracking_cfg.experiment)
     try:
-        exp = mlflow.get_experiment_by_name(name)
+        return database.first_use(uri, lambda: _experiment_id(name, sqlite_path(uri)))
     except mlflow.exceptions.MlflowException as exc:
         if " 401" not in str(exc) and "UNAUTHENTICATED" not in str(exc):
             raise
         raise ConfigError(f"tracking.uri={redact(uri)}: the server requires a login; export "
                           "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (printed by "
                           "`make server`)") from exc
+
+
+def _experiment_id(name: str, db: Path | None) -> str:
+    exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
@@ -67,10 +69,20 @@ def configure(tracking_cfg) -> str:
         return exp.experiment_id
 
 
-def end_runs_killed_on_sigterm() -> None:
-    """SIGTERM (kill, timeout, a scheduler) unwinds like Ctrl-C, so `start_run` ends the run
-    KILLED instead of leaving it RUNNING. Entry points call this once."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+def store_problem(exc: BaseException) -> str | None:
+    """One line for an error the MLflow store or server reported (a server error, a refused
+    request, a database MLflow could not use); None for other errors."""
+    if not isinstance(exc, mlflow.exceptions.MlflowException):
+        return None
+    first = (str(exc.message).strip().splitlines() or [""])[0]
+    return f"MLflow store {redact(mlflow.get_tracking_uri())}: {first[:400]}"
+
+
+def status_for(exc: BaseException | None) -> str:
+    """The MLflow status of a run that `exc` stopped (None: it ran to its end)."""
+    if exc is None or isinstance(exc, StopRun):
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
 
 
 def runtime_tags() -> dict[str, str]:
@@ -86,7 +98,9 @@ def runtime_tags() -> dict[str, str]:
                              text=True, timeout=5)
         if out.returncode == 0:
             tags["git.commit"] = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+            # --no-optional-locks: a status killed by the timeout leaves no index.lock behind
+            dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain",
+                                    "--untracked-files=no"],
                                    cwd=ROOT, capture_output=True, text=True, timeout=5)
             tags["git.dirty"] = str(bool(dirty.stdout.strip())).lower()
     except (OSError, subprocess.SubprocessError):
@@ -102,23 +116,63 @@ class StopRun(Exception):  # noqa: N818 - a signal to end the run, not an error
 @contextmanager
 def start_run(experiment_id: str, run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict[str, Any] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run that ends FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error), never RUNNING."""
+    """A run that ends FINISHED, KILLED (Ctrl-C, SIGTERM, SIGHUP) or FAILED (any error), never
+    RUNNING; when the store cannot record the end (a full disk), StoreError says so. Signals
+    wait while the run is created and while it is ended (`ids.tracking.signals`)."""
     all_tags = redacted({**runtime_tags(), **(tags or {})})
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                           parent_run_id=parent_run_id, tags=all_tags)
+    signals.deferred += 1  # inline, not a call: Python runs signal handlers at calls
     try:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                               parent_run_id=parent_run_id, tags=all_tags)
+    except BaseException:
+        signals.resume()
+        raise
+    stopped: BaseException | None = None
+    try:
+        signals.resume()  # a signal that came while the run was created acts here, inside the try
         yield run
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
     except BaseException as exc:
-        stopped = isinstance(exc, StopRun)  # e.g. a pruned trial's run is a finished run
-        if not stopped:
-            mlflow.set_tag("error", redact(f"{type(exc).__name__}: {exc}")[:5000])
-        mlflow.end_run("FINISHED" if stopped else ("KILLED" if isinstance(exc, SystemExit) else "FAILED"))
+        stopped = exc
         raise
-    else:
-        mlflow.end_run("FINISHED")
+    finally:
+        signals.deferred += 1
+        try:
+            _finish(run.info.run_id, stopped)
+        finally:
+            signals.resume()
+
+
+def _finish(run_id: str, exc: BaseException | None) -> None:
+    status = status_for(exc)
+    if status == "KILLED":  # a signal may have landed inside one of MLflow's own writes: the
+        traceback.clear_frames(exc.__traceback__)  # frames it left hold a connection that
+        gc.collect()  # keeps SQLite locked; release it, or ending the run waits and fails
+    if status != "FINISHED":
+        with suppress(Exception):  # the status matters more than the tag
+            mlflow.set_tag("error", redact(f"{type(exc).__name__}: {exc}")[:5000])
+    try:
+        mlflow.end_run(status)
+    except Exception as err:  # noqa: BLE001 - the store could not be written
+        stack = fluent._active_run_stack.get()  # forget it: the next run is not its child
+        if stack and stack[-1].info.run_id == run_id:
+            stack.pop()
+        raise _unrecorded(run_id, status, err, exc) from (exc or err)
+
+
+def _unrecorded(run_id: str, status: str, err: Exception, cause: BaseException | None):
+    why = f"; it had stopped because: {database.root_cause(cause)}" if status == "FAILED" else ""
+    return StoreError(f"MLflow run {run_id} could not be marked {status}: the store itself could "
+                      f"not be written ({database.root_cause(err)}), so it shows as RUNNING; free "
+                      f"the disk or fix the store{why}")
+
+
+def end_active_runs(killed: bool) -> None:
+    """Last resort when a command stops: end whatever run is still active (KILLED or FAILED)."""
+    for _ in range(10):
+        if mlflow.active_run() is None:
+            return
+        with suppress(Exception):
+            mlflow.end_run("KILLED" if killed else "FAILED")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -221,5 +275,10 @@ def set_run_tag(run_id: str, key: str, value: str) -> None:
 
 
 def end_run(run_id: str, status: str) -> None:
-    """End any run of the current store with `status` (FINISHED, FAILED, KILLED)."""
-    MlflowClient().set_terminated(run_id, status)
+    """End any run of the current store with `status` (FINISHED, FAILED, KILLED); StoreError
+    when the store cannot record it."""
+    with signals.deferred_while():
+        try:
+            MlflowClient().set_terminated(run_id, status)
+        except Exception as exc:  # noqa: BLE001 - the store could not be written
+            raise _unrecorded(run_id, status, exc, None) from exc

@@ -21,6 +21,7 @@ from ids.evaluation.baselines import split_baselines
 from ids.experiment.train import train
 from ids.model.budget import Budget
 from ids.tracking import store, sweeprun
+from ids.tracking.redact import redact
 from ids.tuning.space import apply, suggest
 from ids.tuning.study import FINISHED, best_or_none, make_sampler, would_lead
 
@@ -124,7 +125,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = redact(f"{type(exc).__name__}: {exc}")  # kept in the study and MLflow
             trial.set_user_attr("fail_reason", reason[:2000])
             if self.cfg.tracking.enabled:
                 with budget.part("tracking"):

@@ -15,6 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from ids import outputs
 from ids.model.budget import PARTS
 from ids.tracking import store
 from ids.tracking.redact import redact
@@ -53,9 +54,8 @@ def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
         f"# params: {best.params}\n"
         f"# Rerun exactly: python -m ids.run --config-dir {cfg.sweep.export_dir} +{name}=best\n"
     )
-    path = folder / "best.yaml"
-    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
-    return path
+    return outputs.write_text(folder / "best.yaml", header + yaml.safe_dump(body, sort_keys=False),
+                              key="sweep.export_dir")
 
 
 def pruned_at(study: optuna.Study) -> dict[int, int]:
@@ -107,7 +107,8 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None,
     how long this invocation of the sweep took, so far."""
     folder = Path(cfg.sweep.export_dir) / str(cfg.sweep.study)
     folder.mkdir(parents=True, exist_ok=True)
-    _trials_frame(study).to_csv(folder / "trials.csv", index=False)
+    outputs.write_text(folder / "trials.csv", _trials_frame(study).to_csv(index=False),
+                       key="sweep.export_dir")
     states = [t.state.name for t in study.trials]
     summary: dict = {"study": study.study_name, "folder": str(folder),
                      "n_complete": states.count("COMPLETE"), "n_pruned": states.count("PRUNED"),

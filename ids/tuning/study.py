@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import warnings
 from typing import Any
 
@@ -20,6 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy import exc as sa_exc
 
 from ids.config import ConfigError
+from ids.tracking import database
 from ids.tracking.redact import redact
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -46,29 +46,27 @@ def storage_for(sweep_cfg) -> optuna.storages.RDBStorage:
 
 def _new_storage(sweep_cfg) -> optuna.storages.RDBStorage:
     url = str(sweep_cfg.storage)
-    if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
+    try:
+        database.check_reachable(url, "sweep.storage")
+    except database.StoreError as exc:
+        raise SweepError(str(exc)) from exc
     hb = int(sweep_cfg.heartbeat_seconds)
-    for attempt in range(3):
-        try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=hb, grace_period=2 * hb,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=int(sweep_cfg.max_retry)),
-                engine_kwargs={"pool_pre_ping": True},
-            )
-        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
-            # Workers starting at once on a new database race to create Optuna's tables and
-            # types ("duplicate key ... pg_type", "already exists"); the loser just retries.
-            error = exc
-            time.sleep(0.5 + attempt)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
-            error = exc
-            break
-    raise SweepError(
-        f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(error).__name__}: "
-        f"{error}). Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
-        "postgresql+psycopg2://user:password@host:5432/db") from error
+
+    def open_storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=hb, grace_period=2 * hb,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=int(sweep_cfg.max_retry)),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+
+    try:  # workers starting at once on a new database all get it (tables created once)
+        return database.first_use(url, open_storage)
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
+        raise SweepError(
+            f"sweep.storage={redact(url)!r} is malformed or unreachable ({type(error).__name__}: "
+            f"{error}). Use an Optuna RDB URL such as sqlite:///sweeps/optuna.db or "
+            "postgresql+psycopg2://user:password@host:5432/db") from error
 
 
 def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:

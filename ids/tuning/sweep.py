@@ -73,12 +73,12 @@ def sweep(cfg: DictConfig) -> dict:
                       file=sys.stderr) as bar:
                 worker_loop(cfg, parent, on_trial=lambda st, t: bar.update(
                     int(t.state in FINISHED)))
+        # exports can fail too (a full disk)
+        summary = finalize(cfg, open_study(cfg), parent, time.monotonic() - started)
     except BaseException as exc:
         if parent:
-            store.end_run(parent, "KILLED" if isinstance(exc, KeyboardInterrupt)
-                               else "FAILED")
+            store.end_run(parent, store.status_for(exc))
         raise
-    summary = finalize(cfg, open_study(cfg), parent, time.monotonic() - started)
     if parent:
         store.end_run(parent, "FINISHED")
     return summary

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from ids.config import Config
-from ids.tracking import store
+from ids.tracking import signals
 from ids.tuning.objective import Objective, trial_line
 from ids.tuning.study import SweepError, counts, open_study
 
@@ -59,7 +59,7 @@ def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, wor
 def _worker_process(cfg_container: dict, parent_run_id: str | None, worker: int,
                     workers: int) -> None:
     """Entry point of a spawned worker: rebuild the typed config and run the loop."""
-    store.end_runs_killed_on_sigterm()
+    signals.end_runs_killed_on_sigterm()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_container)
     worker_loop(cfg, parent_run_id, worker, workers)

@@ -1,0 +1,197 @@
+"""Bench section `serve`: scoring at line rate, with a model trained here for one epoch on the
+shared NF-BoT-IoT sample (synthetic flows when it is absent); its layer sizes and window are the
+config's (Hydra overrides: `data.window=1 model.dense_units=32`, ...), which is what speed
+depends on, not its accuracy.
+
+- in process: `Scorer.predict` of 1 and 100 flows (p50, p99 of 200 calls);
+- file: `ids.predict` on the sample tiled to `serve_flows` flows (1,000,000): flows/s of the
+  scoring itself (its own summary line), start-up (interpreter, imports, model) apart;
+- stream: flows written one at a time into `ids.predict input=- output=-`, 20 ms apart: time
+  from the written line to its scored line (p50, p95; the first flow, which waits for the
+  start-up, apart);
+- server: `make serve` (workers sized to the machine) under `ids.tools.loadtest`: 1- and
+  100-flow bodies at 1, 4 and 16 clients for `serve_seconds` each, then 16 clients with 1-flow
+  bodies for `serve_long_seconds` (60): requests/s, p50/p95/p99 and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ids.tools.bench_core import Job, Rows, load1, with_flows
+from ids.tools.loadtest import ROOT, make_serve, report_line, request_bodies, run_load
+
+SAMPLE = ROOT.parent / "shared" / "data" / "nf-bot-iot-sample.csv.gz"
+SIZES, CLIENTS = (1, 100), (1, 4, 16)
+
+
+def _model(overrides: list[str], folder: Path) -> str:
+    """Train one epoch and save the model as an MLflow pyfunc folder; returns its path."""
+    from ids.artifact.scorer import Scorer
+    from ids.config import compose
+    from ids.data.prepare import prepare
+    from ids.model.fit import fit
+    from ids.model.runtime import setup_runtime
+    from ids.tracking.models import save_scorer_model
+    from ids.tracking.store import model_config
+
+    data = (["data=nf_bot_iot", f"data.path={SAMPLE}"] if SAMPLE.exists()
+            else with_flows([], 20_000))
+    cfg = compose(data + ["trainer.epochs=1", "trainer.baselines=false", "cache_dir=null",
+                          "trainer.evaluate_test=false", "tracking.enabled=false"] + overrides)
+    setup_runtime(cfg.trainer)
+    prepared = prepare(cfg.data)
+    result = fit(cfg, prepared, checkpoint_dir=str(folder / "ckpt"))
+    scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
+                    float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),
+                    model_config(cfg))
+    return save_scorer_model(scorer, folder / "model")
+
+
+def _in_process(model: str, flows) -> dict:
+    from ids.tracking.registry import load_scorer
+
+    scorer = load_scorer(model)
+    scorer.warm_up()
+    out = {}
+    for n in SIZES:
+        times = []
+        for k in range(200):
+            part = flows.iloc[(k * n) % 10_000:][:n]
+            started = time.perf_counter()
+            scorer.predict(part)
+            times.append((time.perf_counter() - started) * 1e3)
+        out[n] = {"p50_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+    return out
+
+
+def _predict_cmd(model: str, tmp: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ids.predict", f"model_uri={model}", "quiet=true",
+            f"hydra.run.dir={tmp}/hydra", *args]
+
+
+def _file(model: str, flows, n_flows: int, tmp: Path) -> dict:
+    big, out = tmp / "tiled.csv", tmp / "tiled-scored.csv"
+    reps = -(-n_flows // len(flows))
+    for k in range(reps):
+        part = flows.iloc[: n_flows - k * len(flows)]
+        part.to_csv(big, mode="a" if k else "w", header=k == 0, index=False)
+    started = time.perf_counter()
+    proc = subprocess.run(_predict_cmd(model, tmp, f"input={big}", f"output={out}"), cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - started
+    m = re.search(r"scored ([\d,]+) flows .* in ([\d.]+) s", proc.stdout)
+    if proc.returncode or not m:
+        raise RuntimeError(f"ids.predict failed: {proc.stderr[-2000:]}")
+    n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+    big.unlink()
+    out.unlink()
+    return {"flows": n, "flows_per_s": n / seconds, "scoring_seconds": seconds,
+            "startup_seconds": wall - seconds}
+
+
+def _stream(model: str, flows, n: int, tmp: Path) -> dict:
+    """Write flows one at a time into `ids.predict input=- output=-` and time each scored line;
+    the first flow waits for the start-up (and compiles the one-flow shape): reported apart."""
+    lines = flows.iloc[: n + 1].to_csv(index=False).encode().splitlines(keepends=True)
+    proc = subprocess.Popen(_predict_cmd(model, tmp, "input=-", "output=-"), cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    fd, times = proc.stdout.fileno(), []
+    try:
+        proc.stdin.write(lines[0])  # the header
+        for k, line in enumerate(lines[1:]):
+            started = time.perf_counter()
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            buf = b""
+            while buf.count(b"\n") < (2 if k == 0 else 1):  # the output's header comes first
+                if not select.select([fd], [], [], 300)[0]:
+                    raise RuntimeError("ids.predict input=- gave no scored line in 300 s")
+                buf += os.read(fd, 1 << 16)
+            times.append((time.perf_counter() - started) * 1e3)
+            time.sleep(0.02)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=120)
+    return {"startup_and_first_ms": times[0], "p50_ms": float(np.median(times[1:])),
+            "p95_ms": float(np.percentile(times[1:], 95))}
+
+
+def _server(model: str, flows, seconds: float, long_seconds: float, tmp: Path) -> dict:
+    from ids.tools.servers import free_port
+
+    started = time.perf_counter()
+    out: dict = {}
+    with make_serve(model, free_port(), tmp / "serve.log") as url:
+        out["start_seconds"] = time.perf_counter() - started
+        for size in SIZES:
+            bodies = request_bodies(flows, size)
+            for clients in CLIENTS:
+                r = run_load(url, bodies, clients, seconds)
+                r["load"] = load1()
+                out[f"{size}x{clients}"] = r
+                print(f"  serve: {report_line(size, r)} (load {r['load']:.1f})", flush=True)
+        r = run_load(url, request_bodies(flows, 1), 16, long_seconds)
+        r["load"] = load1()
+        out["long"] = r
+        print(f"  serve, {long_seconds:.0f} s: {report_line(1, r)} (load {r['load']:.1f})",
+              flush=True)
+    return out
+
+
+def serve_job(overrides: list[str], sizes: dict) -> dict:
+    import pandas as pd
+
+    from ids.config import compose
+    from ids.data import synthetic
+
+    with tempfile.TemporaryDirectory(prefix="ids-bench-serve-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = _model(overrides, tmp)
+        flows = (pd.read_csv(SAMPLE) if SAMPLE.exists() else synthetic.generate(
+            50_000, 1, dict(compose([]).data.class_mix)))
+        out = {"in_process": _in_process(model, flows), "load_in_process": load1()}
+        out["file"] = _file(model, flows, int(sizes["serve_flows"]), tmp)
+        out["load_file"] = load1()
+        out["stream"] = _stream(model, flows, int(sizes["serve_trickle"]), tmp)
+        out["load_stream"] = load1()
+        out["server"] = _server(model, flows, float(sizes["serve_seconds"]),
+                                float(sizes["serve_long_seconds"]), tmp)
+    return out
+
+
+def plan_serve(rows: Rows, overrides: list[str], sizes: dict) -> list[Job]:
+    def handle(r: dict) -> None:
+        load = r["load_in_process"]
+        for n, v in r["in_process"].items():
+            for k, x in v.items():
+                rows.add(f"serve.predict.{n}flow.{k}", x, "ms", best="min", load=load)
+        f = r["file"]
+        rows.add("serve.file.flows_per_s", f["flows_per_s"], "flows/s", load=r["load_file"])
+        rows.add("serve.file.flows", f["flows"], "flows", load=r["load_file"])
+        rows.add("serve.file.startup_seconds", f["startup_seconds"], "s", best="min",
+                 load=r["load_file"])
+        for k, x in r["stream"].items():
+            rows.add(f"serve.stream.{k}", x, "ms", best="min", load=r["load_stream"])
+        srv = r["server"]
+        rows.add("serve.http.start_seconds", srv["start_seconds"], "s", best="min")
+        for key, v in srv.items():
+            if key == "start_seconds":
+                continue
+            name = "serve.http.long16" if key == "long" else f"serve.http.{key.replace('x', 'flow.c')}"
+            for k, unit, best in (("rps", "req/s", "max"), ("p50_ms", "ms", "min"),
+                                  ("p95_ms", "ms", "min"), ("p99_ms", "ms", "min"),
+                                  ("errors", "errors", "max")):
+                rows.add(f"{name}.{k}", v[k], unit, best=best, load=v["load"])
+
+    return [Job(serve_job, (overrides, sizes), handle, 4.0)]

@@ -1,0 +1,404 @@
+"""Hostile-but-fair input, one test per class of issue 25: special files as output, streams
+into existing files, passwords in unreachable URLs and in Hydra's own errors, model files that
+lie, damaged files, closed streams, permissions. Every failure is one line on stderr, exit
+code 2, no traceback, no password, and nothing that existed is changed.
+
+Real commands in this process (`run_cli`), the session's tiny model, real files under tmp_path.
+The full disk, the read-only disk and signals are in tests/test_faults.py, the first-use races
+in tests/test_first_use.py, generated inputs in tests/test_properties.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from ids import cli as ids_cli
+from ids import outputs
+from ids.data import synthetic
+
+SECRET = "PASSWORD-h25"
+
+
+def cli(monkeypatch, capsys, module: str, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `python -m module args`, run in this process."""
+    capsys.readouterr()
+    try:
+        run_cli(monkeypatch, module, *args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line(code: int, err: str, *fragments: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err[-3000:])
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def flows_csv(tmp_path) -> Path:
+    path = tmp_path / "flows.csv"
+    synthetic.generate(300, 3, {"Benign": 1.0, "DoS": 3.0}).to_csv(path, index=False)
+    return path
+
+
+def _predict(monkeypatch, capsys, tmp_path, model, *args):
+    return cli(monkeypatch, capsys, "ids.predict", f"hydra.run.dir={tmp_path}/hydra",
+               f"model_uri={model}", *args)
+
+
+# --- writing where it must not ------------------------------------------------------------------
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "out")
+    return tmp / "out"
+
+
+def _device(tmp: Path) -> Path:
+    try:  # a character device of our own (the same numbers as /dev/null), never /dev itself
+        os.mknod(tmp / "out", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    return tmp / "out"
+
+
+def _folder(tmp: Path) -> Path:
+    (tmp / "out").mkdir()
+    return tmp / "out"
+
+
+def _link(tmp: Path) -> Path:
+    (tmp / "target.csv").write_text("keep me\n")
+    (tmp / "out").symlink_to(tmp / "target.csv")
+    return tmp / "out"
+
+
+@pytest.mark.parametrize("make, kind", [(_fifo, "a FIFO"), (_device, "a character device"),
+                                        (_folder, "a folder"), (_link, "a symbolic link")])
+def test_special_files_as_output_are_refused_by_name_even_with_overwrite(
+        make, kind, tiny_model, tmp_path, flows_csv, monkeypatch, capsys):
+    out = make(tmp_path)
+    before = os.lstat(out)
+    code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], f"input={flows_csv}",
+                            f"output={out}", "overwrite=true")
+    assert_one_line(code, err, f"output={out} is {kind}", "regular files only")
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not list(tmp_path.glob("*.partial"))
+    if kind == "a symbolic link":
+        assert (tmp_path / "target.csv").read_text() == "keep me\n"
+
+
+def test_a_stream_into_an_existing_file_keeps_the_exists_rule(tiny_model, tmp_path, flows_csv,
+                                                               monkeypatch, capsys):
+    out = tmp_path / "existing.csv"
+    out.write_text("keep me\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(flows_csv.read_text().replace("IN_BYTES", "in_bytes", 1))
+    for extra, fragment in (([], "exists; choose another file"),
+                            (["overwrite=true"], "standard input, flows 0-299")):
+        with open(bad) as stdin:
+            monkeypatch.setattr(sys, "stdin", stdin)
+            code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], "input=-",
+                                    f"output={out}", *extra)
+        assert_one_line(code, err, fragment)
+        assert out.read_text() == "keep me\n"
+    with open(flows_csv) as stdin:  # good flows with overwrite=true: replaced, whole
+        monkeypatch.setattr(sys, "stdin", stdin)
+        code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], "input=-",
+                                f"output={out}", "overwrite=true")
+    assert code == 0, err
+    assert pd.read_csv(out)["flow"].tolist() == list(range(300))
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_bench_refuses_a_special_json_path_before_measuring(tmp_path, capsys):
+    from ids.tools import bench
+
+    os.mkfifo(tmp_path / "b.json")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--json", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2 and "is a FIFO" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "b.json").st_mode)
+
+
+def test_sweep_exports_refuse_a_special_file(tmp_path):
+    os.mkfifo(tmp_path / "trials.csv")
+    with pytest.raises(outputs.OutputError, match="trials.csv is a FIFO"):
+        outputs.write_text(tmp_path / "trials.csv", "a,b\n", key="sweep.export_dir")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "trials.csv").st_mode)
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module, args", [
+    ("ids.run", ["data.n_flows=500"]),
+    ("ids.evaluate", []),
+    ("ids.predict", ["model_uri=models:/ids-cnn-bilstm@champion", "input=x.csv", "output=y.csv"]),
+])
+def test_an_unreachable_store_url_with_a_password_never_prints_it(module, args, tmp_path,
+                                                                  monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    uri = f"postgresql://u:{SECRET}@127.0.0.1:1/db"
+    started = time.monotonic()
+    code, out, err = cli(monkeypatch, capsys, module, f"tracking.uri={uri}",
+                         f"hydra.run.dir={tmp_path}/hydra", f"cache_dir={tmp_path}/cache", *args)
+    assert_one_line(code, err, "tracking.uri=postgresql://u:***@127.0.0.1:1/db",
+                    "cannot be reached")
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+    assert SECRET not in out + err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()
+                and SECRET in p.read_text(errors="replace")]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    (f"tracking.urx=postgresql://u:{SECRET}@h/db", "Could not override 'tracking.urx'"),
+    (f"tracking.uri=postgresql://u:{SECRET}{{x@h/db", "mismatched input"),
+    (f"+nosuch=postgresql://u:{SECRET}@h/db", "nosuch"),
+])
+def test_hydras_own_errors_are_one_redacted_line(override, fragment, tmp_path, monkeypatch,
+                                                 capsys):
+    code, out, err = cli(monkeypatch, capsys, "ids.run", override,
+                         f"hydra.run.dir={tmp_path}/hydra")
+    assert_one_line(code, err, fragment)
+    assert SECRET not in out + err
+
+
+def test_a_bug_keeps_its_traceback_and_logs_and_warnings_lose_the_password(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Whatever prints it: a log line (console and Hydra's <job>.log), a warning, the traceback
+    of a bug (exit code 1: a bug is not bad input)."""
+    import logging
+    import warnings
+
+    def buggy(cfg):
+        logging.getLogger("ids.test").warning("connecting to postgresql://u:%s@h/db", SECRET)
+        warnings.warn(f"slow store postgresql://u:{SECRET}@h/db", UserWarning, stacklevel=1)
+        raise RuntimeError(f"bug while using postgresql://u:{SECRET}@h/db")
+
+    monkeypatch.setattr(ids_cli, "run_predict", buggy)
+    code, out, err = cli(monkeypatch, capsys, "ids.predict", f"hydra.run.dir={tmp_path}/hydra")
+    assert code == 1 and "Traceback" in err and "RuntimeError: bug while using" in err
+    assert "postgresql://u:***@h/db" in err and SECRET not in out + err
+    logs = list((tmp_path / "hydra").glob("*.log"))
+    assert logs and "postgresql://u:***@h/db" in logs[0].read_text()
+    assert not [p for p in logs if SECRET in p.read_text()]
+
+
+# --- model files are input too -------------------------------------------------------------------
+
+def _model_copy(tiny_model, tmp: Path) -> Path:
+    folder = tmp / "model"
+    shutil.copytree(tiny_model[0], folder, symlinks=True)
+    return folder
+
+
+def _edit(folder: Path, change) -> None:
+    path = folder / "artifacts" / "scorer" / "scorer.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _set(key, value, section=None):
+    def change(meta):
+        (meta[section] if section else meta)[key] = value
+    return change
+
+
+def _relink(name: str, target: str):
+    def change(folder: Path):
+        path = folder / "artifacts" / "scorer" / name
+        path.unlink()
+        path.symlink_to(target)
+    return change
+
+
+def _fifo_json(folder: Path) -> None:
+    path = folder / "artifacts" / "scorer" / "scorer.json"
+    path.unlink()
+    os.mkfifo(path)  # reading it would wait forever
+
+
+def _mlmodel(text: str):
+    def change(folder: Path):
+        (folder / "MLmodel").write_text(text)
+    return change
+
+
+def lying_npz(n: int = 10**12) -> bytes:
+    """An npz whose one array header claims `n` float64 values (numpy would allocate them
+    before reading) and holds 64 bytes."""
+    import io
+    import zipfile
+
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (n,)})
+    npy.write(bytes(64))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("weight.npy", npy.getvalue())
+    return out.getvalue()
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 8)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+
+MODEL_FILES = {
+    "window of 50,000": (_set("window", 50_000), "GB of memory"),
+    "eval_batch_size of 10**12": (_set("eval_batch_size", 10**12), "GB of memory"),
+    "lstm_units of 10**7": (_set("lstm_units", 10**7, "model"), "GB of memory"),
+    "kernel_size 0": (_set("kernel_size", 0, "model"), "kernel_size must be >= 1, but got 0"),
+    "negative lstm_units": (_set("lstm_units", -8, "model"), "lstm_units must be >= 1"),
+    "a string for filters": (_set("filters", "8", "model"), "'filters' must be an int"),
+    "a missing key": (lambda m: m["model"].pop("pool_size"), "lacks the required settings "
+                                                            "['pool_size']"),
+    "an unknown setting": (_set("unknown", 1, "model"), "unknown settings ['unknown']"),
+    "threshold true": (_set("threshold", True), "'threshold' must be a number in [0, 1]"),
+    "threshold -5": (_set("threshold", -5), "'threshold' must be a number in [0, 1]"),
+    "threshold NaN": (_set("threshold", float("nan")), "'threshold' must be a number in [0, 1]"),
+    "window true": (_set("window", True), "'window' must be >= 1"),
+    "no feature names": (_set("feature_names_", [], "preprocessor"), "feature_names_"),
+    "model a list": (_set("model", [1, 2]), "'model' must be an object"),
+}
+MODEL_FOLDERS = {
+    "weights linked to /dev/zero": (_relink("weights.npz", "/dev/zero"), "link out of its folder"),
+    "scorer.json linked out": (_relink("scorer.json", "/etc/hostname"), "link out of its folder"),
+    "scorer.json a FIFO": (_fifo_json, "not a regular file"),
+    "MLmodel a list": (_mlmodel("- a\n- b\n"), "MLmodel must be a YAML mapping"),
+    "MLmodel of 2 MB": (_mlmodel("x" * (2 << 20)), "at most 1,048,576 are read"),
+    "MLmodel with YAML aliases": (_mlmodel(BOMB), "YAML aliases"),
+    "MLmodel flavors a string": (_mlmodel("flavors: text\n"), "no 'flavors' mapping"),
+    "weights claiming 8 TB": (lambda f: (f / "artifacts/scorer/weights.npz").write_bytes(
+        lying_npz()), "claims shape (1000000000000,)"),
+    "weights not a zip": (lambda f: (f / "artifacts/scorer/weights.npz").write_bytes(
+        np.zeros(4).tobytes()), "not a readable npz"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODEL_FILES) + list(MODEL_FOLDERS))
+def test_a_lying_model_file_is_refused_before_anything_is_built(name, tiny_model, tmp_path):
+    """Through the loader `ids.predict` uses (the command itself: the model rows of
+    tests/test_bad_input.py): the one-line error, within seconds and without the memory."""
+    import resource
+
+    from ids.tracking.registry import load_scorer
+
+    folder = _model_copy(tiny_model, tmp_path)
+    if name in MODEL_FILES:
+        change, fragment = MODEL_FILES[name]
+        _edit(folder, change)
+    else:
+        change, fragment = MODEL_FOLDERS[name]
+        change(folder)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(ids_cli.KNOWN_ERRORS) as refused:
+        load_scorer(str(folder))
+    line = ids_cli.problem(refused.value)
+    assert line.startswith(f"model_uri='{folder}'") and fragment in line, line
+    assert "\n" not in line and time.monotonic() - started < 20
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mb < 500, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+# --- OS and format errors ------------------------------------------------------------------------
+
+def _parquet(tmp: Path, flows_csv: Path, damage) -> Path:
+    path = tmp / "flows.parquet"
+    pd.read_csv(flows_csv).to_parquet(path)
+    path.write_bytes(damage(path.read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"PAR1" + b"\0" * 64,
+                                    lambda b: b[:100] + bytes(len(b) - 200) + b[-100:]],
+                         ids=["truncated", "garbage", "zeroed middle"])
+@pytest.mark.parametrize("module", ["ids.predict", "ids.run"])
+def test_a_damaged_parquet_file_is_one_line(module, damage, tiny_model, tmp_path, flows_csv,
+                                            monkeypatch, capsys):
+    path = _parquet(tmp_path, flows_csv, damage)
+    if module == "ids.predict":
+        code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], f"input={path}",
+                                f"output={tmp_path}/alerts.csv")
+    else:
+        code, _, err = cli(monkeypatch, capsys, "ids.run", "data=nf_bot_iot",
+                           f"data.path={path}", f"hydra.run.dir={tmp_path}/hydra",
+                           f"tracking.uri=sqlite:///{tmp_path}/m.db", "cache_dir=null")
+    assert_one_line(code, err, "flows.parquet", "parquet")
+    assert not (tmp_path / "alerts.csv").exists()
+
+
+def test_a_closed_standard_input_is_one_line(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", None)  # what Python sets for `<&-`
+    code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], "input=-", "output=-")
+    assert_one_line(code, err, "standard input is closed")
+
+
+def test_a_write_the_os_refuses_is_one_line_and_changes_nothing(tiny_model, tmp_path,
+                                                                flows_csv, monkeypatch, capsys):
+    """EACCES as an injected OSError (as root, permission bits do not stop a write)."""
+    out = tmp_path / "alerts.csv"
+    out.write_text("keep me\n")
+
+    def refused(tmp, gz):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp))
+
+    monkeypatch.setattr(outputs, "_open", refused)
+    code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], f"input={flows_csv}",
+                            f"output={out}", "overwrite=true")
+    assert_one_line(code, err, f"output={out} could not be written", "EACCES", "no permission")
+    assert out.read_text() == "keep me\n" and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_closed_output_pipe_is_one_line(tiny_model, tmp_path, flows_csv, monkeypatch, capsys):
+    class ClosedPipe:
+        closed = False  # the reader went away; the file object does not know yet
+
+        def write(self, _text):
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+        def flush(self):
+            pass
+
+    with open(flows_csv) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "stdout", ClosedPipe())
+        monkeypatch.setattr(os, "dup2", lambda *a: None)  # keep pytest's real stdout
+        code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], "input=-",
+                                "output=-")
+    assert_one_line(code, err, "the output stream was closed", "EPIPE")
+
+
+# --- silent acceptance ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header", ["IN_BYTES,IN_BYTES", "IN_BYTES, IN_BYTES"],
+                         ids=["exact", "with a space"])
+def test_a_repeated_column_is_refused_not_first_one_wins(header, tmp_path, flows_csv):
+    from ids.data.flows import DataError, read_flows
+
+    lines = flows_csv.read_text().splitlines()
+    lines[0] = lines[0].replace("IN_BYTES,OUT_BYTES", header)
+    path = tmp_path / "dup.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="column 'IN_BYTES' appears 2 times"):
+        read_flows(path)
