@@ -72,6 +72,8 @@ class TrainerConfig:
     selection_metric: str = "mcc"  # metric the threshold, best epoch and sweep maximise on val
     mode: str = "graph"  # graph | pynative
     threads: int = 0  # CPU threads for MindSpore; 0 = all cores / number of workers
+    distinct: str = "auto"  # auto | on | off: train and score each distinct window once
+    epoch_flows: int = 0  # > 0: an epoch trains on this many flows (fresh ones each epoch); 0 = all
     evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
     baselines: bool = True  # score the trivial and Extra-Trees baselines on the same flows
     checkpoint_dir: str | None = None  # None = a temporary folder (the model goes to MLflow)
@@ -114,7 +116,10 @@ class SweepConfig:
     max_failures: int = 5  # stop the sweep after this many failed trials in a row
     timeout_seconds: float | None = None
     export_dir: str = "sweeps"
+    log_artifacts: str = "best"  # best: plots and model only for trials leading when done | all
+    prune_on: str = "metric"  # what the pruner compares: metric | loss | balanced_loss | roc_auc | pr_auc
     params: dict[str, ParamSpec] = field(default_factory=dict)  # config key -> search range
+    fixed: dict[str, Any] = field(default_factory=dict)  # config key -> value of every trial
     start_points: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
 
@@ -158,6 +163,7 @@ register()
 
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
+PRUNE_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
 
 
@@ -233,6 +239,10 @@ def validate(cfg: Config | DictConfig) -> None:
            f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
+    _check(t.epoch_flows >= 0, "trainer.epoch_flows", ">= 0 (0: every training flow)",
+           t.epoch_flows)
+    _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
+           t.distinct)
     _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
     _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
@@ -242,6 +252,10 @@ def validate(cfg: Config | DictConfig) -> None:
            s.pruner_warmup_epochs)
     _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
            s.pruner_startup_trials)
+    _check(s.prune_on in PRUNE_SIGNALS, "sweep.prune_on", f"one of {', '.join(PRUNE_SIGNALS)}",
+           s.prune_on)
+    _check(s.log_artifacts in ("best", "all"), "sweep.log_artifacts", "best or all",
+           s.log_artifacts)
     _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
 
 

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from ids.config import compose
+from ids.tuning.objective import PruneGate
 from ids.tuning.study import make_pruner, open_study
-from ids.tuning.sweep import PruneGate, resolution_note, sweep
+from ids.tuning.sweep import resolution_note, sweep
 from world import runs_of, sweep_cfg
 
 FAST = [0.60, 0.70, 0.72, 0.73, 0.74]  # good from the first epoch, then flat
@@ -29,7 +30,7 @@ def run_curves(tmp_path, sweep_overrides: list[str], curves: list[list[float]]):
         curve = curves[trial.number]
         gate = PruneGate(epochs=len(curve), patience=0)
         for epoch, value in enumerate(curve, start=1):
-            if gate.should_prune(trial, epoch, value, loss=1.0 - value):
+            if gate.should_prune(trial, epoch, (value, value - 1.0), value):
                 trial.set_user_attr("pruned_epoch", epoch)
                 raise optuna.TrialPruned()
         return max(curve)

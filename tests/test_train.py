@@ -174,8 +174,9 @@ def test_batches_cover_the_order_once_and_prefetch_keeps_it():
     windows = rng.standard_normal((50, 4, 3)).astype(np.float32)
     y = (rng.random(50) > 0.5).astype(np.float32)
     order = rng.permutation(50)[:48]
-    plain = list(batches(windows, y, order, 16, (1.0, 3.0)))
-    ahead = list(prefetch(batches(windows, y, order, 16, (1.0, 3.0)), depth=2))
+    w = np.where(y[order] > 0.5, 3.0, 1.0).astype(np.float32)  # per row, as epoch_plan gives
+    plain = list(batches(windows, y, order, w, 16))
+    ahead = list(prefetch(batches(windows, y, order, w, 16), depth=2))
     assert len(plain) == len(ahead) == 3
     for (x0, _, _), (x1, y1, w1), b in zip(plain, ahead, range(3), strict=True):
         idx = np.sort(order[b * 16 : (b + 1) * 16])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ids.data.distinct import Distinct, distinct_windows
 from ids.data.encoding import Preprocessor
 from ids.data.flows import SPLITS, DataError
 from ids.data.windows import Windows, check_window, windows
@@ -38,6 +39,7 @@ class Split:
         self._attack, self._codes, self._categories = attack, None, None
         self._hashes, self._table_hashes = hashes, None
         self._windows: dict = {}
+        self._distinct: dict = {}
 
     @classmethod
     def stored(cls, table: np.ndarray, ids: np.ndarray, y: np.ndarray, codes: np.ndarray,
@@ -112,6 +114,17 @@ class Split:
             self._windows[T] = (windows(self._table, T) if self._ids is None and self._ends is None
                                 else Windows(self._table, T, self._ids, self._ends))
         return self._windows[T]
+
+    def distinct(self, T: int, labelled: bool = False) -> Distinct:
+        """The distinct windows of length T (with `labelled`, distinct (window, label) pairs),
+        cached per (T, labelled): see `ids.data.distinct`."""
+        key = (check_window(T, {"": len(self._table if self._ids is None else self._ids)}),
+               bool(labelled))
+        if key not in self._distinct:
+            table, ids, ends = self.sequence()
+            self._distinct[key] = distinct_windows(table, key[0], self.y if labelled else None,
+                                                   ids=ids, ends=ends)
+        return self._distinct[key]
 
 
 @dataclass

@@ -28,8 +28,10 @@ from ids.data.windows import check_window
 from ids.evaluation import plots, scorecard
 from ids.evaluation.baselines import split_baseline_scores, split_baselines
 from ids.evaluation.metrics import compute_metrics, format_report
+from ids.model.budget import Budget, part
+from ids.model.feed import score
 from ids.model.fit import FitResult, fit
-from ids.model.runtime import predict_proba, setup_runtime
+from ids.model.runtime import setup_runtime
 from ids.tracking import models, runpage, store
 
 
@@ -51,8 +53,13 @@ def train(
     parent_run_id: str | None = None,
     tags: dict | None = None,
     workers: int = 1,
+    budget: Budget | None = None,
+    keep_artifacts: Callable[[dict], bool] | None = None,
 ) -> dict:
-    """Run one experiment end to end and return its summary (metrics, run id, model URI)."""
+    """Run one experiment end to end and return its summary (metrics, run id, model URI);
+    `budget` gets the seconds of `fit`'s parts and "val" for the final figures (what is left
+    of the call is MLflow: runs, metrics, plots, the logged model). `keep_artifacts(summary)`
+    False: no plots and no model for this run (a sweep keeps them for its best trials only)."""
     validate(cfg)
     if prepared is None:
         progress.step(f"preparing the data ({cfg.data.source})")
@@ -84,13 +91,16 @@ def train(
         with bar:
             result = fit(cfg, prepared, on_epoch=epoch_hook,
                          checkpoint_dir=cfg.trainer.checkpoint_dir or scratch,
-                         on_batch=bar.on_batch)
+                         on_batch=bar.on_batch, budget=budget)
         progress.step("scoring and logging the results")
-        summary = summarise(cfg, prepared, result)
+        with part(budget, "val"):
+            summary = summarise(cfg, prepared, result)
         summary["seconds"] = time.perf_counter() - started
         if enabled:
             summary["run_id"] = run.info.run_id
-            summary["model_uri"] = log_results(cfg, prepared, result, summary, parent_run_id)
+            keep = keep_artifacts is None or keep_artifacts(summary)
+            summary["model_uri"] = log_results(cfg, prepared, result, summary, parent_run_id,
+                                               artifacts=keep)
     return summary
 
 
@@ -113,8 +123,8 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     summary["overlap_val"] = prepared.info.get("overlap", {}).get("val")
     seed, metric = int(cfg.seed), cfg.trainer.selection_metric
     if split == "test":
-        scores = predict_proba(result.model, target.windows(int(cfg.data.window)),
-                               int(cfg.trainer.eval_batch_size))
+        scores = score(result.model, target, int(cfg.data.window),
+                       int(cfg.trainer.eval_batch_size), str(cfg.trainer.distinct))
         preds = {scorecard.MODEL: (scores, result.threshold)}
         if cfg.trainer.baselines:
             preds.update(split_baseline_scores(prepared, split, seed, metric))
@@ -135,8 +145,9 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
 
 
 def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
-                parent_run_id: str | None = None) -> str | None:
-    """Final metrics, baselines, plots and the pyfunc model of a finished run.
+                parent_run_id: str | None = None, artifacts: bool = True) -> str | None:
+    """Final metrics, baselines, plots and the pyfunc model of a finished run (plots and model
+    only with `artifacts` and tracking.log_plots / log_model).
 
     The best epoch's validation figures go under `val_best/`, which the MLflow UI lists after
     the per-epoch `train/` and `val/` curves (its sections are sorted by name). A sweep trial's
@@ -155,9 +166,9 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
         runpage.log_baselines(summary["baselines"], split, prepared.info, parent_run_id)
     runpage.describe(cfg, summary)
     store.log_text(report_text(cfg, summary), "report.txt")
-    if cfg.tracking.log_plots:
+    if artifacts and cfg.tracking.log_plots:
         log_plots(cfg, prepared, result, summary)
-    if not cfg.tracking.log_model:
+    if not (artifacts and cfg.tracking.log_model):
         return None
     scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
                     float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),

@@ -4,13 +4,18 @@ Read top to bottom: `fit` trains for
 `trainer.epochs`, scores the validation windows after each epoch, tunes the decision threshold
 that maximises `trainer.selection_metric` on validation, keeps the best epoch's checkpoint and
 threshold, and reloads that checkpoint at the end. The test split is never touched here.
+
+Distinct windows (`trainer.distinct`): most NetFlow flows are copies of another flow. Scoring
+computes each distinct window once where that pays (`score`: the same bits per flow). With
+`trainer.distinct=on`, an epoch also trains on each distinct (window, label) pair once, weighted
+by its copies (`epoch_plan`: the same loss and gradient sum as over all flows at the same
+parameters), which makes an epoch cheaper but not a step: the optimizer takes fewer steps per
+epoch and learns that much less per epoch (README, "Distinct windows").
 """
 
 from __future__ import annotations
 
-import queue
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +28,9 @@ from mindspore import nn
 from ids.data.splits import Prepared
 from ids.data.windows import check_window
 from ids.evaluation.metrics import best_threshold, compute_metrics
+from ids.model.budget import Budget, part
+from ids.model.feed import batches, epoch_plan, prefetch, score, scoring_items
 from ids.model.network import build_model
-from ids.model.runtime import predict_proba
 
 
 class NonFiniteLoss(RuntimeError):
@@ -47,6 +53,16 @@ class FitResult:
 def bce(y: np.ndarray, p: np.ndarray) -> float:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def balanced_bce(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean of the benign flows' and the attack flows' cross-entropy: each class counts half,
+    so a few benign flows among thousands of attacks move it (plain `bce` barely sees them)."""
+    y = np.asarray(y) > 0.5
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    parts = [-np.mean(np.log(p[y])) if y.any() else 0.0,
+             -np.mean(np.log(1 - p[~y])) if (~y).any() else 0.0]
+    return float(np.mean(parts))
 
 
 def class_weights(y: np.ndarray, mode: str) -> tuple[float, float]:
@@ -75,49 +91,14 @@ def train_step(model: nn.Cell, optimizer: nn.Optimizer) -> nn.Cell:
     return nn.TrainOneStepCell(WeightedLoss(model), optimizer)
 
 
-def batches(windows: np.ndarray, y: np.ndarray, order: np.ndarray, bs: int,
-            weights: tuple[float, float]):
-    """(x, y, w) tensors of each full batch of `order`; rows sorted within a batch (reads go
-    forward through memory). `from_numpy` shares the freshly gathered arrays: no extra copy."""
-    w_benign, w_attack = weights
-    for b in range(len(order) // bs):
-        idx = np.sort(order[b * bs : (b + 1) * bs])
-        yb = y[idx]
-        wb = np.where(yb > 0.5, w_attack, w_benign).astype(np.float32)
-        yield ms.from_numpy(windows[idx]), ms.from_numpy(yb), ms.from_numpy(wb)
-
-
-def prefetch(items, depth: int = 3):
-    """Iterate `items` in a background thread, up to `depth` ahead: the next batches are
-    gathered on the host while MindSpore computes the current step."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done, stop = object(), threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="ids-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+def compile_graphs(step: nn.Cell, model: nn.Cell, shape: tuple[int, ...],
+                   eval_batch_size: int) -> None:
+    """Compile the training step for batches of `shape` and the scoring graph for
+    `predict_proba`'s batches now, so that their cost is counted apart from the epochs."""
+    step.set_train(True)
+    step.compile(*(ms.Tensor(np.zeros(s, np.float32)) for s in (shape, shape[:1], shape[:1])))
+    model.set_train(False)
+    model.compile(ms.Tensor(np.zeros((eval_batch_size, *shape[1:]), np.float32)))
 
 
 def fit(
@@ -126,27 +107,36 @@ def fit(
     on_epoch: Callable[[int, dict], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    budget: Budget | None = None,
 ) -> FitResult:
     """Train the CNN-BiLSTM; `on_epoch(epoch, record)` may raise (e.g. optuna.TrialPruned);
-    `on_batch(done, n_batches)` follows a long epoch (progress bars)."""
-    t_cfg, window = cfg.trainer, int(cfg.data.window)
+    `on_batch(done, n_batches)` follows a long epoch (progress bars); `budget` gets the
+    seconds of data (windows, distinct ids), compile (building and compiling the graphs),
+    train and val (scoring, threshold, metrics, checkpoint)."""
+    t_cfg, window, mode = cfg.trainer, int(cfg.data.window), str(cfg.trainer.distinct)
     check_window(window, prepared.sizes())
     ms.set_seed(int(cfg.seed))
     rng = np.random.default_rng(int(cfg.seed))
 
-    train_w, y_train = prepared.train.windows(window), prepared.train.y.astype(np.float32)
-    val_w, y_val = prepared.val.windows(window), prepared.val.y
-    model = build_model(train_w.shape[2], window, cfg.model)
-    optimizer = nn.Adam(model.trainable_params(), learning_rate=float(t_cfg.lr),
-                        weight_decay=float(t_cfg.weight_decay))
+    with part(budget, "data"):
+        train_w, y_train = prepared.train.windows(window), prepared.train.y.astype(np.float32)
+        items = prepared.train.distinct(window, labelled=True) if mode == "on" else None
+        y_val = prepared.val.y
+        scoring_items(prepared.val, window, mode)  # cached for `score`
+    n_rows = len(train_w) if items is None else len(items)
+    bs = min(int(t_cfg.batch_size), n_rows, int(t_cfg.epoch_flows) or n_rows)
+    with part(budget, "compile"):
+        model = build_model(train_w.shape[2], window, cfg.model)
+        optimizer = nn.Adam(model.trainable_params(), learning_rate=float(t_cfg.lr),
+                            weight_decay=float(t_cfg.weight_decay))
+        step = train_step(model, optimizer)
+        if t_cfg.mode == "graph":
+            compile_graphs(step, model, (bs, *train_w.shape[1:]), int(t_cfg.eval_batch_size))
     weights = class_weights(y_train, t_cfg.class_weight)
-    step = train_step(model, optimizer)
 
     ckpt_dir = Path(checkpoint_dir or t_cfg.checkpoint_dir or tempfile.mkdtemp(prefix="ids-ckpt-"))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / "best.ckpt"
-    bs = min(int(t_cfg.batch_size), len(train_w))
-    n_batches = len(train_w) // bs  # drop the ragged tail (reshuffled every epoch): one shape
     metric = t_cfg.selection_metric
     history: list[dict] = []
     best: dict | None = None
@@ -154,37 +144,40 @@ def fit(
 
     for epoch in range(1, int(t_cfg.epochs) + 1):
         t0 = time.perf_counter()
-        step.set_train(True)
-        order = rng.permutation(len(train_w))[: n_batches * bs]
-        losses = []
-        for b, (x, y, w) in enumerate(prefetch(batches(train_w, y_train, order, bs, weights))):
-            losses.append(step(x, y, w))
-            if on_batch is not None:
-                on_batch(b + 1, n_batches)
-        train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
+        with part(budget, "train"):
+            step.set_train(True)
+            rows, w_rows = epoch_plan(y_train, items, bs, weights, rng, int(t_cfg.epoch_flows))
+            n_batches = len(rows) // bs
+            losses = []
+            for b, (x, y, w) in enumerate(prefetch(batches(train_w, y_train, rows, w_rows, bs))):
+                losses.append(step(x, y, w))
+                if on_batch is not None:
+                    on_batch(b + 1, n_batches)
+            train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
         if not np.isfinite(train_loss):
             raise NonFiniteLoss(f"epoch {epoch}: training loss is {train_loss}; "
                                 f"lower trainer.lr (now {t_cfg.lr}) or check the input scaling")
         train_seconds = time.perf_counter() - t0
 
-        p_val = predict_proba(model, val_w, int(t_cfg.eval_batch_size))
-        threshold, value = best_threshold(y_val, p_val, metric)
-        val_metrics = compute_metrics(y_val, p_val, threshold)
-        record = {"epoch": epoch, "train/loss": train_loss, "val/loss": bce(y_val, p_val),
-                  "val/threshold": threshold, "epoch_seconds": time.perf_counter() - t0,
-                  "train_seconds": train_seconds}
-        record.update({f"val/{k}": v for k, v in val_metrics.items() if k != "threshold"})
-        history.append(record)
+        with part(budget, "val"):
+            p_val = score(model, prepared.val, window, int(t_cfg.eval_batch_size), mode)
+            threshold, value = best_threshold(y_val, p_val, metric)
+            val_metrics = compute_metrics(y_val, p_val, threshold)
+            record = {"epoch": epoch, "train/loss": train_loss, "val/loss": bce(y_val, p_val),
+                      "val/balanced_loss": balanced_bce(y_val, p_val), "val/threshold": threshold,
+                      "epoch_seconds": time.perf_counter() - t0,
+                      "train_seconds": train_seconds}
+            record.update({f"val/{k}": v for k, v in val_metrics.items() if k != "threshold"})
+            history.append(record)
 
-        improved = best is None or value > best["value"] or (
-            value == best["value"] and record["val/loss"] < best["record"]["val/loss"])
-        if improved:
-            best = {"epoch": epoch, "value": value, "threshold": threshold, "record": record,
-                    "scores": p_val, "metrics": val_metrics}
-            ms.save_checkpoint(model, str(ckpt))
-            stale = 0
-        else:
-            stale += 1
+            key = (value, -record["val/loss"])  # ties: the lower val loss
+            if best is None or key > best["key"]:
+                best = {"epoch": epoch, "value": value, "threshold": threshold, "key": key,
+                        "record": record, "scores": p_val, "metrics": val_metrics}
+                ms.save_checkpoint(model, str(ckpt))
+                stale = 0
+            else:
+                stale += 1
         if on_epoch is not None:
             on_epoch(epoch, record)
         if t_cfg.patience and stale >= int(t_cfg.patience):

@@ -15,7 +15,8 @@ measured are nested runs of that run. `python -m ids.bench` is the same command.
 Bench-only knobs are `--flags` (`--help`); every other argument is a Hydra override composed
 with `ids.config.compose`, as `ids.run` sees it. Sections (one module each): data
 (`bench_data`), train (`bench_train`, `bench_profile`, `bench_hw`), trial (`bench_trial`),
-serve (`bench_serve`: in-process, file, stream and `make serve` under load); on request, big
+serve (`bench_serve`: in-process, file, stream and `make serve` under load), distinct
+(`bench_distinct`: distinct windows on the real sample, windows 1 and 10); on request, big
 (`bench_big`: full-size files, tens of minutes and ~40 GB of disk in --big-dir).
 
 Method. Every measurement runs in a fresh `spawn` process (own peak RSS, own MindSpore context:
@@ -51,6 +52,7 @@ from ids.tools.bench_core import (
     run_jobs,
 )
 from ids.tools.bench_data import plan_data
+from ids.tools.bench_distinct import distinct_ratios, plan_distinct
 from ids.tools.bench_serve import plan_serve
 from ids.tools.bench_train import plan_train, train_ratios
 from ids.tools.bench_trial import plan_trial
@@ -63,7 +65,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--quick", action="store_true", help="tiny sizes, one run each (the test)")
     p.add_argument("--repeat", type=int, default=None, help="runs per figure (default 2; quick 1)")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help="subset of data,train,trial,serve, or big (full-size files)")
+                   help="subset of data,train,trial,serve,distinct, or big (full-size files)")
     p.add_argument("--big-dir", default=None,
                    help="big: folder for the generated files and their store")
     p.add_argument("--big-flows", default=None,
@@ -81,6 +83,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                    help="also run the PyTorch twin with this interpreter (a venv with torch)")
     p.add_argument("--twin-script", default="../shared/tools/torch_twin.py",
                    help="the twin's script (default ../shared/tools/torch_twin.py)")
+    p.add_argument("--distinct-data", default="../shared/data/nf-bot-iot-sample.csv.gz",
+                   help="the NF file of the distinct section (default: the shared sample)")
     p.add_argument("--no-log", action="store_true", help="print only; log nothing to MLflow")
     p.add_argument("--json", default=None, help="also write every run to this JSON file")
     args, rest = p.parse_known_args(argv)
@@ -171,9 +175,12 @@ def run_bench(argv: list[str] | None = None) -> dict:
         if "trial" in sections:
             trial_overrides = overrides if log else overrides + ["tracking.enabled=false"]
             jobs += plan_trial(rows, trial_overrides, sizes, parent)
+        if "distinct" in sections:
+            jobs += plan_distinct(rows, overrides, sizes, repeat, args.distinct_data)
         run_jobs(jobs, int(sizes["jobs"]))
         if "train" in sections:
             train_ratios(rows, batch_sizes, threads, default_threads)
+        distinct_ratios(rows)
         rows.add("bench.seconds", time.perf_counter() - started, "s", best="min", load=load1())
         table = rows.table(header)
         print(table, flush=True)

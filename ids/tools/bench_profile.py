@@ -50,7 +50,8 @@ def profile_job(overrides: list[str], n_flows: int, batch_size: int, steps: int,
 
     from ids.config import compose
     from ids.data.prepare import prepare
-    from ids.model.fit import batches, train_step
+    from ids.model.feed import batches
+    from ids.model.fit import train_step
     from ids.model.network import build_model
     from ids.model.runtime import setup_runtime
 
@@ -70,7 +71,7 @@ def profile_job(overrides: list[str], n_flows: int, batch_size: int, steps: int,
 
     order = np.random.default_rng(0).permutation(len(w))
     order = np.resize(order, (steps + 1) * bs)
-    feed = list(batches(w, y, order, bs, (1.0, 1.0)))
+    feed = list(batches(w, y, order, np.ones(len(order), np.float32), bs))
     step(*feed[0]).asnumpy()  # compile outside the profile
     with tempfile.TemporaryDirectory(prefix="ids-prof-") as tmp:
         with profile(activities=[ProfilerActivity.CPU],

@@ -4,8 +4,8 @@ the numpy sgemm FLOP/s measured in the same process), the MindSpore profile of a
 with --twin, the PyTorch twin (`../shared/tools/torch_twin.py`) run right after, in this run.
 
 Throughput = training windows / train_seconds of epochs 2.. (per-step host work and the
-end-of-epoch sync included, compilation excluded); compilation = epoch 1's train_seconds minus
-a steady epoch. Inference: `predict_proba` at trainer.eval_batch_size after a warm-up call.
+end-of-epoch sync included, compilation excluded); compilation = `fit`'s graph building and
+compiling (its budget part "compile", before the first epoch). Inference: `predict_proba` at trainer.eval_batch_size after a warm-up call.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[i
 
     from ids.config import compose
     from ids.data.prepare import prepare
+    from ids.model.budget import Budget
     from ids.model.fit import fit
     from ids.model.runtime import predict_proba, setup_runtime
     from ids.tools.bench_hw import sgemm_flops, train_flops
@@ -47,14 +48,15 @@ def train_job(overrides: list[str], mode: str, threads: int, batch_sizes: list[i
         model = None
         for bs in batch_sizes:
             cfg.trainer.batch_size = int(bs)
-            result = fit(cfg, prepared)
+            budget = Budget()
+            result = fit(cfg, prepared, budget=budget)
             bs_eff = min(int(bs), n_train)
             n_win = (n_train // bs_eff) * bs_eff
             train_s = [r["train_seconds"] for r in result.history]
             steady = train_s[1:] or train_s
             out["batches"][int(bs)] = {
                 "windows_per_s": [n_win / s for s in steady],
-                "compile_seconds": max(0.0, train_s[0] - statistics.median(steady)),
+                "compile_seconds": budget.seconds.get("compile", 0.0),
             }
             model = result.model
         ebs = int(cfg.trainer.eval_batch_size)

@@ -1,19 +1,17 @@
 """Bench section `trial`: what a sweep worker pays per trial (`ids.data.prepare` then
-`ids.run.train` with evaluate_test=false, tracking on), four trials in one process.
+`ids.experiment.train.train` with evaluate_test=false, tracking on), four trials in one process.
 
 `first` is cold (data prepared, baselines fitted, store opened); `next` changes only a model
 parameter (data and baselines must come from the caches); `pruned` raises optuna.TrialPruned
 after epoch 1, as the pruner does; `bare` is `next` without plots and model logging, so
-next - bare is what plots and the logged model cost. Each trial is split into data, compile,
-train, eval (validation scoring, threshold, metrics, checkpoint), baselines and tracking+other
-(MLflow run, plots, model logging), from public calls only: the baselines are computed by
-`ids.run.split_baselines` just before the trial (its own call is then a cache hit), the epochs'
-times come from the records `fit` hands to `on_epoch`.
+next - bare is what plots and the logged model cost. Each trial is split by the budget the
+sweep keeps (`ids.model.budget`): data, compile (building and compiling the graphs), train,
+eval (validation scoring, threshold, metrics, checkpoint), baselines and tracking+other (MLflow
+run, plots, model logging: the rest of the trial's wall time).
 """
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from typing import Any
@@ -32,6 +30,7 @@ def trial_job(overrides: list[str], n_flows: int, epochs: int, parent_run_id: st
     from ids.data.prepare import prepare
     from ids.evaluation.baselines import split_baselines
     from ids.experiment.train import train
+    from ids.model.budget import Budget
 
     base = with_flows(overrides, n_flows) + [
         f"trainer.epochs={epochs}", "trainer.patience=0", "trainer.evaluate_test=false",
@@ -44,47 +43,35 @@ def trial_job(overrides: list[str], n_flows: int, epochs: int, parent_run_id: st
         for name, extra, prune_at in plan:
             cfg = compose(base + extra + [f"trainer.checkpoint_dir={tmp}/{name}"])
             cfg.tracking.run_name = f"bench-trial-{name}"
-            records: list[dict] = []
+            epochs_run: list[int] = []
 
-            def on_epoch(epoch: int, record: dict, prune_at=prune_at, records=records) -> None:
-                records.append(dict(record))
+            def on_epoch(epoch: int, record: dict, prune_at=prune_at, seen=epochs_run) -> None:
+                seen.append(epoch)
                 if prune_at is not None and epoch >= prune_at:
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+            budget = Budget()
             t0 = time.perf_counter()
-            prepared = prepare(cfg.data)  # as ids.sweep.Objective does
-            t_data = time.perf_counter() - t0
+            with budget.part("data"):
+                prepared = prepare(cfg.data)  # as ids.tuning.objective.Objective does
             cached = len(prepared.train._windows)  # windows already built for this data
-            t = time.perf_counter()
-            if cfg.trainer.baselines:
-                split_baselines(prepared, "val", int(cfg.seed),
-                                        cfg.trainer.selection_metric)
-            t_base = time.perf_counter() - t
+            with budget.part("baselines"):
+                if cfg.trainer.baselines:
+                    split_baselines(prepared, "val", int(cfg.seed), cfg.trainer.selection_metric)
             try:
-                train(cfg, prepared=prepared, on_epoch=on_epoch,
-                              parent_run_id=parent_run_id, tags={"ids.role": "bench-trial"})
+                train(cfg, prepared=prepared, on_epoch=on_epoch, parent_run_id=parent_run_id,
+                      tags={"ids.role": "bench-trial"}, budget=budget)
             except optuna.TrialPruned:
                 pass
-            out[name] = {"total": time.perf_counter() - t0, "data": t_data, "records": records,
-                         "baselines": t_base, "windows_cached_before": cached,
-                         "same_data": float(prepared is prepare(cfg.data))}
-    # Split each trial; one steady epoch (from the complete trials) calibrates compilation.
-    steady = [r for n in ("first", "next", "bare") for r in out[n]["records"][1:]]
-    steady_train = statistics.median([r["train_seconds"] for r in steady] or [
-        out["next"]["records"][0]["train_seconds"]])
-    steady_eval = statistics.median([r["epoch_seconds"] - r["train_seconds"] for r in steady]
-                                    or [0.0])
-    for t in out.values():
-        recs = t.pop("records")
-        train_s = sum(r["train_seconds"] for r in recs)
-        eval_s = sum(r["epoch_seconds"] - r["train_seconds"] for r in recs)
-        c_train = max(0.0, recs[0]["train_seconds"] - steady_train)
-        c_eval = max(0.0, recs[0]["epoch_seconds"] - recs[0]["train_seconds"] - steady_eval)
-        t["epochs"] = float(len(recs))
-        t["compile"] = c_train + c_eval
-        t["train"] = train_s - c_train
-        t["eval"] = eval_s - c_eval
-        t["tracking_other"] = max(0.0, t["total"] - t["data"] - train_s - eval_s - t["baselines"])
+            total = time.perf_counter() - t0
+            sec = budget.seconds
+            t = {"total": total, "epochs": float(len(epochs_run)),
+                 "windows_cached_before": cached, "same_data": float(prepared is prepare(cfg.data))}
+            for key, part in (("data", "data"), ("compile", "compile"), ("train", "train"),
+                              ("eval", "val"), ("baselines", "baselines")):
+                t[key] = sec.get(part, 0.0)
+            t["tracking_other"] = total - sum(t[k] for k in KEYS[1:-1])
+            out[name] = t
     out["load"] = load1()
     return out
 

@@ -8,9 +8,11 @@ start of its run) and `set_trial_state`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,6 +141,25 @@ def log_study(parent_run_id: str, summary: dict, folder: Path, figures: dict) ->
         for key, value in summary["best_params"].items():
             client.set_tag(parent_run_id, f"best.param.{key}", str(value))
         client.log_artifact(parent_run_id, summary["best_yaml"])
+    log_budget(client, parent_run_id, summary)
     for name, fig in figures.items():
         client.log_figure(parent_run_id, fig, f"plots/{name}.png")
         plt.close(fig)
+
+
+def log_budget(client: MlflowClient, run_id: str, summary: dict) -> None:
+    """Where the study's seconds went: `budget/<part>_seconds` summed over its trials,
+    `budget/pruned_share`, `budget/seconds_per_finished_trial`, this invocation's
+    `budget/sweep_wall_seconds`, and each trial's parts as `trial_budget/<part>_seconds`
+    (step = trial number: one chart per part across the study)."""
+    budget, now = summary["budget"], int(time.time() * 1000)
+    totals = {**{f"{k}_seconds": v for k, v in budget["seconds"].items()},
+              "pruned_share": budget["pruned_share"],
+              "seconds_per_finished_trial": budget["per_finished_trial"]}
+    if summary.get("wall_seconds") is not None:
+        totals["sweep_wall_seconds"] = summary["wall_seconds"]
+    metrics = [Metric(f"budget/{k}", float(v), now, 0) for k, v in totals.items()]
+    metrics += [Metric(f"trial_budget/{k}_seconds", float(v), now, int(number))
+                for number, parts in budget["per_trial"].items() for k, v in parts.items()]
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=metrics[start: start + 1000])

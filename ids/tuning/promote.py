@@ -117,7 +117,10 @@ def promote(cfg: DictConfig, trial: int | None = None, *,
     if not model_uri:
         raise PromoteError(f"trial {best.number} of study {study.study_name!r} has no logged "
                            "model (user attr model_uri): the sweep ran with tracking.enabled=false "
-                           "or tracking.log_model=false. Resume it with tracking on")
+                           "or tracking.log_model=false, or the trial was not the study's best "
+                           "when it finished (sweep.log_artifacts=best logs models for those "
+                           "only; sweep.log_artifacts=all keeps every trial's). Resume it with "
+                           "tracking on")
     client = registry.connect(cfg.tracking.uri)
     try:
         ref = registry.resolve_model(model_uri, client)

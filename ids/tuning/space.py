@@ -9,6 +9,8 @@
 `apply` returns the trial's config with those values set. `sweep.start_points` lists points
 the study tries first (Ray Tune's `points_to_evaluate`, Optuna's `enqueue_trial`): each is
 {key: value} for keys of `params`, inside their ranges; keys left out are sampled.
+`sweep.fixed` ({key: value}) sets keys every trial shares (e.g. `trainer.epoch_flows`), recorded
+in each trial's config like the sampled ones.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ def check_space(cfg: DictConfig) -> None:
     params = cfg.sweep.params
     if not params:
         raise SpaceError("sweep.params is empty: give at least one config key to search over")
+    for key in cfg.sweep.get("fixed") or {}:
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT or key.startswith("sweep."):
+            raise SpaceError(f"sweep.fixed.{key}: '{key}' is not a config key (see "
+                             "`python -m ids.run --cfg job` for the keys)")
+    try:
+        validate(apply(cfg, {}))
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise SpaceError(f"sweep.fixed {dict(cfg.sweep.fixed)} is invalid: {exc}") from exc
     for key, spec in params.items():
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT or key.startswith("sweep."):
             raise SpaceError(f"sweep.params.{key}: '{key}' is not a config key (see "
@@ -122,8 +132,11 @@ def suggest(trial: optuna.Trial, params) -> dict[str, Any]:
 
 
 def apply(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
-    """A copy of `cfg` with `values` set (typed: a float for an int key fails here)."""
+    """A copy of `cfg` with `sweep.fixed` and then `values` set (typed: a float for an int key
+    fails here): the config a trial with these values trains with."""
     out = copy.deepcopy(cfg)
-    for key, value in values.items():
+    fixed = OmegaConf.to_container(cfg.sweep.fixed, resolve=True) if cfg.sweep.get("fixed") else {}
+    for key, value in {**fixed, **values}.items():
         OmegaConf.update(out, key, value, merge=False)
     return out
+

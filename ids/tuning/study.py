@@ -81,7 +81,7 @@ def make_sampler(sweep_cfg, salt: int = 0) -> optuna.samplers.BaseSampler:
 
 def make_pruner(sweep_cfg, epochs: int) -> optuna.pruners.BasePruner:
     """The pruner by name. It sees, per epoch, the trial's best validation value so far (see
-    `ids.tuning.sweep.Objective`), never the last epoch's, and judges nothing during the first
+    `ids.tuning.objective.PruneGate`), never the last epoch's, and judges nothing during the first
     `sweep.pruner_warmup_epochs` epochs (Optuna step s may be pruned when s >= n_warmup_steps,
     steps are 1-based epochs) nor before `sweep.pruner_startup_trials` trials have finished."""
     args = dict(sweep_cfg.pruner_args or {})
@@ -126,13 +126,26 @@ def counts(study: optuna.Study) -> tuple[int, int]:
 def champion(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best COMPLETE trial by the validation objective. Ties (common: MCC moves in steps of
     one flow when validation holds few benign flows) go to the lower validation loss of the
-    trial's best epoch, as within a trial in `ids.model.fit.fit`, then to the lower trial number."""
+    trial's best epoch, as within a trial in `ids.model.fit.fit`, then to the lower trial
+    number (`rank`)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no COMPLETE trial")
-    top = max(t.value for t in complete)
-    return min((t for t in complete if t.value == top),
-               key=lambda t: (t.user_attrs.get("val_loss", math.inf), t.number))
+    return max(complete, key=lambda t: rank(t.value, t.user_attrs.get("val_loss"), t.number))
+
+
+def rank(value: float, val_loss: float | None, number: int) -> tuple:
+    """What `champion` maximises: the value, then the lower val loss, then the lower number."""
+    return value, -(math.inf if val_loss is None else val_loss), -number
+
+
+def would_lead(study: optuna.Study, summary: dict, number: int) -> bool:
+    """Would a trial finishing COMPLETE with this summary (value, val_loss) be the study's
+    champion now? Only such a trial can be promoted later (values never change, and later
+    trials only raise the bar)."""
+    best = best_or_none(study)
+    return best is None or rank(float(summary["value"]), summary.get("val_loss"), number) > \
+        rank(best.value, best.user_attrs.get("val_loss"), best.number)
 
 
 def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
