@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hostile import lying_npz
+from test_hostile_models import lying_npz
 
 from conftest import run_cli
 from ids import cli
