@@ -194,6 +194,14 @@ def _checkout_entries() -> set[str] | None:
 
 def pytest_configure(config) -> None:
     config.stash[_BEFORE] = _checkout_entries()
+    if hasattr(config, "workerinput"):  # one of `make test`'s workers (pytest-xdist, -n N)
+        # One MindSpore kernel thread per worker: N workers on N cores, not N x cores threads.
+        # The thread count is set once per process (`setup_runtime`: the first call wins).
+        from omegaconf import OmegaConf
+
+        from ids.model.runtime import setup_runtime
+
+        setup_runtime(OmegaConf.create({"mode": "graph", "threads": 1}))
 
 
 def pytest_collection_finish(session) -> None:
