@@ -54,10 +54,10 @@ test: $(STAMP) ## fast test suite: real training on tiny data, one worker per co
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## the slow tests: servers, PostgreSQL, killed workers, serving, processes
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test (make test + make test-slow in one run)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check ids tests

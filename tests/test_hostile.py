@@ -281,3 +281,18 @@ def test_a_repeated_column_is_refused_not_first_one_wins(header, tmp_path, flows
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="column 'IN_BYTES' appears 2 times"):
         read_flows(path)
+
+
+def test_an_identifier_with_a_carriage_return_stays_one_output_line(tiny_model, tmp_path,
+                                                                    flows_csv):
+    """Found by the generated files (tests/test_properties.py): a parquet identifier holding
+    '\\r' split its output line for every CSV reader (pandas quotes only ',', '"' and '\\n')."""
+    from ids.serving.files import score_file
+
+    flows = pd.read_csv(flows_csv)
+    flows.loc[3, "IPV4_SRC_ADDR"] = "192.168.100\r62167"
+    flows.to_parquet(tmp_path / "flows.parquet")
+    n, _ = score_file(tiny_model[1], tmp_path / "flows.parquet", tmp_path / "out.csv")
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert len(scored) == n == len(flows)
+    assert scored.loc[3, "IPV4_SRC_ADDR"] == "192.168.100\r62167"

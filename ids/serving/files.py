@@ -41,7 +41,7 @@ from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError, validate_frame
 from ids.data.reader import FlowFile
-from ids.serving.rows import carry, passthrough
+from ids.serving.rows import carry, passthrough, write_csv
 from ids.tracking import registry
 
 
@@ -94,7 +94,7 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
         alert = (scores >= scorer.threshold).astype(np.int8)
         part = meta.iloc[:take].assign(**{SCORE: scores, PRED_LABEL: alert})
         n_alerts += int(alert.sum())
-        part.to_csv(fh, header=n_written == 0, index=False)
+        write_csv(part, fh, header=n_written == 0)
         context = carry(context, X[:take], pad)
         pending_X, pending_meta = [X[take:]], [meta.iloc[take:]]
         n_pending -= take

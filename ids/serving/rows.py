@@ -7,6 +7,8 @@ its ground truth when the input has them.
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pandas as pd
 
@@ -27,3 +29,13 @@ def passthrough(raw: pd.DataFrame, start: int) -> pd.DataFrame:
     out = raw[keep].reset_index(drop=True)
     out.insert(0, "flow", np.arange(start, start + len(raw), dtype=np.int64))
     return out
+
+
+def write_csv(part: pd.DataFrame, fh, header: bool) -> None:
+    """`part` as CSV lines on `fh`. A text cell holding a carriage return (an identifier read
+    from parquet can hold anything) would split its line for every CSV reader, and pandas
+    quotes only the delimiter, quote and newline: such a part has every text cell quoted."""
+    text = part.select_dtypes(include="object")
+    cr = any(text[c].astype(str).str.contains("\r", regex=False).any() for c in text.columns)
+    part.to_csv(fh, header=header, index=False,
+                quoting=csv.QUOTE_NONNUMERIC if cr else csv.QUOTE_MINIMAL)

@@ -30,7 +30,7 @@ from ids import outputs
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError, check_header, validate_frame
-from ids.serving.rows import carry, passthrough
+from ids.serving.rows import carry, passthrough, write_csv
 
 READ_BYTES = 1 << 16
 MAX_BATCH_BYTES = 1 << 22  # score at least every 4 MB even when the input never pauses
@@ -100,7 +100,7 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
         part = passthrough(raw, n_rows).assign(**{SCORE: scores, PRED_LABEL: alert})
         if alerts_only:
             part = part[part[PRED_LABEL] == 1]
-        part.to_csv(sink, header=not wrote_header, index=False)
+        write_csv(part, sink, header=not wrote_header)
         sink.flush()
         wrote_header = True
         context = carry(context, X, scorer.context_rows)
