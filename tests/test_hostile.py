@@ -20,24 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli_status as cli
 from ids import cli as ids_cli
 from ids import outputs
 from ids.data import synthetic
 
 SECRET = "PASSWORD-h25"
-
-
-def cli(monkeypatch, capsys, module: str, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `python -m module args`, run in this process."""
-    capsys.readouterr()
-    try:
-        run_cli(monkeypatch, module, *args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line(code: int, err: str, *fragments: str) -> str:
