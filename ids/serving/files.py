@@ -104,7 +104,6 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
         for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
             if len(raw) == 0:
                 continue
-            raw.index = pd.RangeIndex(n_rows, n_rows + len(raw))  # rows counted in the file
             try:
                 X = scorer.transform(validate_frame(raw, require_label=False))
             except DataError as exc:
