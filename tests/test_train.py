@@ -198,3 +198,20 @@ def test_prefetch_hands_the_producers_error_to_the_consumer():
         for item in prefetch(broken()):
             got.append(item)
     assert got == [1]
+
+
+def test_a_consumer_that_stops_early_stops_the_producer():
+    """Stopping while the producer waits to hand over its end (the queue full) must not hang:
+    the producer's last put used to wait for a consumer that had gone."""
+    import threading
+    import time
+
+    from ids.data.prefetch import prefetch
+
+    ahead = prefetch(iter(range(2)), depth=1)
+    assert next(ahead) == 0
+    time.sleep(0.5)  # the producer has put 1 (the queue is full) and waits to put its end
+    stopper = threading.Thread(target=ahead.close, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "closing the prefetching iterator hung"

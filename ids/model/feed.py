@@ -8,16 +8,16 @@ window of a split its attack probability, computing each distinct window once wh
 
 from __future__ import annotations
 
-import queue
-import threading
-
 import mindspore as ms
 import numpy as np
 from mindspore import nn
 
 from ids.data.distinct import Distinct
+from ids.data.prefetch import prefetch
 from ids.data.splits import Split
 from ids.model.runtime import predict_distinct, predict_proba
+
+__all__ = ["batches", "epoch_plan", "prefetch", "score", "scoring_items"]
 
 # trainer.distinct=auto scores each distinct window once where at most this share of a split's
 # windows is distinct (a fifth or more are copies): window 1 on NF-BoT-IoT (26 % distinct in
@@ -79,36 +79,3 @@ def batches(windows: np.ndarray, y: np.ndarray, rows: np.ndarray, w: np.ndarray,
         order = np.argsort(rows[b * bs : (b + 1) * bs], kind="stable")
         idx, wb = rows[b * bs : (b + 1) * bs][order], w[b * bs : (b + 1) * bs][order]
         yield ms.from_numpy(windows[idx]), ms.from_numpy(y[idx]), ms.from_numpy(wb)
-
-
-def prefetch(items, depth: int = 3):
-    """Iterate `items` in a background thread, up to `depth` ahead: the next batches are
-    gathered on the host while MindSpore computes the current step."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done, stop = object(), threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="ids-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
