@@ -31,6 +31,7 @@ def test_admin_password_is_generated_once_private_and_printed_once(tmp_path, cap
     for f in (first.password_file, first.config, first.folder / "flask-secret-key"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert first.password not in first.config.read_text()
+    assert "auth_cache_ttl_seconds = 60" in first.config.read_text()  # one hash per minute
     again = init_auth(tmp_path / "auth")
     assert not again.created and again.password == first.password
     assert again.secret_key == first.secret_key

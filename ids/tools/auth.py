@@ -81,5 +81,10 @@ def init_auth(folder: Path) -> Auth:
         f"database_uri = sqlite:///{folder / 'basic_auth.db'}",
         f"admin_username = {ADMIN}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        "grant_default_workspace_access = false", ""]))
+        "grant_default_workspace_access = false",
+        # A checked password is remembered for a minute (per server worker) instead of being
+        # hashed again on every request: a sweep worker makes hundreds of requests per trial,
+        # and each check costs tens of ms of server CPU. A changed password or deleted user
+        # reaches the other server workers within that minute.
+        "auth_cache_ttl_seconds = 60", ""]))
     return auth
