@@ -14,6 +14,7 @@ WORKERS ?=
 TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 PYTEST_ARGS ?=
 TEST_WORKERS ?= $(CORES)
+MARKS ?= not slow
 MODEL ?= models:/ids-cnn-bilstm@champion
 SERVE_PORT ?= 5001
 CORES := $(shell nproc 2>/dev/null || echo 1)
@@ -50,8 +51,8 @@ evaluate: $(STAMP) ## re-evaluate a model (default models:/ids-cnn-bilstm@champi
 predict: $(STAMP) ## score flows: ARGS="input=flows.csv output=alerts.csv" (model: champion)
 	$(BIN)/python -m ids.predict $(ARGS)
 
-test: $(STAMP) ## fast test suite: real training on tiny data, one worker per core (TEST_WORKERS=N)
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+test: $(STAMP) ## fast test suite: real training on tiny data, one worker per core (TEST_WORKERS=N; MARKS="slow or not slow": every test)
+	$(BIN)/python -m pytest -m "$(MARKS)" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## the slow tests: servers, PostgreSQL, killed workers, serving, processes
 	$(BIN)/python -m pytest -m slow -n $(TEST_WORKERS) $(PYTEST_ARGS)
