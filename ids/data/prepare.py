@@ -110,13 +110,17 @@ def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
         return ingest((df.iloc[lo: lo + batch_rows] for lo in range(0, len(df), batch_rows)),
                       *args)
     file = flow_file(data_cfg.path)
-    # The next batch is parsed and validated in a thread while this one is hashed: 1.4x on a
-    # 5M-flow file (2 cores), one batch of memory more.
-    ing = ingest(prefetch(validated(file, True, data_cfg.max_rows, batch_rows), 2), *args)
+
+    def batches():
+        # The next batch is parsed and validated in a thread while this one is hashed: pass one
+        # 1.3x faster on a 5M-flow file (2 cores); up to three batches alive instead of one.
+        return prefetch(validated(file, True, data_cfg.max_rows, batch_rows), 2)
+
+    ing = ingest(batches(), *args)
     if file.widened_late:  # batches read before a column's type was widened: again, all alike
         shutil.rmtree(folder)
         file.widened_late = False
-        ing = ingest(prefetch(validated(file, True, data_cfg.max_rows, batch_rows), 2), *args)
+        ing = ingest(batches(), *args)
     if ing is None:
         raise DataError(f"{file.path}: the data has no flows (empty file or only a header)")
     return ing
