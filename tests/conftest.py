@@ -34,7 +34,6 @@ serving, PostgreSQL, several processes); CI runs both, with `IDS_TESTS_NO_SKIP=1
 
 from __future__ import annotations
 
-import gc
 import os
 import runpy
 import signal
@@ -207,8 +206,9 @@ def pytest_configure(config) -> None:
 def pytest_collection_finish(session) -> None:
     # MindSpore runs a full gc.collect() before every graph compile; the test modules have
     # imported MindSpore, MLflow, pandas, ...: freeze those objects, so each collect skips them.
-    gc.collect()
-    gc.freeze()
+    from ids.model.runtime import settle_heap
+
+    settle_heap()
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -6,6 +6,7 @@ flows without importing the training loop.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import mindspore as ms
@@ -15,17 +16,36 @@ from mindspore import nn
 from ids.data.distinct import Distinct
 
 _THREADS_SET: list[int] = []
+_SETTLED: list[bool] = []
+
+
+def settle_heap() -> None:
+    """Move every object alive now out of the garbage collector's sight (`gc.freeze`).
+
+    MindSpore runs a full `gc.collect()` before every graph compilation: 0.25 s on a quiet
+    machine once MLflow, Optuna, pandas and scikit-learn are imported (0.5 s under load),
+    paid twice per training and once per batch shape a server compiles. The modules, classes
+    and functions that make up most of that heap live as long as the process; frozen, a
+    collection only walks what was made since (a few milliseconds). Objects frozen here are
+    never collected if they later become cyclic garbage, so call it once, when the
+    long-lived state exists (`setup_runtime` does, on its first call)."""
+    gc.collect()
+    gc.freeze()
+    _SETTLED.append(True)
 
 
 def setup_runtime(trainer_cfg, workers: int = 1) -> None:
     """Select CPU, graph or PyNative mode, and the kernel threads (cores shared by workers).
 
     MindSpore defaults to 25 CPU kernel threads, which oversubscribes a small machine; the
-    thread count can be set once per process, so the first call wins.
+    thread count can be set once per process, so the first call wins. The first call also
+    settles the heap (`settle_heap`): every later graph compilation is 0.25-0.5 s cheaper.
     """
     ms.set_device("CPU")
     mode = ms.GRAPH_MODE if trainer_cfg.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
+    if not _SETTLED:
+        settle_heap()
     if _THREADS_SET:
         return
     threads = int(trainer_cfg.threads) or max(1, (os.cpu_count() or 1) // max(1, workers))
