@@ -75,14 +75,12 @@ server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; 
 	$(BIN)/python -m ids.tools.servers team --dir servers --host $(HOST) --port $(PORT) \
 		--pg-port $(PG_PORT) $(ARGS)
 
-# MLflow's scoring server starts uvicorn by name: the venv's bin goes first on PATH. One worker
-# per core, each with cores/workers kernel threads (IDS_SERVE_THREADS also makes each worker
-# compile its batch shapes before it answers /ping).
+# ids' own server for MLflow's scoring protocol (ids/serving/http.py): one worker per core,
+# each with cores/workers kernel threads, every batch shape compiled before /ping answers.
 serve: $(STAMP) ## serve the champion (or MODEL=...) on http://$(HOST):$(SERVE_PORT)/invocations
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
-		IDS_SERVE_THREADS=$(SERVE_THREADS) \
-		$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host $(HOST) \
-		--port $(SERVE_PORT) --workers $(SERVE_WORKERS)
+	$(BIN)/python -m ids.serve model_uri="$(MODEL)" tracking.uri="$(TRACKING_URI)" \
+		serve.host=$(HOST) serve.port=$(SERVE_PORT) serve.workers=$(SERVE_WORKERS) \
+		serve.threads=$(SERVE_THREADS) $(ARGS)
 
 bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial cost
 	$(BIN)/python -m ids.tools.bench $(ARGS)

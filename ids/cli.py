@@ -1,10 +1,11 @@
 """The commands: thin `@hydra.main` wrappers over the library, in one place.
 
-    python -m ids.run | ids.sweep | ids.promote | ids.evaluate | ids.predict   [overrides]
+    python -m ids.run | ids.sweep | ids.promote | ids.evaluate | ids.predict | ids.serve  [overrides]
 
 Each of those modules is a two-line entry point that calls `cli.<command>()`; the work is done
 by plain functions (`ids.experiment.train.train`, `ids.tuning.sweep.sweep`,
-`ids.tuning.promote.promote`, `ids.experiment.evaluate.evaluate`, `ids.serving.predict.predict`)
+`ids.tuning.promote.promote`, `ids.experiment.evaluate.evaluate`, `ids.serving.predict.predict`,
+`ids.serving.http.serve`)
 that tests and notebooks call directly. Every command
 shares one interrupt path (SIGTERM and SIGHUP unwind like Ctrl-C, so MLflow runs end KILLED and
 partial files are removed) and one error path: whatever the outside world did (bad input or
@@ -38,6 +39,7 @@ from ids.experiment import lineage
 from ids.experiment.evaluate import evaluate as run_evaluate
 from ids.experiment.train import report_text, train
 from ids.model.fit import NonFiniteLoss
+from ids.serving.http import serve as run_serve
 from ids.serving.predict import predict as run_predict
 from ids.tracking import database, signals, store
 from ids.tracking import redact as redaction
@@ -204,3 +206,9 @@ def evaluate(cfg: DictConfig) -> None:
 def predict(cfg: DictConfig) -> None:
     """Score a file (or a stream with input=-/output=-) and say where the scores went."""
     run_predict(cfg)
+
+
+@command
+def serve(cfg: DictConfig) -> None:
+    """Serve a model (default: the champion) over HTTP until interrupted."""
+    run_serve(cfg)

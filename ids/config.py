@@ -133,6 +133,16 @@ class PromoteConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`ids.serve` (`make serve`): where it listens and how many processes score."""
+
+    host: str = "127.0.0.1"
+    port: int = 5001
+    workers: int = 0  # scoring processes; 0: one per core
+    threads: int = 0  # MindSpore kernel threads per worker; 0: cores / workers
+
+
+@dataclass
 class Config:
     seed: int = 0
     cache_dir: str | None = "sweeps/cache"  # prepared data on disk (ids.data.cache); null = off
@@ -143,8 +153,9 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     paper: dict[str, Any] = field(default_factory=dict)  # claimed figures, set by experiment=paper
-    # Entry-point arguments (ids.evaluate / ids.predict); ignored by other commands.
+    # Entry-point arguments (ids.evaluate / ids.predict / ids.serve); ignored by other commands.
     model_uri: str | None = None
     input: str | None = None
     output: str | None = None

@@ -34,7 +34,7 @@ ALLOWED = {
     "tools": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
               "experiment", "serving", "tuning", "tools"},
 }
-COMMANDS = {"run", "sweep", "promote", "evaluate", "predict", "bench"}
+COMMANDS = {"run", "sweep", "promote", "evaluate", "predict", "serve", "bench"}
 # Specific modules a part may not import even though their package is allowed.
 FORBIDDEN = {
     "artifact": {"ids.model.fit"},  # scoring never imports training

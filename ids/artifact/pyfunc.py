@@ -1,12 +1,13 @@
 """The MLflow pyfunc face of a Scorer, for `mlflow.pyfunc.load_model` and `mlflow models serve`.
 
 Logged from code (`ids/artifact/pyfunc_model.py`, MLflow's models-from-code), never pickled;
-ids itself scores with `Scorer` directly and never runs this wrapper or that file from a model.
+ids itself scores with `Scorer` directly and never runs this wrapper or that file from a model
+(`make serve` is ids' own server, `ids.serving.http`).
 
-The model scores in graph mode. `make serve` sets `IDS_SERVE_THREADS` (cores / workers): each
-worker then uses that many kernel threads and compiles every batch shape before the server
-answers `/ping`, so no request pays for a compilation (elsewhere, e.g. in a notebook, shapes
-compile on first use). Flows that cannot be scored
+The model scores in graph mode. With `IDS_SERVE_THREADS` set (e.g. cores / workers for
+`mlflow models serve --workers N`) each worker uses that many kernel threads and compiles
+every batch shape before the server answers `/ping`, so no request pays for a compilation
+(elsewhere, e.g. in a notebook, shapes compile on first use). Flows that cannot be scored
 (a missing column, text in a count, ...) raise `BadFlows`: MLflow's server answers 400 with the
 one-line reason as `message` (not only in a stack trace, nor after a print of the whole input).
 """
@@ -26,7 +27,7 @@ from ids.artifact.scorer import Scorer
 from ids.data.flows import DataError
 from ids.model.runtime import setup_runtime
 
-SERVE_THREADS = "IDS_SERVE_THREADS"  # set by `make serve`
+SERVE_THREADS = "IDS_SERVE_THREADS"  # as ids.serving.http sets it for its workers
 
 
 class BadFlows(MlflowException):

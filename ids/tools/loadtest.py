@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout whose Makefile has `s
 @contextlib.contextmanager
 def make_serve(model: str, port: int, log_path: Path, tracking_uri: str | None = None,
                workers: int | None = None, wait_seconds: float = 300) -> Iterator[str]:
-    """`make serve MODEL=model` on 127.0.0.1:port until /ping answers; yields its URL and stops
-    the whole process group (make, mlflow, uvicorn and its workers) on exit."""
+    """`make serve MODEL=model` on 127.0.0.1:port until /ping answers and every worker has
+    compiled its batch shapes; yields its URL and stops the whole process group (make, the
+    command, uvicorn's workers) on exit."""
     venv = Path(sys.prefix)
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", "-o",
            f"{venv}/.installed-stamp", "serve", f"MODEL={model}", f"SERVE_PORT={int(port)}"]
@@ -49,7 +51,7 @@ def make_serve(model: str, port: int, log_path: Path, tracking_uri: str | None =
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + wait_seconds
-            while not _pings(url):
+            while not (_pings(url) and _all_ready(Path(log_path).read_text())):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"`make serve` did not come up on {url} (exit "
                                        f"{proc.poll()}): {Path(log_path).read_text()[-2000:]}")
@@ -65,6 +67,12 @@ def make_serve(model: str, port: int, log_path: Path, tracking_uri: str | None =
             with contextlib.suppress(ProcessLookupError):  # workers that outlived make
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _all_ready(log: str) -> bool:
+    """The command says how many workers it starts; each says `ready` once compiled."""
+    m = re.search(r"(\d+) worker\(s\)", log)
+    return m is not None and log.count(" ready (") >= int(m.group(1))
 
 
 def _pings(url: str) -> bool:

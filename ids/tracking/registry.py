@@ -44,6 +44,11 @@ class ModelRef:
     model_id: str | None = None  # MLflow 3 LoggedModel id (m-...)
 
     @property
+    def pinned_uri(self) -> str:
+        """`models:/NAME/VERSION` for a registered model (an alias may move later), else the URI."""
+        return f"models:/{self.name}/{self.version}" if self.name and self.version else self.uri
+
+    @property
     def label(self) -> str:
         """Short name for report columns: `NAME vN`, the logged model id, or the URI."""
         if self.name and self.version:
@@ -158,28 +163,34 @@ def resolve_model(uri: str, client: MlflowClient | None = None) -> ModelRef:
     return ModelRef(uri, name=name, version=str(mv.version), run_id=mv.run_id, model_id=model_id)
 
 
-def download_scorer(model_uri: str) -> Scorer:
-    """The Scorer behind a logged or registered model (runs:/..., models:/NAME@alias, a path),
-    read as data: the model's files are downloaded and checked, nothing stored is executed."""
+def download_model(ref: ModelRef | str, dst: Path | None = None) -> Path:
+    """The Scorer folder of a logged or registered model (runs:/..., models:/NAME@alias, a
+    path), downloaded into `dst` (default: a temporary folder) and checked as data: nothing
+    stored with the model is executed. ModelNotFound if it is not an ids model."""
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-    local = Path(_download_artifact_from_uri(artifact_uri=str(model_uri)))
-    return Scorer.load(modelfile.check_mlmodel(local))
-
-
-def load_scorer(ref: ModelRef | str) -> Scorer:
-    """The `Scorer` behind a model (a resolved ModelRef or a URI); ModelNotFound if it is not
-    an ids model."""
     ref = ref if isinstance(ref, ModelRef) else ModelRef(str(ref))
     try:
-        scorer = download_scorer(ref.uri)
+        local = _download_artifact_from_uri(artifact_uri=str(ref.uri),
+                                            output_path=None if dst is None else str(dst))
+        return modelfile.check_mlmodel(Path(local))
     except ModelFormatError as exc:
         raise ModelNotFound(f"model_uri={ref.uri!r}: {exc}") from exc
     except (MlflowException, OSError) as exc:
         raise ModelNotFound(f"model_uri={ref.uri!r} could not be loaded ({type(exc).__name__}: "
                             f"{str(exc)[:300]}); point model_uri at a model logged by ids") \
             from exc
-    return scorer
+
+
+def load_scorer(ref: ModelRef | str) -> Scorer:
+    """The `Scorer` behind a model (a resolved ModelRef or a URI); ModelNotFound if it is not
+    an ids model."""
+    ref = ref if isinstance(ref, ModelRef) else ModelRef(str(ref))
+    folder = download_model(ref)
+    try:
+        return Scorer.load(folder)
+    except ModelFormatError as exc:
+        raise ModelNotFound(f"model_uri={ref.uri!r}: {exc}") from exc
 
 
 def logged_config(client: MlflowClient | None, run_id: str | None):
