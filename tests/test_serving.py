@@ -185,7 +185,7 @@ def served(champion):
     env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}",
            "-o", f"{venv}/.installed-stamp", "serve", f"TRACKING_URI={champion['uri']}",
-           f"SERVE_PORT={port}"]
+           f"SERVE_PORT={port}", f"ARGS=hydra.run.dir={champion['tmp']}/serve-hydra"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
 

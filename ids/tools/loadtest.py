@@ -42,7 +42,8 @@ def make_serve(model: str, port: int, log_path: Path, tracking_uri: str | None =
     command, uvicorn's workers) on exit."""
     venv = Path(sys.prefix)
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", "-o",
-           f"{venv}/.installed-stamp", "serve", f"MODEL={model}", f"SERVE_PORT={int(port)}"]
+           f"{venv}/.installed-stamp", "serve", f"MODEL={model}", f"SERVE_PORT={int(port)}",
+           f"ARGS=hydra.run.dir={Path(log_path).parent / 'serve-hydra'}"]  # not outputs/ here
     cmd += [f"TRACKING_URI={tracking_uri}"] if tracking_uri else []
     cmd += [f"SERVE_WORKERS={int(workers)}"] if workers else []
     url = f"http://127.0.0.1:{int(port)}"
