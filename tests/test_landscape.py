@@ -24,3 +24,13 @@ def test_context_length_moves_val_mcc_more_than_seeds(tmp_path, capsys):
     assert len(m["seed_values"]) == 2 and m["n_complete"] == 4
     assert m["config_spread"] == pytest.approx(summary["best_value"] - summary["worst_value"])
     assert m["config_spread"] > 2 * m["seed_spread"]
+    # No pruning, so every trial and seed reached the last epoch: the equal-budget comparison
+    # is the full one (each trial's value is its best so far there).
+    assert m["epoch"] == 3 and m["n_finished"] == 4
+    assert m["equal_spread"] == pytest.approx(m["config_spread"])
+    assert m["seed_spread_at_epoch"] == pytest.approx(m["seed_spread"])
+
+
+def test_the_equal_budget_value_is_the_best_so_far_at_that_epoch():
+    curve = {1: 0.80, 2: 0.86, 3: 0.84, 5: 0.90}
+    assert [landscape.best_by(curve, e) for e in (1, 2, 3, 4, 5)] == [0.80, 0.86, 0.86, 0.86, 0.90]
