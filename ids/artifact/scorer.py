@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ids.artifact import modelfile
+from ids.artifact.bounds import params
 from ids.data import encoding
 from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
@@ -41,9 +42,13 @@ class Scorer:
 
     def __post_init__(self) -> None:
         n_features = len(self.preprocessor.feature_names_)
+        saved = Path(self.checkpoint).suffix == ".npz"
+        arrays = modelfile.read_npz(Path(self.checkpoint)) if saved else {}
+        if saved:
+            _sizes_agree(self.model_cfg, n_features, arrays)
         self.model = build_model(n_features, self.window, _Obj(self.model_cfg))
-        if Path(self.checkpoint).suffix == ".npz":
-            params = _weights(self.model, modelfile.read_npz(Path(self.checkpoint)))
+        if saved:
+            params = _weights(self.model, arrays)
         else:  # the checkpoint training just wrote on this machine
             params = ms.load_checkpoint(str(self.checkpoint))
         ms.load_param_into_net(self.model, params)
@@ -110,6 +115,18 @@ class Scorer:
                                                 modelfile.read_npz(folder / "preprocessor.npz"))
         return cls(pre, meta["model"], int(meta["window"]), float(meta["threshold"]),
                    folder / "weights.npz", int(meta["eval_batch_size"]), meta.get("config", {}))
+
+
+def _sizes_agree(model_cfg: dict, n_features: int, arrays: dict[str, np.ndarray]) -> None:
+    """Before the network is built: scorer.json's layer sizes must roughly fit the values
+    weights.npz holds (`bounds.params` is an upper estimate within 1.2x), or a damaged
+    'lstm_units' would allocate gigabytes only to be refused by the shape check after."""
+    held, described = sum(a.size for a in arrays.values()), params(model_cfg, n_features)
+    if described > 2 * held + 1000:
+        raise modelfile.ModelFormatError(
+            f"invalid ids model file: scorer.json describes a network of about {described:,} "
+            f"parameters and weights.npz holds {held:,} values; the two files do not belong "
+            "together (one is damaged, or they come from different models)")
 
 
 def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
