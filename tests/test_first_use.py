@@ -112,3 +112,29 @@ def test_two_sweeps_started_together_on_a_new_sqlite_store_both_finish(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("ids").experiment_id])
     assert runs and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_lost_race_is_tried_again_and_any_other_error_is_raised_at_once():
+    """The error two sweep commands ending together got from a PostgreSQL-backed MLflow server
+    (both set the same tag of their shared parent run) is retried; a real error is not."""
+    from ids.tracking.database import retried
+
+    calls = []
+
+    def set_tag() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key "
+                               'value violates unique constraint "tag_pk"')
+        return "set"
+
+    assert retried(set_tag, pause=0) == "set" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("no such run")
+
+    calls.clear()
+    with pytest.raises(ValueError, match="no such run"):
+        retried(broken, pause=0)
+    assert len(calls) == 1

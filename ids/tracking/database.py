@@ -60,14 +60,22 @@ def check_reachable(uri: str, key: str) -> None:
 def first_use(uri: str, open_store: Callable[[], T]) -> T:
     """`open_store()` (which may create the store's tables) such that workers starting together
     on a new store all succeed: under `first_use_lock` for SQLite, retried after a lost race."""
+    def attempt() -> T:
+        with first_use_lock(sqlite_path(uri)):
+            return open_store()
+    return retried(attempt)
+
+
+def retried(call: Callable[[], T], pause: float = 0.3) -> T:
+    """`call()`, again (up to ATTEMPTS times, pausing longer each time) while it loses a race
+    with another worker (`lost_race`); any other error is raised at once."""
     for attempt in range(ATTEMPTS):
         try:
-            with first_use_lock(sqlite_path(uri)):
-                return open_store()
+            return call()
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy, alembic and MLflow errors alike
             if attempt == ATTEMPTS - 1 or not lost_race(exc):
                 raise
-        time.sleep(0.3 * (attempt + 1))
+        time.sleep(pause * (attempt + 1))
     raise AssertionError("not reached")
 
 

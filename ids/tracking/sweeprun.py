@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from ids.tracking import store
+from ids.tracking.database import retried
 from ids.tracking.redact import redact, redacted
 
 STATE = "trial.state"
@@ -136,15 +137,22 @@ def log_study(parent_run_id: str, summary: dict, folder: Path, figures: dict) ->
     if "best_number" in summary:
         client.log_metric(parent_run_id, "best/value", summary["best_value"])
         client.log_metric(parent_run_id, "best/trial", summary["best_number"])
-        client.set_tag(parent_run_id, "best.trial", str(summary["best_number"]))
-        client.set_tag(parent_run_id, "best.run_id", str(summary["best_run_id"]))
+        _set_shared_tag(client, parent_run_id, "best.trial", str(summary["best_number"]))
+        _set_shared_tag(client, parent_run_id, "best.run_id", str(summary["best_run_id"]))
         for key, value in summary["best_params"].items():
-            client.set_tag(parent_run_id, f"best.param.{key}", str(value))
+            _set_shared_tag(client, parent_run_id, f"best.param.{key}", str(value))
         client.log_artifact(parent_run_id, summary["best_yaml"])
     log_budget(client, parent_run_id, summary)
     for name, fig in figures.items():
         client.log_figure(parent_run_id, fig, f"plots/{name}.png")
         plt.close(fig)
+
+
+def _set_shared_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
+    """Sweep commands ending together write the same tags on their shared parent run, and the
+    store's insert-or-update of a tag can lose that race (a duplicate key on PostgreSQL):
+    retried, since the tag then exists and the update goes through."""
+    retried(lambda: client.set_tag(run_id, key, value), pause=0.2)
 
 
 def log_budget(client: MlflowClient, run_id: str, summary: dict) -> None:
