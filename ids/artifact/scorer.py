@@ -124,9 +124,10 @@ def _sizes_agree(model_cfg: dict, n_features: int, arrays: dict[str, np.ndarray]
     held, described = sum(a.size for a in arrays.values()), params(model_cfg, n_features)
     if described > 2 * held + 1000:
         raise modelfile.ModelFormatError(
-            f"invalid ids model file: scorer.json describes a network of about {described:,} "
-            f"parameters and weights.npz holds {held:,} values; the two files do not belong "
-            "together (one is damaged, or they come from different models)")
+            f"invalid ids model file: weights.npz does not fit the model in scorer.json: its "
+            f"layer sizes describe about {described:,} parameters and weights.npz holds "
+            f"{held:,} values; the two files do not belong together (one is damaged, or they "
+            "come from different models)")
 
 
 def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
