@@ -203,6 +203,14 @@ def pytest_configure(config) -> None:
         setup_runtime(OmegaConf.create({"mode": "graph", "threads": 1}))
 
 
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Modules with slow tests (servers, killed workers, the quick bench) first: pytest-xdist
+    deals the first tests out round-robin, so the long ones start early instead of ending the
+    session with one worker busy and the other idle. Modules stay together (their fixtures)."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 def pytest_collection_finish(session) -> None:
     # MindSpore runs a full gc.collect() before every graph compile; the test modules have
     # imported MindSpore, MLflow, pandas, ...: freeze those objects, so each collect skips them.
