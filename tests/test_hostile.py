@@ -284,3 +284,22 @@ def test_an_identifier_with_a_carriage_return_stays_one_output_line(tiny_model, 
     scored = pd.read_csv(tmp_path / "out.csv")
     assert len(scored) == n == len(flows)
     assert scored.loc[3, "IPV4_SRC_ADDR"] == "192.168.100\r62167"
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_ragged_line_that_is_not_utf8_is_one_line_without_a_traceback(tmp_path, flows_csv,
+                                                                         capsys):
+    """Found by the generated files (tests/test_properties.py): pyarrow decodes a ragged line
+    before handing it to the reader's handler; a byte that is not UTF-8 made Python print an
+    'Exception ignored' traceback on stderr next to the one error line."""
+    from ids.data.flows import DataError, read_flows
+
+    lines = Path(flows_csv).read_bytes().split(b"\n")
+    cells = lines[5].split(b",")
+    lines[5] = b",".join(cells[:7] + [cells[7] + b"\xac"] + cells[9:])  # one field short
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match="is not a readable CSV"):
+        read_flows(path)
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "Traceback" not in err, err

@@ -23,6 +23,7 @@ import bz2
 import gzip
 import lzma
 import re
+import sys
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -129,6 +130,7 @@ class FlowFile:
 
     def _csv(self, stack: ExitStack, ragged: list, threads: bool = True):
         """pyarrow's streaming CSV reader; lines with the wrong number of fields go to `ragged`."""
+        _quiet_undecodable_rows()
         return pacsv.open_csv(
             self._open(stack), read_options=pacsv.ReadOptions(block_size=self.block_bytes,
                                                               use_threads=threads),
@@ -228,3 +230,22 @@ def read_batches(path, batch_rows: int = BATCH_ROWS, *, key: str = "data.path",
                  max_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """`FlowFile(path, key).batches(batch_rows, max_rows)`."""
     return FlowFile(path, key).batches(batch_rows, max_rows)
+
+
+def _quiet_undecodable_rows() -> None:
+    """pyarrow decodes a ragged line as UTF-8 before it calls `invalid_row_handler`; a line that
+    is not UTF-8 fails inside that call, which Python prints as 'Exception ignored in ...' with
+    a traceback on stderr (the read then stops with pyarrow's parse error, which is reported as
+    the one error line). Those reports, and only those, are dropped (installed once)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "ids_quiet_rows", False):
+        return
+
+    def hook(unraisable) -> None:
+        where = getattr(unraisable.object, "__qualname__", "")
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and "FlowFile._csv" in where:
+            return
+        previous(unraisable)
+
+    hook.ids_quiet_rows = True
+    sys.unraisablehook = hook
