@@ -42,15 +42,12 @@ class Scorer:
 
     def __post_init__(self) -> None:
         n_features = len(self.preprocessor.feature_names_)
-        saved = Path(self.checkpoint).suffix == ".npz"
-        arrays = modelfile.read_npz(Path(self.checkpoint)) if saved else {}
+        saved = Path(self.checkpoint).suffix == ".npz"  # else the checkpoint training just wrote
         if saved:
+            arrays = modelfile.read_npz(Path(self.checkpoint))
             _sizes_agree(self.model_cfg, n_features, arrays)
         self.model = build_model(n_features, self.window, _Obj(self.model_cfg))
-        if saved:
-            params = _weights(self.model, arrays)
-        else:  # the checkpoint training just wrote on this machine
-            params = ms.load_checkpoint(str(self.checkpoint))
+        params = _weights(self.model, arrays) if saved else ms.load_checkpoint(str(self.checkpoint))
         ms.load_param_into_net(self.model, params)
         self.model.set_train(False)
         self._lock = threading.Lock()  # MLflow's server scores requests in threads
@@ -127,7 +124,7 @@ def _sizes_agree(model_cfg: dict, n_features: int, arrays: dict[str, np.ndarray]
             f"invalid ids model file: weights.npz does not fit the model in scorer.json: its "
             f"layer sizes describe about {described:,} parameters and weights.npz holds "
             f"{held:,} values; the two files do not belong together (one is damaged, or they "
-            "come from different models)")
+            "come from different models): restore the model folder, or train it again")
 
 
 def _weights(model, arrays: dict[str, np.ndarray]) -> dict[str, ms.Parameter]:
