@@ -235,6 +235,9 @@ def test_the_first_runtime_setup_settles_the_heap_once():
         assert len(gc.get_objects()) < 0.01 * frozen
         later = [[k] for k in range(1000)]  # made after the first setup
         setup_runtime(SimpleNamespace(mode="graph", threads=1))
-        assert gc.get_freeze_count() == frozen and len(later) == 1000
+        # Nothing joins the frozen objects (some of them may be freed meanwhile, which only
+        # lowers the count), and what was made after the first setup stays collectable.
+        assert gc.get_freeze_count() <= frozen
+        assert any(o is later for o in gc.get_objects())
     finally:
         runtime.settle_heap()  # as the session left it (conftest freezes after collection)
