@@ -1,12 +1,12 @@
-"""The commands: thin `@hydra.main` wrappers over the library, in one place.
+"""The commands' shared shell: `command`, the `@hydra.main` wrapper every command is made with.
 
     python -m ids.run | ids.sweep | ids.promote | ids.evaluate | ids.predict | ids.serve  [overrides]
 
-Each of those modules is a two-line entry point that calls `cli.<command>()`; the work is done
-by plain functions (`ids.experiment.train.train`, `ids.tuning.sweep.sweep`,
-`ids.tuning.promote.promote`, `ids.experiment.evaluate.evaluate`, `ids.serving.predict.predict`,
-`ids.serving.http.serve`)
-that tests and notebooks call directly. Every command
+Each of those modules is one command: a few lines made with `@command` over a plain function of
+the library (`ids.experiment.train.train`, `ids.tuning.sweep.sweep`, `ids.tuning.promote.promote`,
+`ids.experiment.evaluate.evaluate`, `ids.serving.predict.predict`, `ids.serving.http.serve`)
+that tests and notebooks call directly. A command imports only its own stack (`ids.predict`
+loads no training, tuning or Optuna), so it starts in the time its work needs. Every command
 shares one interrupt path (SIGTERM and SIGHUP unwind like Ctrl-C, so MLflow runs end KILLED and
 partial files are removed) and one error path: whatever the outside world did (bad input or
 settings, a damaged file, a full disk, a closed stream, an unwritable store, Hydra's own errors)
@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import NoReturn
 
 import hydra
-import optuna
 import yaml
 from hydra.errors import HydraException
 from omegaconf import DictConfig
@@ -31,26 +30,11 @@ from omegaconf.errors import OmegaConfBaseException
 from sqlalchemy import exc as sa_exc
 
 from ids import outputs, progress
-from ids.artifact.modelfile import ModelFormatError
-from ids.config import CONF_DIR, ConfigError
-from ids.data.flows import DataError
-from ids.evaluation.metrics import ScoreError
-from ids.experiment import lineage
-from ids.experiment.evaluate import evaluate as run_evaluate
-from ids.experiment.train import report_text, train
-from ids.model.fit import NonFiniteLoss
-from ids.serving.http import serve as run_serve
-from ids.serving.predict import predict as run_predict
+from ids.config import CONF_DIR, InputError
 from ids.tracking import database, signals, store
 from ids.tracking import redact as redaction
 from ids.tracking.redact import redact
-from ids.tracking.registry import RegistryError
-from ids.tuning.promote import promote as run_promote
-from ids.tuning.promote import summary_text
-from ids.tuning.report import print_summary
-from ids.tuning.sweep import sweep as run_sweep
 
-KNOWN_ERRORS = (ConfigError, DataError, RegistryError, ScoreError, ModelFormatError, NonFiniteLoss)
 _BUGS = (AttributeError, TypeError, NameError, LookupError, AssertionError, ZeroDivisionError)
 
 
@@ -66,7 +50,7 @@ def problem(exc: BaseException) -> str | None:
     """The one line for what the outside world did (bad input or settings, a damaged file, an OS
     error such as a full disk or a closed stream, a database that cannot be written, Hydra's
     own override and composition errors); None for a bug, which keeps its traceback."""
-    if isinstance(exc, KNOWN_ERRORS):
+    if isinstance(exc, InputError):  # settings, data, models, registries, scores, divergence
         return str(exc)
     if isinstance(exc, yaml.YAMLError):  # a damaged config.yaml of a run, a preset
         return f"a YAML file could not be read ({' '.join(str(exc).split())[:300]})"
@@ -141,7 +125,6 @@ def command(body: Callable[[DictConfig], None]) -> Callable[[], None]:
     def main(cfg: DictConfig) -> None:
         signals.end_runs_killed_on_sigterm()
         redaction.install()  # again: Hydra has set up its log handlers by now
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         progress.configure(bool(cfg.quiet))
         try:  # here, not through Hydra: it would print the command line with the error
             body(cfg)
@@ -158,57 +141,7 @@ def command(body: Callable[[DictConfig], None]) -> Callable[[], None]:
     return entry
 
 
-def _store_line(what: str, run_id: str, cfg: DictConfig) -> str:
+def store_line(what: str, run_id: str, cfg: DictConfig) -> str:
+    """Where a command logged its run, and how to browse it."""
     return (f"\nMLflow {what} {run_id} in {redact(cfg.tracking.uri)} "
             f"(experiment '{cfg.tracking.experiment}'); browse with `make ui`.")
-
-
-@command
-def run(cfg: DictConfig) -> None:
-    """One training run, its test report and where it was logged."""
-    summary = train(cfg)
-    print(report_text(cfg, summary))
-    if "run_id" in summary:
-        print(_store_line("run", summary["run_id"], cfg))
-
-
-@command
-def sweep(cfg: DictConfig) -> None:
-    """Run or resume the Optuna study, then print its summary."""
-    print_summary(cfg, run_sweep(cfg), lineage.cli_overrides())
-
-
-@command
-def promote(cfg: DictConfig) -> None:
-    """Register the best trial, move the aliases, print the test report."""
-    result = run_promote(cfg, overrides=lineage.cli_overrides())
-    print(summary_text(cfg, result))
-    ev = result.get("evaluation")
-    if ev:
-        print()
-        print(ev["report"])
-        if ev["run_id"]:
-            print(_store_line("evaluation run", ev["run_id"], cfg))
-    print(f"\nload it with models:/{result['name']}@{result['alias']} "
-          f"(python -m ids.evaluate / ids.predict use it by default)")
-
-
-@command
-def evaluate(cfg: DictConfig) -> None:
-    """Score a model on its own test split (or `input=FILE`) and print the report."""
-    result = run_evaluate(cfg, overrides=lineage.cli_overrides())
-    print(result["report"])
-    if result["run_id"]:
-        print(_store_line("evaluation run", result["run_id"], cfg))
-
-
-@command
-def predict(cfg: DictConfig) -> None:
-    """Score a file (or a stream with input=-/output=-) and say where the scores went."""
-    run_predict(cfg)
-
-
-@command
-def serve(cfg: DictConfig) -> None:
-    """Serve a model (default: the champion) over HTTP until interrupted."""
-    run_serve(cfg)

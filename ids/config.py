@@ -8,6 +8,7 @@ so an unknown key or a wrong type fails when the config is composed, before any 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -178,8 +179,21 @@ PRUNE_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """What the outside world got wrong (a setting, a file, a model, a store, diverging data):
+    every error of this kind names the problem and the fix, and the commands print it as one
+    line with exit code 2, no traceback (`ids.cli`)."""
+
+
+class ConfigError(InputError, ValueError):
     """A configuration value is out of its allowed range; the message names the key."""
+
+
+@cache
+def _schema() -> DictConfig:
+    """The schema as a DictConfig, built once (read it, never change it): building it walks
+    every dataclass, and `validate` runs before every command and every trial."""
+    return OmegaConf.structured(Config)
 
 
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -192,7 +206,7 @@ def unknown_keys(cfg: DictConfig, schema: DictConfig | None = None, prefix: str 
     `data.class_mix` or `sweep.params` excepted): nothing would read them."""
     import dataclasses
 
-    schema = OmegaConf.structured(Config) if schema is None else schema
+    schema = _schema() if schema is None else schema
     out = []
     for key in cfg:
         if key not in schema:
@@ -273,7 +287,7 @@ def validate(cfg: Config | DictConfig) -> None:
 def typed(raw: DictConfig) -> DictConfig:
     """`seed`, `data`, `model`, `trainer` of a logged config, typed by today's schema (keys the
     schema no longer has are dropped, new keys get their defaults)."""
-    schema = OmegaConf.structured(Config)
+    schema = _schema()
     out = OmegaConf.create({"seed": int(raw.get("seed", 0))})
     for group in ("data", "model", "trainer"):
         node = raw.get(group) or {}

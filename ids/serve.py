@@ -1,6 +1,16 @@
-"""`python -m ids.serve [overrides]`: the model over HTTP, MLflow's scoring protocol: `ids.serving.http.serve` (see `ids.cli`)."""
+"""`python -m ids.serve [overrides]`: serve a model (default: the champion) over HTTP with
+MLflow's scoring protocol until interrupted (`ids.serving.http.serve`)."""
 
-from ids import cli
+from omegaconf import DictConfig
+
+from ids.cli import command
+from ids.serving.http import serve
+
+
+@command
+def main(cfg: DictConfig) -> None:
+    serve(cfg)
+
 
 if __name__ == "__main__":
-    cli.serve()
+    main()

@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli_status as cli
-from ids import cli as ids_cli
 from ids import outputs
 from ids.data import synthetic
 
@@ -178,7 +177,7 @@ def test_a_bug_keeps_its_traceback_and_logs_and_warnings_lose_the_password(tmp_p
         warnings.warn(f"slow store postgresql://u:{SECRET}@h/db", UserWarning, stacklevel=1)
         raise RuntimeError(f"bug while using postgresql://u:{SECRET}@h/db")
 
-    monkeypatch.setattr(ids_cli, "run_predict", buggy)
+    monkeypatch.setattr("ids.serving.predict.predict", buggy)  # what `ids.predict` runs
     code, out, err = cli(monkeypatch, capsys, "ids.predict", f"hydra.run.dir={tmp_path}/hydra")
     assert code == 1 and "Traceback" in err and "RuntimeError: bug while using" in err
     assert "postgresql://u:***@h/db" in err and SECRET not in out + err

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from ids import cli as ids_cli
+from ids.config import InputError
 
 
 def _model_copy(tiny_model, tmp: Path) -> Path:
@@ -128,7 +129,7 @@ def test_a_lying_model_file_is_refused_before_anything_is_built(name, tiny_model
         change(folder)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    with pytest.raises(ids_cli.KNOWN_ERRORS) as refused:
+    with pytest.raises(InputError) as refused:
         load_scorer(str(folder))
     line = ids_cli.problem(refused.value)
     assert line.startswith(f"model_uri='{folder}'") and fragment in line, line

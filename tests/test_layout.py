@@ -28,9 +28,9 @@ ALLOWED = {
     "serving": {"config", "progress", "outputs", "data", "model", "artifact", "tracking"},
     "tuning": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
                "experiment"},
-    "cli": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
-            "experiment", "serving", "tuning"},
-    "commands": {"cli"},  # ids/run.py, ids/sweep.py, ...: `python -m ids.<command>`
+    "cli": {"config", "progress", "outputs", "tracking"},  # the shell every command shares
+    # ids/run.py, ids/sweep.py, ...: `python -m ids.<command>`, each importing its own stack only
+    "commands": {"config", "cli", "experiment", "serving", "tuning"},
     "tools": {"config", "progress", "outputs", "data", "evaluation", "model", "artifact", "tracking",
               "experiment", "serving", "tuning", "tools"},
 }
@@ -42,7 +42,7 @@ FORBIDDEN = {
     "tracking": {"ids.tuning"},
 }
 # Third-party packages that belong to one layer.
-OWNED = {"mlflow": {"tracking", "artifact"}, "optuna": {"tuning", "cli", "tools"}}
+OWNED = {"mlflow": {"tracking", "artifact"}, "optuna": {"tuning", "commands", "tools"}}
 
 
 def _module(path: Path) -> str:
@@ -137,3 +137,28 @@ def test_every_subpackage_says_what_it_owns_and_may_import():
     for init in PKG.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import" in doc, f"{init}: its docstring has no 'May import' line"
+
+
+# What a command may not load: its start-up pays for every module it imports (5-7 s in all).
+NOT_LOADED = {
+    "ids.predict": ("ids.model.fit", "ids.experiment", "ids.tuning", "optuna"),
+    "ids.serve": ("ids.model.fit", "ids.experiment", "ids.tuning", "optuna"),
+    "ids.run": ("ids.tuning", "ids.serving", "optuna"),
+    "ids.evaluate": ("ids.tuning", "ids.serving", "optuna"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(NOT_LOADED))
+def test_a_command_imports_its_own_stack_only(command):
+    """Everything `python -m <command>` imports, followed through ids (module level or in a
+    function), holds no training, tuning or Optuna where the command does not use them."""
+    graph, seen, todo = _graph(), set(), [command]
+    while todo:
+        mod = todo.pop()
+        if mod not in seen:
+            seen.add(mod)
+            todo += graph[mod]
+    third = {name.split(".")[0] for mod in seen for name, _ in _imports(MODULES[mod])}
+    loaded = sorted(m for m in seen | third for bad in NOT_LOADED[command]
+                    if m == bad or m.startswith(bad + "."))
+    assert loaded == [], f"{command} loads {loaded}"

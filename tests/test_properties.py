@@ -30,6 +30,7 @@ from test_hostile_models import lying_npz
 
 from conftest import run_cli
 from ids import cli
+from ids.config import InputError
 from ids.data import synthetic
 from ids.data.flows import read_flows
 
@@ -75,7 +76,7 @@ class PeakMemory:
 
 def assert_known(exc: BaseException) -> None:
     """What ids.cli turns into one `error:` line with exit code 2."""
-    assert isinstance(exc, cli.KNOWN_ERRORS), f"{type(exc).__name__}: {exc}"
+    assert isinstance(exc, InputError), f"{type(exc).__name__}: {exc}"
     line = cli.problem(exc)
     assert line and "Traceback" not in line
 

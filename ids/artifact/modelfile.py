@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from ids.artifact.bounds import TooBig, check_size, memory_budget
-from ids.config import ConfigError, ModelConfig, check_model
+from ids.config import ConfigError, InputError, ModelConfig, check_model
 from ids.data import encoding
 
 FORMAT, VERSION = "ids-scorer", 2
@@ -44,7 +44,7 @@ MAX_LAYERS = 64  # conv or LSTM layers: each is compiled into the scoring graph
 OPTIONAL_MODEL_KEYS = {"lstm_impl"}  # absent in models saved before it existed
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(InputError, ValueError):
     """A model folder that is not a valid, current ids model; the message names the fix."""
 
 

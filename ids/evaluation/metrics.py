@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ids.config import InputError
+
 PAPER_METRICS = ["accuracy", "precision", "recall", "f1"]
 REPORT_METRICS = PAPER_METRICS + [
     "mcc", "balanced_accuracy", "benign_recall", "false_alarm_rate", "roc_auc", "pr_auc",
@@ -44,7 +46,7 @@ def _rates(tn, fp, fn, tp) -> dict[str, np.ndarray]:
     }
 
 
-class ScoreError(ValueError):
+class ScoreError(InputError, ValueError):
     """Scores that cannot be judged (NaN): the model's output is broken, not the labels."""
 
 

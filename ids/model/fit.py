@@ -25,6 +25,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from ids.config import InputError
 from ids.data.splits import Prepared
 from ids.data.windows import check_window
 from ids.evaluation.metrics import best_threshold, compute_metrics
@@ -33,7 +34,7 @@ from ids.model.feed import batches, epoch_plan, prefetch, score, scoring_items
 from ids.model.network import build_model
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(InputError, RuntimeError):
     """Training diverged (NaN or infinite loss); lower trainer.lr or check the data scaling."""
 
 

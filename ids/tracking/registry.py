@@ -19,13 +19,13 @@ from mlflow.tracking import MlflowClient
 from ids.artifact import modelfile
 from ids.artifact.modelfile import ModelFormatError
 from ids.artifact.scorer import Scorer
-from ids.config import typed
+from ids.config import InputError, typed
 from ids.tracking import database, store
 
 _VERSION = re.compile(r"^\d+$")
 
 
-class RegistryError(ValueError):
+class RegistryError(InputError, ValueError):
     """A study, store, model or alias that does not exist; the message names the fix."""
 
 

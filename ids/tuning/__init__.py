@@ -4,5 +4,5 @@ the worker loop and worker processes (`workers`), the sweep (`sweep`), the study
 MLflow runs seen from Optuna (`runs`), the summary and best.yaml (`report`), and `promote`.
 
 May import: everything below it (`ids.experiment`, `ids.tracking`, ...); nothing imports it
-but `ids.cli` and `ids.tools`.
+but the commands that use it (`ids/sweep.py`, `ids/promote.py`) and `ids.tools`.
 """
