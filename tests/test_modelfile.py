@@ -189,3 +189,30 @@ def _edit_json(folder: Path, **changes) -> None:
     meta = json.loads((folder / "scorer.json").read_text())
     meta.update(changes)
     (folder / "scorer.json").write_text(json.dumps(meta))
+
+
+def test_a_reloaded_architecture_reuses_a_compiled_network_and_scores_with_its_own_weights(
+        tiny_model, tmp_path):
+    """A Scorer that is gone leaves its compiled network to the next Scorer of the same
+    architecture; with the new model's weights loaded it scores exactly as that model's own,
+    freshly built network does."""
+    import shutil
+
+    from ids.artifact import modelfile
+
+    original = next(Path(tiny_model[0]).rglob("scorer.json")).parent
+    other = shutil.copytree(original, tmp_path / "other")
+    weights = modelfile.read_npz(other / "weights.npz")
+    rng = np.random.default_rng(0)
+    modelfile.write_npz(other / "weights.npz", {k: (a + rng.normal(0, 0.3, a.shape)).astype(
+        np.float32) for k, a in weights.items()})
+    flows = synthetic.generate(600, 5, dict(tiny_model[2].data.class_mix))
+    own = Scorer.load(original)  # alive throughout: its network is its own
+    first = Scorer.load(other)
+    expected = first.predict(flows)
+    network = first.model
+    del first  # gone: its network waits for the next Scorer of this architecture
+    again = Scorer.load(original)
+    assert again.model is network
+    pd.testing.assert_frame_equal(again.predict(flows), own.predict(flows))
+    assert not expected["score"].equals(own.predict(flows)["score"])  # the weights differ

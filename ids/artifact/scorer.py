@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,10 +47,14 @@ class Scorer:
         if saved:
             arrays = modelfile.read_npz(Path(self.checkpoint))
             _sizes_agree(self.model_cfg, n_features, arrays)
-        self.model = build_model(n_features, self.window, _Obj(self.model_cfg))
-        params = _weights(self.model, arrays) if saved else ms.load_checkpoint(str(self.checkpoint))
-        ms.load_param_into_net(self.model, params)
-        self.model.set_train(False)
+        key = (n_features, int(self.window), json.dumps(dict(self.model_cfg), sort_keys=True,
+                                                         default=str))
+        model = _borrow(key) or build_model(n_features, self.window, _Obj(self.model_cfg))
+        params = _weights(model, arrays) if saved else ms.load_checkpoint(str(self.checkpoint))
+        ms.load_param_into_net(model, params)  # every weight: `_weights` checked the names
+        model.set_train(False)
+        self.model = model
+        weakref.finalize(self, _give_back, key, model)
         self._lock = threading.Lock()  # MLflow's server scores requests in threads
 
     @property
@@ -112,6 +117,29 @@ class Scorer:
                                                 modelfile.read_npz(folder / "preprocessor.npz"))
         return cls(pre, meta["model"], int(meta["window"]), float(meta["threshold"]),
                    folder / "weights.npz", int(meta["eval_batch_size"]), meta.get("config", {}))
+
+
+# Compiled networks of Scorers that are gone, by (features, window, model settings): graph mode
+# compiles each batch shape once per network (about a second each), so a process that loads
+# models of one architecture again (`ids.evaluate` or a notebook over several versions, the
+# tests) loads the new weights into a network that has its graphs already. At most a few idle
+# ones per architecture are kept.
+_IDLE: dict[tuple, list] = {}
+_IDLE_LOCK = threading.Lock()
+_IDLE_PER_KEY = 2
+
+
+def _borrow(key: tuple):
+    with _IDLE_LOCK:
+        idle = _IDLE.get(key)
+        return idle.pop() if idle else None
+
+
+def _give_back(key: tuple, model) -> None:
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault(key, [])
+        if len(idle) < _IDLE_PER_KEY:
+            idle.append(model)
 
 
 def _sizes_agree(model_cfg: dict, n_features: int, arrays: dict[str, np.ndarray]) -> None:
