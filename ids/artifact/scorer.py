@@ -123,7 +123,8 @@ class Scorer:
 # compiles each batch shape once per network (about a second each), so a process that loads
 # models of one architecture again (`ids.evaluate` or a notebook over several versions, the
 # tests) loads the new weights into a network that has its graphs already. At most a few idle
-# ones per architecture are kept.
+# ones per architecture are kept. A Scorer's `model` is its own only while the Scorer lives:
+# keep the Scorer, never its network alone.
 _IDLE: dict[tuple, list] = {}
 _IDLE_LOCK = threading.Lock()
 _IDLE_PER_KEY = 2
