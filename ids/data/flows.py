@@ -165,7 +165,8 @@ def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame
     if len(df) == 0:
         raise DataError("the data has no flows (empty file or only a header)")
     _check_names(df.columns)
-    df = df.rename(columns=lambda c: str(c).strip(), copy=False)
+    if any(str(c) != str(c).strip() or not isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=lambda c: str(c).strip(), copy=False)
     if not require_label and LABEL in df.columns and df[LABEL].isna().all():
         df = df.drop(columns=[c for c in (LABEL, ATTACK) if c in df.columns])  # labels optional
     feats = V2_FEATURES if _layout(df.columns) == "v2" else V1_FEATURES
@@ -182,9 +183,11 @@ def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame
             raise DataError(f"column 'Label' must be 0 (benign) or 1 (attack); found {vals} in "
                             f"{int(bad.sum())} rows, the first at {_row(df, first)}")
         cols[LABEL] = lab.astype(np.int64)
-        fill = pd.Series(np.where(lab == 1, "Attack", "Benign"), dtype=object, index=df.index)
-        att = df[ATTACK] if ATTACK in df.columns else fill
-        cols[ATTACK] = _strings(att.where(att.notna(), fill))
+        att = df[ATTACK] if ATTACK in df.columns else None
+        if att is None or att.hasnans:  # no or missing attack names: the label's
+            fill = pd.Series(np.where(lab == 1, "Attack", "Benign"), dtype=object, index=df.index)
+            att = fill if att is None else att.where(att.notna(), fill)
+        cols[ATTACK] = _strings(att)
     elif require_label:
         raise DataError("column 'Label' (0 benign, 1 attack) is missing; it is the target")
     order = ids + feats + [c for c in (LABEL, ATTACK) if c in cols]

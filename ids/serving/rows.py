@@ -23,12 +23,15 @@ def carry(context: np.ndarray | None, X: np.ndarray, rows: int) -> np.ndarray | 
     return seen[-rows:].copy()
 
 
-def passthrough(raw: pd.DataFrame, start: int) -> pd.DataFrame:
-    raw = raw.rename(columns=lambda c: str(c).strip())
-    keep = [c for c in ID_COLUMNS + [LABEL, ATTACK] if c in raw.columns]
-    out = raw[keep].reset_index(drop=True)
-    out.insert(0, "flow", np.arange(start, start + len(raw), dtype=np.int64))
-    return out
+def passthrough(raw: pd.DataFrame, start: int, **extra) -> pd.DataFrame:
+    """The output's leading columns: the flow's position from `start`, then the identifiers and
+    ground truth `raw` has (names trimmed, values as read), then `extra` (the scores). One
+    frame built from column arrays: a streamed flow pays for this on every line."""
+    names = {str(c).strip(): c for c in raw.columns}  # unique: validate_frame checked them
+    cols: dict = {"flow": np.arange(start, start + len(raw), dtype=np.int64)}
+    cols.update({c: raw[names[c]].array for c in ID_COLUMNS + [LABEL, ATTACK] if c in names})
+    cols.update(extra)
+    return pd.DataFrame(cols, copy=False)
 
 
 def write_csv(part: pd.DataFrame, fh, header: bool) -> None:

@@ -97,7 +97,7 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
                             f"{exc}") from exc
         scores = scorer.score_matrix(X, context)
         alert = (scores >= scorer.threshold).astype(np.int8)
-        part = passthrough(raw, n_rows).assign(**{SCORE: scores, PRED_LABEL: alert})
+        part = passthrough(raw, n_rows, **{SCORE: scores, PRED_LABEL: alert})
         if alerts_only:
             part = part[part[PRED_LABEL] == 1]
         write_csv(part, sink, header=not wrote_header)
