@@ -37,6 +37,24 @@ def test_unknown_keys_fail_at_compose_naming_the_key(override):
         compose([override])
 
 
+def test_a_composed_config_is_the_callers_own_and_reads_the_environment_when_used(monkeypatch):
+    """compose() composes each override list once per process: every call still gets a config
+    of its own, and `${oc.env:...}` values follow the environment of the moment they are read."""
+    first = compose(["model.lstm_units=8"])
+    first.model.lstm_units = 99
+    first.data.class_mix.Benign = 0.5  # a nested node too
+    again = compose(["model.lstm_units=8"])
+    assert again.model.lstm_units == 8 and again.data.class_mix.Benign != 0.5
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")
+    assert compose(["model.lstm_units=8"]).tracking.uri == "sqlite:////tmp/elsewhere.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert compose(["model.lstm_units=8"]).tracking.uri == "sqlite:///mlruns/mlflow.db"
+    with pytest.raises(ConfigCompositionException, match="model.foo"):
+        compose(["model.foo=1"])  # an error is raised again, not remembered as a config
+    with pytest.raises(ConfigCompositionException, match="model.foo"):
+        compose(["model.foo=1"])
+
+
 @pytest.mark.parametrize("override", ["+trainer.epoch=3", "+model.foo=1", "+foo=1"])
 def test_appended_unknown_keys_are_rejected_naming_the_key(override):
     key = override.lstrip("+").split("=")[0]
