@@ -99,6 +99,7 @@ def test_a_read_only_output_folder_is_one_line(tiny_model, tmp_path, many_flows)
     assert report["after"] == "keep me\n"
 
 
+@pytest.mark.slow  # a training in its own process and mount namespace: ~13 s
 def test_a_full_disk_under_the_mlflow_store_never_leaves_a_run_running(tmp_path):
     """The store and its artifacts on a disk that fills up while the run logs its model: the
     run ends FAILED, or the one line says the store itself could not be written."""

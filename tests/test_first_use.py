@@ -63,6 +63,7 @@ def _race(tmp_path: Path, tracking: str, storage: str, n: int, env: dict | None 
     return [p.returncode for p in procs], outs
 
 
+@pytest.mark.slow  # three processes that import ids: ~14 s (40 s of CPU)
 def test_workers_started_together_on_a_new_sqlite_store_all_work(tmp_path):
     tracking = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     codes, outs = _race(tmp_path, tracking, f"sqlite:///{tmp_path}/sweeps/optuna.db", n=3)

@@ -106,6 +106,7 @@ def _read_lines(proc: subprocess.Popen, n: int, timeout: float = 300) -> list[by
     return lines
 
 
+@pytest.mark.slow  # a process through a pipe; in process: the test above
 def test_predict_cli_streams_through_a_pipe(champion):
     """`python -m ids.predict input=- output=-` fed in pieces: the scores of the first flows
     arrive while standard input is still open, and the whole output equals ids.predict's."""

@@ -161,6 +161,7 @@ def test_training_subset_is_stratified_seeded_and_keeps_its_context(tmp_path):
     np.testing.assert_array_equal(d.inverse, ref.inverse)
 
 
+@pytest.mark.slow  # a second process
 def test_another_process_opens_the_store_instead_of_preparing(tmp_path):
     over = tiny_overrides(tmp_path)
     cfg = compose(over)
