@@ -21,18 +21,21 @@ SECTIONS = ("data", "train", "trial", "serve", "distinct")  # the default run
 EXTRA_SECTIONS = ("big",)  # on request: full-size files (`ids.tools.bench_big`)
 # Sizes: flows of the data step, of the graph / PyNative throughput runs and of the trials;
 # epochs; runs per figure; windows scored for inference; measurements at once; the serve
-# section's file size, trickled flows and load-test seconds (per run, and the long run); the
+# section's file size, trickled flows, load-test seconds (per run, and the long run) and extra
+# overrides of its model (quick: fewer flows to train on, fewer batch shapes to compile); the
 # distinct section's epochs and extra overrides.
 FULL = {"flows": 600_000, "graph_flows": 30_000, "pynative_flows": 6_000, "epochs": 3,
         "trial_flows": 30_000, "trial_epochs": 3, "repeat": 2, "infer_windows": 40_960, "jobs": 1,
         "trial_overrides": [], "profile_steps": 50, "serve_flows": 1_000_000, "serve_trickle": 100,
-        "serve_seconds": 10, "serve_long_seconds": 60, "distinct_epochs": 5,
+        "serve_seconds": 10, "serve_long_seconds": 60, "serve_overrides": [], "distinct_epochs": 5,
         "distinct_overrides": []}
 QUICK = {"flows": 20_000, "graph_flows": 4_000, "pynative_flows": 2_000, "epochs": 2,
          "trial_flows": 4_000, "trial_epochs": 2, "repeat": 1, "infer_windows": 8_192, "jobs": 2,
          "trial_overrides": ["tracking.log_plots=false", "tracking.log_model=false"],
          "profile_steps": 5, "serve_flows": 20_000, "serve_trickle": 10, "serve_seconds": 1,
-         "serve_long_seconds": 2, "distinct_epochs": 1,
+         "serve_long_seconds": 2, "serve_overrides": ["data.max_rows=6000",
+                                                      "trainer.eval_batch_size=256"],
+         "distinct_epochs": 1,
          "distinct_overrides": ["data.max_rows=6000", "model.filters=8", "model.lstm_units=8"]}
 
 

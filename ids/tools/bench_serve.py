@@ -157,7 +157,7 @@ def serve_job(overrides: list[str], sizes: dict) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="ids-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
-        model = _model(overrides, tmp)
+        model = _model(overrides + list(sizes["serve_overrides"]), tmp)
         flows = (pd.read_csv(SAMPLE) if SAMPLE.exists() else synthetic.generate(
             50_000, 1, dict(compose([]).data.class_mix)))
         out = {"in_process": _in_process(model, flows), "load_in_process": load1()}
