@@ -1,7 +1,5 @@
 # Every target runs inside .venv, built from pyproject.toml on first use and rebuilt only when
-# pyproject.toml changes. --no-compile: Python writes the bytecode of the modules a command
-# imports when it first imports them, instead of pip compiling every file of every package
-# (88 -> 49-57 s for the whole venv on 2 cores). Hydra overrides pass through ARGS, e.g.
+# pyproject.toml changes. Hydra overrides pass through ARGS, e.g.
 #   make sweep ARGS="sweep.n_trials=5"      make run ARGS="model.kernel_size=5 data.window=20"
 PYTHON ?= python3
 VENV := .venv
@@ -33,7 +31,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## build .venv from pyproject.toml (other targets do it on first use)
