@@ -90,14 +90,15 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
     if start:
         pos, lab = pos[int(start):], None if lab is None else lab[int(start):]
 
+    if len(pos) == 1:  # one window (a streamed flow, a one-flow request): distinct already
+        one = np.zeros(1, np.int64)
+        return Distinct(one, one.copy(), np.ones(1, np.int64))
+
     def keys(sel: np.ndarray) -> np.ndarray:  # (b, T [+ 1]) row ids [and label] of windows
         steps = pos[sel][:, None] + np.arange(1 - T, 1)
         k = np.where(steps < 0, pad, rid[np.maximum(steps, 0)])
         return k if lab is None else np.column_stack([k, lab[sel]])
 
-    if len(pos) == 1:  # one window (a streamed flow, a one-flow request): distinct already
-        one = np.zeros(1, np.int64)
-        return Distinct(one, one.copy(), np.ones(1, np.int64))
     if T == 1 and lab is None:  # a window is one row: its id is the key
         return Distinct(*_first_order(*np.unique(rid[pos], return_index=True,
                                                  return_inverse=True, return_counts=True)[1:]))
