@@ -164,6 +164,8 @@ class Config:
     chunk_size: int = 100_000
     overwrite: bool = False  # ids.predict: replace an existing output file
     alerts_only: bool = False  # ids.predict input=- output=-: write only flows labelled attack
+    score_memo_mb: int = 256  # ids.predict / ids.serve: MB per scorer for scores of windows
+    # already seen (ids.artifact.memo), kept across chunks, stream batches and requests; 0: off
 
 
 def register() -> None:

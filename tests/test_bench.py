@@ -39,7 +39,10 @@ TRIAL = [f"trial.{t}.{k}" for t in ("first", "next", "pruned", "bare")
                    "training_share")] + [
     "trial.next.data_reused", "trial.pruned_vs_complete", "trial.plots_model_seconds",
     "trial.plots_model_share"]
-EXPECTED = DATA + TRAIN + TRIAL + ["bench.seconds"] + (
+SERVE = [f"serve.file.{k}" for k in ("flows_per_s", "flows", "startup_seconds", "windows_computed",
+                                     "windows_looked_up", "no_memo.flows_per_s", "memo_vs_none")
+         ] + ["serve.stream.p50_ms", "serve.http.1flow.c4.rps", "serve.http.long16.errors"]
+EXPECTED = DATA + TRAIN + TRIAL + SERVE + ["bench.seconds"] + (
     THREADS1 if (os.cpu_count() or 1) > 1 else [])
 
 
@@ -101,6 +104,8 @@ def test_quick_bench_reports_every_figure_and_logs_it(tmp_path, capsys):
     assert values["data.T10.view_extra_bytes"] == values["data.T100.view_extra_bytes"] == 0
     assert values["data.cache_hit"] == values["data.windows_cached"] == 1
     assert values["trial.next.data_reused"] == 1
+    assert values["serve.file.windows_computed"] + values["serve.file.windows_looked_up"] <= \
+        values["serve.file.flows"]
     assert values["trial.pruned.epochs"] == 1
     assert 0 < values["train.graph.bs256.of_sgemm_peak"]  # a ratio to the machine, same run
     assert "forward" in out["profile"] and "backward" in out["profile"]  # the step's breakdown

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ids.artifact.memo import ScoreMemo
 from ids.data.distinct import distinct_windows
 from ids.data.windows import windows
 from ids.model.runtime import batch_shape
@@ -110,14 +111,14 @@ def test_a_request_is_scored_at_its_size_and_each_distinct_window_once(sample):
     assert expected == scorer.window  # the first windows differ by their zero padding
     X1000 = scorer.transform(sample["flows"].iloc[:1000])
     k = len(distinct_windows(X1000, scorer.window))
-    counting, real = _Counting(scorer.model), scorer.model
-    scorer.model = counting
+    counting, real, memo = _Counting(scorer.model), scorer.model, scorer.memo
+    scorer.model, scorer.memo = counting, ScoreMemo(0)  # no scores kept from earlier calls
     try:
         scores = scorer.score_matrix(X)
         alone = scorer.score_matrix(X[:1])
         batch = scorer.score_matrix(X1000)
     finally:
-        scorer.model = real
+        scorer.model, scorer.memo = real, memo
     # 4 distinct windows -> one call of shape 4; one flow -> shape 1; k distinct of 1,000
     assert [s[0] for s in counting.shapes] == [4, 1, batch_shape(k, 1024)]
     np.testing.assert_array_equal(scores[0], alone[0])

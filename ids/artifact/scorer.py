@@ -21,12 +21,13 @@ import pandas as pd
 
 from ids.artifact import modelfile
 from ids.artifact.bounds import params
+from ids.artifact.memo import ScoreMemo, window_hashes
 from ids.data import encoding
 from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
 from ids.data.windows import windows
 from ids.model.network import build_model
-from ids.model.runtime import predict_distinct, warm_up
+from ids.model.runtime import predict_proba, warm_up
 
 SCORE, PRED_LABEL = "score", "label"  # output columns; the input's truth is flows.LABEL
 
@@ -56,6 +57,7 @@ class Scorer:
         self.model = model
         weakref.finalize(self, _give_back, key, model)
         self._lock = threading.Lock()  # MLflow's server scores requests in threads
+        self.memo = ScoreMemo()  # scores of windows seen before; ScoreMemo(0): none kept
 
     @property
     def context_rows(self) -> int:
@@ -69,8 +71,10 @@ class Scorer:
         """Scores for the rows of X; `context` holds the rows just before X (zeros if none).
 
         Each distinct window is computed once (NetFlow repeats itself: most flows of a real
-        file are copies) and its score given to every flow that has it; a window's score does
-        not depend on which or how many windows are scored with it (`predict_proba`)."""
+        file are copies) and its score given to every flow that has it, and a window this
+        Scorer has scored before is looked up (`memo`, across chunks, batches and requests); a
+        window's score does not depend on which or how many windows are scored with it
+        (`predict_proba`)."""
         pad = self.context_rows
         if context is None or pad == 0:
             ctx = np.zeros((0, X.shape[1]), np.float32)
@@ -79,8 +83,14 @@ class Scorer:
         full = np.concatenate([ctx.astype(np.float32), X])
         w = windows(full, self.window)[len(ctx):]  # rows before the file start are zeros
         distinct = distinct_windows(full, self.window, start=len(ctx))
+        def hashes() -> np.ndarray:
+            return window_hashes(full, self.window, distinct.first + len(ctx))
+
         with self._lock:
-            return predict_distinct(self.model, w, distinct, self.eval_batch_size)
+            return distinct.expand(self.memo.scores(w[distinct.first], hashes, self._compute))
+
+    def _compute(self, windows: np.ndarray) -> np.ndarray:
+        return predict_proba(self.model, windows, self.eval_batch_size)
 
     def warm_up(self) -> list[int]:
         """Compile every batch shape scoring can use, before the first flow arrives."""

@@ -104,7 +104,7 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
                                                  return_inverse=True, return_counts=True)[1:]))
     h = np.empty(len(pos), np.uint64)
     for lo in range(0, len(pos), _CHUNK):
-        h[lo: lo + _CHUNK] = _mix(keys(np.arange(lo, min(lo + _CHUNK, len(pos)))))
+        h[lo: lo + _CHUNK] = mix(keys(np.arange(lo, min(lo + _CHUNK, len(pos)))))
     first, inverse, counts = _first_order(*np.unique(h, return_index=True, return_inverse=True,
                                                      return_counts=True)[1:])
     del h
@@ -115,7 +115,7 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
     return Distinct(first, inverse, counts)
 
 
-def _mix(keys: np.ndarray) -> np.ndarray:
+def mix(keys: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row of an int64 matrix (splitmix64 steps over its columns)."""
     h = np.full(len(keys), 0x243F6A8885A308D3, np.uint64)
     with np.errstate(over="ignore"):

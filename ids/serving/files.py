@@ -23,9 +23,9 @@ Output columns, in input order:
   label                  1 = attack (score >= the model's own threshold, tuned on validation)
 
 Scores are computed in blocks of the model's `eval_batch_size` flows counted from the file
-start, whatever `chunk_size` is, each distinct window of a block once
-(`ids.artifact.scorer.Scorer.score_matrix`): the output does not depend on `chunk_size` down to
-the last bit.
+start, whatever `chunk_size` is, each distinct window of a block once, and a window an earlier
+block already had is looked up instead (`ids.artifact.scorer.Scorer.score_matrix`, its memo of
+`score_memo_mb`): labels do not depend on `chunk_size`, scores only by float32 rounding.
 """
 
 from __future__ import annotations

@@ -34,13 +34,14 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from ids.artifact import memo
 from ids.artifact.scorer import Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError
 from ids.model.runtime import setup_runtime
 from ids.tracking import registry
 
-FOLDER, THREADS = "IDS_SERVE_FOLDER", "IDS_SERVE_THREADS"  # the command -> its workers
+FOLDER, THREADS, MEMO = "IDS_SERVE_FOLDER", "IDS_SERVE_THREADS", "IDS_SERVE_MEMO_MB"  # to workers
 JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
@@ -112,6 +113,7 @@ def create_app():
     every batch shape, then serves (uvicorn calls this in each worker process)."""
     setup_runtime(SimpleNamespace(mode="graph", threads=int(os.environ.get(THREADS) or 0)))
     scorer = Scorer.load(os.environ[FOLDER])
+    scorer.memo = memo.from_config(os.environ.get(MEMO) or memo.MEMO_MB)
     shapes = scorer.warm_up()
     print(f"worker {os.getpid()} ready ({len(shapes)} batch shapes compiled)", file=sys.stderr,
           flush=True)
@@ -162,6 +164,7 @@ def serve(cfg) -> None:
     cores = os.cpu_count() or 1
     workers = int(s.workers) or cores
     threads = int(s.threads) or max(1, cores // workers)
+    memo.from_config(cfg.score_memo_mb)  # a bad value fails here, not in each worker
     uri = registry.default_model_uri(cfg)
     if registry.needs_store(uri):
         registry.connect(cfg.tracking.uri)
@@ -169,7 +172,8 @@ def serve(cfg) -> None:
     with tempfile.TemporaryDirectory(prefix="ids-serve-") as tmp:
         folder = registry.download_model(ref.pinned_uri, Path(tmp))
         window = Scorer.load(folder).window  # a broken model stops here, not in each worker
-        os.environ.update({FOLDER: str(folder), THREADS: str(threads)})
+        os.environ.update({FOLDER: str(folder), THREADS: str(threads),
+                           MEMO: str(int(cfg.score_memo_mb))})
         print(f"serving {ref.label} (window {window}) on http://{s.host}:{s.port}/invocations: "
               f"{workers} worker(s) x {threads} kernel thread(s); a worker takes connections "
               "once it has compiled its batch shapes", flush=True)

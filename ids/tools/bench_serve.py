@@ -5,13 +5,17 @@ depends on, not its accuracy.
 
 - in process: `Scorer.predict` of 1 and 100 flows (p50, p99 of 200 calls);
 - file: `ids.predict` on the sample tiled to `serve_flows` flows (1,000,000): flows/s of the
-  scoring itself (its own summary line), start-up (interpreter, imports, model) apart;
+  scoring itself (its own summary line), start-up (interpreter, imports, model) apart; then
+  the same with no score memo (`score_memo_mb=0`), and the windows computed and looked up;
 - stream: flows written one at a time into `ids.predict input=- output=-`, 20 ms apart: time
   from the written line to its scored line (p50, p95; the first flow, which waits for the
   start-up, apart);
 - server: `make serve` (workers sized to the machine) under `ids.tools.loadtest`: 1- and
   100-flow bodies at 1, 4 and 16 clients for `serve_seconds` each, then 16 clients with 1-flow
   bodies for `serve_long_seconds` (60): requests/s, p50/p95/p99 and errors.
+
+The in-process and server figures are measured with no score memo (`score_memo_mb=0`): they
+replay the same flows, which a memo would only look up; they are the network's figures.
 """
 
 from __future__ import annotations
@@ -58,9 +62,11 @@ def _model(overrides: list[str], folder: Path) -> str:
 
 
 def _in_process(model: str, flows) -> dict:
+    from ids.artifact.memo import ScoreMemo
     from ids.tracking.registry import load_scorer
 
     scorer = load_scorer(model)
+    scorer.memo = ScoreMemo(0)  # the calls below come round to the same flows again
     scorer.warm_up()
     out = {}
     for n in SIZES:
@@ -80,23 +86,33 @@ def _predict_cmd(model: str, tmp: Path, *args: str) -> list[str]:
 
 
 def _file(model: str, flows, n_flows: int, tmp: Path) -> dict:
+    """The tiled file scored twice: as `ids.predict` does by default, then with no memo
+    (`score_memo_mb=0`: each chunk's distinct windows computed, as before the memo). The tiles
+    repeat the sample, so the memo's share here is its best case: `windows_looked_up` says it."""
     big, out = tmp / "tiled.csv", tmp / "tiled-scored.csv"
     reps = -(-n_flows // len(flows))
     for k in range(reps):
         part = flows.iloc[: n_flows - k * len(flows)]
         part.to_csv(big, mode="a" if k else "w", header=k == 0, index=False)
-    started = time.perf_counter()
-    proc = subprocess.run(_predict_cmd(model, tmp, f"input={big}", f"output={out}"), cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - started
-    m = re.search(r"scored ([\d,]+) flows .* in ([\d.]+) s", proc.stdout)
-    if proc.returncode or not m:
-        raise RuntimeError(f"ids.predict failed: {proc.stderr[-2000:]}")
-    n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+    result = {}
+    for name, extra in (("memo", []), ("no_memo", ["score_memo_mb=0"])):
+        started = time.perf_counter()
+        proc = subprocess.run(_predict_cmd(model, tmp, f"input={big}", f"output={out}",
+                                           "overwrite=true", *extra),
+                              cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - started
+        m = re.search(r"scored ([\d,]+) flows .* in ([\d.]+) s", proc.stdout)
+        w = re.search(r"windows computed: ([\d,]+); looked up, [^:]*: ([\d,]+)", proc.stdout)
+        if proc.returncode or not m or not w:
+            raise RuntimeError(f"ids.predict failed: {proc.stderr[-2000:]}")
+        n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+        result[name] = {"flows": n, "flows_per_s": n / seconds, "scoring_seconds": seconds,
+                        "startup_seconds": wall - seconds,
+                        "windows_computed": int(w.group(1).replace(",", "")),
+                        "windows_looked_up": int(w.group(2).replace(",", ""))}
     big.unlink()
     out.unlink()
-    return {"flows": n, "flows_per_s": n / seconds, "scoring_seconds": seconds,
-            "startup_seconds": wall - seconds}
+    return result
 
 
 def _stream(model: str, flows, n: int, tmp: Path) -> dict:
@@ -132,7 +148,8 @@ def _server(model: str, flows, seconds: float, long_seconds: float, tmp: Path) -
 
     started = time.perf_counter()
     out: dict = {}
-    with make_serve(model, free_port(), tmp / "serve.log") as url:
+    # No score memo: the load replays 64 bodies (see the docstring).
+    with make_serve(model, free_port(), tmp / "serve.log", overrides=("score_memo_mb=0",)) as url:
         out["start_seconds"] = time.perf_counter() - started
         for size in SIZES:
             bodies = request_bodies(flows, size)
@@ -176,11 +193,17 @@ def plan_serve(rows: Rows, overrides: list[str], sizes: dict) -> list[Job]:
         for n, v in r["in_process"].items():
             for k, x in v.items():
                 rows.add(f"serve.predict.{n}flow.{k}", x, "ms", best="min", load=load)
-        f = r["file"]
-        rows.add("serve.file.flows_per_s", f["flows_per_s"], "flows/s", load=r["load_file"])
-        rows.add("serve.file.flows", f["flows"], "flows", load=r["load_file"])
-        rows.add("serve.file.startup_seconds", f["startup_seconds"], "s", best="min",
-                 load=r["load_file"])
+        f, load = r["file"], r["load_file"]
+        rows.add("serve.file.flows_per_s", f["memo"]["flows_per_s"], "flows/s", load=load)
+        rows.add("serve.file.flows", f["memo"]["flows"], "flows", load=load)
+        rows.add("serve.file.startup_seconds", f["memo"]["startup_seconds"], "s", best="min",
+                 load=load)
+        for k in ("windows_computed", "windows_looked_up"):
+            rows.add(f"serve.file.{k}", f["memo"][k], "windows", load=load)
+        rows.add("serve.file.no_memo.flows_per_s", f["no_memo"]["flows_per_s"], "flows/s",
+                 load=load)
+        rows.add("serve.file.memo_vs_none", f["memo"]["flows_per_s"]
+                 / f["no_memo"]["flows_per_s"], "x", load=load)
         for k, x in r["stream"].items():
             rows.add(f"serve.stream.{k}", x, "ms", best="min", load=r["load_stream"])
         srv = r["server"]

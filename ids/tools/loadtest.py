@@ -36,14 +36,16 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout whose Makefile has `s
 
 @contextlib.contextmanager
 def make_serve(model: str, port: int, log_path: Path, tracking_uri: str | None = None,
-               workers: int | None = None, wait_seconds: float = 300) -> Iterator[str]:
-    """`make serve MODEL=model` on 127.0.0.1:port until /ping answers and every worker has
-    compiled its batch shapes; yields its URL and stops the whole process group (make, the
-    command, uvicorn's workers) on exit."""
+               workers: int | None = None, wait_seconds: float = 300,
+               overrides: tuple[str, ...] = ()) -> Iterator[str]:
+    """`make serve MODEL=model` (with Hydra `overrides`) on 127.0.0.1:port until /ping answers
+    and every worker has compiled its batch shapes; yields its URL and stops the whole process
+    group (make, the command, uvicorn's workers) on exit."""
     venv = Path(sys.prefix)
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", "-o",
            f"{venv}/.installed-stamp", "serve", f"MODEL={model}", f"SERVE_PORT={int(port)}",
-           f"ARGS=hydra.run.dir={Path(log_path).parent / 'serve-hydra'}"]  # not outputs/ here
+           f"ARGS=hydra.run.dir={Path(log_path).parent / 'serve-hydra'} "  # not outputs/ here
+           + " ".join(overrides)]
     cmd += [f"TRACKING_URI={tracking_uri}"] if tracking_uri else []
     cmd += [f"SERVE_WORKERS={int(workers)}"] if workers else []
     url = f"http://127.0.0.1:{int(port)}"
