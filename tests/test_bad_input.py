@@ -138,7 +138,7 @@ CASES: dict[str, Case] = {
     "output is a FIFO": Case(lambda t: [f"output={_fifo(t)}", "overwrite=true"],
                              ("is a FIFO", "regular files only")),
     "output is a folder": Case(lambda t: [f"output={t}", "overwrite=true"], ("is a folder",)),
-    "negative score memo": Case(lambda t: ["score_memo_mb=-1"],
+    "score memo below 0": Case(lambda t: ["score_memo_mb=-1"],
                                 ("score_memo_mb", ">= 0 (0: no memo)", "-1")),
     "password in an unreachable store URL": Case(
         lambda t: ["model_uri=models:/ids-cnn-bilstm@champion", f"tracking.uri={_PG}"],
