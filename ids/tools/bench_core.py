@@ -28,6 +28,7 @@ FULL = {"flows": 600_000, "graph_flows": 30_000, "pynative_flows": 6_000, "epoch
         "trial_flows": 30_000, "trial_epochs": 3, "repeat": 2, "infer_windows": 40_960, "jobs": 1,
         "trial_overrides": [], "profile_steps": 50, "serve_flows": 1_000_000, "serve_trickle": 100,
         "serve_seconds": 10, "serve_long_seconds": 60, "serve_overrides": [], "distinct_epochs": 5,
+        "distinct_one_process": False,
         "distinct_overrides": []}
 QUICK = {"flows": 20_000, "graph_flows": 4_000, "pynative_flows": 2_000, "epochs": 2,
          "trial_flows": 4_000, "trial_epochs": 2, "repeat": 1, "infer_windows": 8_192, "jobs": 2,
@@ -35,7 +36,7 @@ QUICK = {"flows": 20_000, "graph_flows": 4_000, "pynative_flows": 2_000, "epochs
          "profile_steps": 5, "serve_flows": 20_000, "serve_trickle": 10, "serve_seconds": 1,
          "serve_long_seconds": 2, "serve_overrides": ["data.max_rows=6000",
                                                       "trainer.eval_batch_size=256"],
-         "distinct_epochs": 1,
+         "distinct_epochs": 1, "distinct_one_process": True,
          "distinct_overrides": ["data.max_rows=6000", "model.filters=8", "model.lstm_units=8"]}
 
 

@@ -5,7 +5,8 @@ the section is skipped with a line saying so when the file is absent), for windo
 and each `trainer.distinct` mode (off: every flow; auto, the default: each distinct validation
 window scored once where a fifth or more are copies; on: also each distinct (window, label) pair
 trained once, weighted by its copies), interleaved in one run: `fit` with the nf_bot_iot start
-point's model for `distinct_epochs` epochs, patience off, one fresh process per measurement.
+point's model for `distinct_epochs` epochs, patience off, one fresh process per measurement
+(`--quick`: one process for all of them, whose figures are only checked to be there).
 
 Rows `distinct.w<T>.<mode>.`: `epoch_seconds` (training + validation, median over epochs),
 `train_seconds` / `val_seconds` per epoch, `trial_seconds` (the whole fit: graphs compiled,
@@ -80,8 +81,18 @@ def plan_distinct(rows: Rows, overrides: list[str], sizes: dict, repeat: int,
 
     epochs = int(sizes["distinct_epochs"])
     extra = list(sizes.get("distinct_overrides", [])) + list(overrides)
-    return [Job(distinct_job, (extra, path, w, m, epochs), handler(w, m), 2.0)
-            for _ in range(repeat) for w in WINDOWS for m in MODES]
+    cases = [(w, m) for _ in range(repeat) for w in WINDOWS for m in MODES]
+    if sizes.get("distinct_one_process"):  # --quick: the figures are checked, not compared
+        def handle_all(r: dict) -> None:
+            for (w, m), one in zip(cases, r["runs"], strict=True):
+                handler(w, m)(one | {"wall": r["wall"]})
+        return [Job(distinct_jobs, (extra, path, cases, epochs), handle_all, 2.0 * len(cases))]
+    return [Job(distinct_job, (extra, path, w, m, epochs), handler(w, m), 2.0) for w, m in cases]
+
+
+def distinct_jobs(overrides: list[str], path: str, cases: list, epochs: int) -> dict:
+    """Every (window, mode) of `cases` in this one process, in order."""
+    return {"runs": [distinct_job(overrides, path, w, m, epochs) for w, m in cases]}
 
 
 def distinct_ratios(rows: Rows) -> None:
