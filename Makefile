@@ -28,10 +28,15 @@ help: ## list the targets
 	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  %-10s %s\n", $$1, $$2}'
 
+# uv installs what pip would, from pip's own sources (ids/tools/pip_sources.py), in a third of
+# the time; where uv cannot be had or fails, pip does it.
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	{ $(BIN)/python -m pip install --quiet uv && $(BIN)/uv pip install --quiet \
+		--python $(BIN)/python --compile-bytecode $$($(PYTHON) ids/tools/pip_sources.py) \
+		-e '.[dev]'; } || { echo "make venv: uv failed, installing with pip"; \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -e '.[dev]'; }
 	touch $(STAMP)
 
 venv: $(STAMP) ## build .venv from pyproject.toml (other targets do it on first use)
