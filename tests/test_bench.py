@@ -42,7 +42,11 @@ TRIAL = [f"trial.{t}.{k}" for t in ("first", "next", "pruned", "bare")
 SERVE = [f"serve.file.{k}" for k in ("flows_per_s", "flows", "startup_seconds", "windows_computed",
                                      "windows_looked_up", "no_memo.flows_per_s", "memo_vs_none")
          ] + ["serve.stream.p50_ms", "serve.http.1flow.c4.rps", "serve.http.long16.errors"]
-EXPECTED = DATA + TRAIN + TRIAL + SERVE + ["bench.seconds"] + (
+DISTINCT = [f"distinct.w{w}.{m}.{k}" for w in (1, 10) for m in ("off", "auto", "on")
+            for k in ("epoch_seconds", "trial_seconds", "steps_per_epoch", "val_mcc")] + [
+    f"distinct.w{w}.{m}_vs_off.{k}" for w in (1, 10) for m in ("auto", "on")
+    for k in ("epoch", "trial")]
+EXPECTED = DATA + TRAIN + TRIAL + SERVE + DISTINCT + ["bench.seconds"] + (
     THREADS1 if (os.cpu_count() or 1) > 1 else [])
 
 
