@@ -93,9 +93,10 @@ def test_quick_bench_data_section_reports_its_figures(tmp_path, capsys):
 
 
 @pytest.mark.slow  # every section, with training, profiling and four trials: minutes
-def test_quick_bench_reports_every_figure_and_logs_it(tmp_path, capsys):
+def test_quick_bench_reports_every_figure_and_logs_it(tmp_path, capsys, v1_sample):
     uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
-    out = bench.run_bench(["--quick", f"tracking.uri={uri}", "--json", str(tmp_path / "b.json")])
+    out = bench.run_bench(["--quick", f"tracking.uri={uri}", "--json", str(tmp_path / "b.json"),
+                           "--distinct-data", str(v1_sample)])  # the tests run in a temp folder
     values = out["values"]
 
     missing = [k for k in EXPECTED if k not in values]
