@@ -83,7 +83,8 @@ class Scorer:
         full = np.concatenate([ctx.astype(np.float32), X])
         w = windows(full, self.window)[len(ctx):]  # rows before the file start are zeros
         distinct = distinct_windows(full, self.window, start=len(ctx))
-        def hashes() -> np.ndarray:
+
+        def hashes() -> np.ndarray:  # asked for only when the memo keeps scores
             return window_hashes(full, self.window, distinct.first + len(ctx))
 
         with self._lock:

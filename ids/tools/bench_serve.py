@@ -7,6 +7,8 @@ depends on, not its accuracy.
 - file: `ids.predict` on the sample tiled to `serve_flows` flows (1,000,000): flows/s of the
   scoring itself (its own summary line), start-up (interpreter, imports, model) apart; then
   the same with no score memo (`score_memo_mb=0`), and the windows computed and looked up;
+  then the sample itself both ways (`untiled`: nothing repeats across its blocks, the memo's
+  worst case; only when `serve_flows` is larger than the sample);
 - stream: flows written one at a time into `ids.predict input=- output=-`, 20 ms apart: time
   from the written line to its scored line (p50, p95; the first flow, which waits for the
   start-up, apart);
@@ -179,6 +181,8 @@ def serve_job(overrides: list[str], sizes: dict) -> dict:
             50_000, 1, dict(compose([]).data.class_mix)))
         out = {"in_process": _in_process(model, flows), "load_in_process": load1()}
         out["file"] = _file(model, flows, int(sizes["serve_flows"]), tmp)
+        if int(sizes["serve_flows"]) > len(flows):  # the memo's worst case: nothing repeats
+            out["file"]["untiled"] = _file(model, flows, len(flows), tmp)
         out["load_file"] = load1()
         out["stream"] = _stream(model, flows, int(sizes["serve_trickle"]), tmp)
         out["load_stream"] = load1()
@@ -204,6 +208,13 @@ def plan_serve(rows: Rows, overrides: list[str], sizes: dict) -> list[Job]:
                  load=load)
         rows.add("serve.file.memo_vs_none", f["memo"]["flows_per_s"]
                  / f["no_memo"]["flows_per_s"], "x", load=load)
+        if "untiled" in f:
+            u = f["untiled"]
+            for k in ("memo", "no_memo"):
+                rows.add(f"serve.file.untiled.{k}.flows_per_s", u[k]["flows_per_s"], "flows/s",
+                         load=load)
+            rows.add("serve.file.untiled.memo_vs_none", u["memo"]["flows_per_s"]
+                     / u["no_memo"]["flows_per_s"], "x", load=load)
         for k, x in r["stream"].items():
             rows.add(f"serve.stream.{k}", x, "ms", best="min", load=r["load_stream"])
         srv = r["server"]
