@@ -21,7 +21,7 @@ import pandas as pd
 
 from ids.artifact import modelfile
 from ids.artifact.bounds import params
-from ids.artifact.memo import ScoreMemo, window_hashes
+from ids.artifact.memo import ScoreMemo
 from ids.data import encoding
 from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
@@ -81,17 +81,15 @@ class Scorer:
         else:
             ctx = context[-pad:]
         full = np.concatenate([ctx.astype(np.float32), X])
-        w = windows(full, self.window)[len(ctx):]  # rows before the file start are zeros
+        w = windows(full, self.window)  # rows before the file start are zeros
         distinct = distinct_windows(full, self.window, start=len(ctx))
 
-        def hashes() -> np.ndarray:  # asked for only when the memo keeps scores
-            return window_hashes(full, self.window, distinct.first + len(ctx))
+        def compute(ends: np.ndarray) -> np.ndarray:
+            return predict_proba(self.model, w[ends], self.eval_batch_size)
 
         with self._lock:
-            return distinct.expand(self.memo.scores(w[distinct.first], hashes, self._compute))
-
-    def _compute(self, windows: np.ndarray) -> np.ndarray:
-        return predict_proba(self.model, windows, self.eval_batch_size)
+            return distinct.expand(self.memo.scores(full, distinct.first + len(ctx),
+                                                    self.window, compute))
 
     def warm_up(self) -> list[int]:
         """Compile every batch shape scoring can use, before the first flow arrives."""
