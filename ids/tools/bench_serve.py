@@ -103,12 +103,13 @@ def _file(model: str, flows, n_flows: int, tmp: Path) -> dict:
                                            "overwrite=true", *extra),
                               cwd=ROOT, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - started
-        m = re.search(r"scored ([\d,]+) flows .* in ([\d.]+) s", proc.stdout)
+        m = re.search(r"scored ([\d,]+) flows .* s \(([\d,]+) flows/s\)", proc.stdout)
         w = re.search(r"windows computed: ([\d,]+); looked up, [^:]*: ([\d,]+)", proc.stdout)
         if proc.returncode or not m or not w:
             raise RuntimeError(f"ids.predict failed: {proc.stderr[-2000:]}")
-        n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
-        result[name] = {"flows": n, "flows_per_s": n / seconds, "scoring_seconds": seconds,
+        n, rate = (int(m.group(k).replace(",", "")) for k in (1, 2))  # the rate: unrounded
+        seconds = n / rate
+        result[name] = {"flows": n, "flows_per_s": rate, "scoring_seconds": seconds,
                         "startup_seconds": wall - seconds,
                         "windows_computed": int(w.group(1).replace(",", "")),
                         "windows_looked_up": int(w.group(2).replace(",", ""))}
