@@ -33,14 +33,14 @@ def predict(cfg: DictConfig) -> None:
                           "file, filter the output on its label column")
     if str(cfg.output) != "-":  # files and streams alike, before the model loads
         outputs.check(cfg.output, overwrite=bool(cfg.overwrite), inputs=(cfg.input,))
-    memo.from_config(cfg.score_memo_mb)  # a bad value fails before the model loads
+    kept = memo.from_config(cfg.score_memo_mb)  # a bad value fails before the model loads
     if registry.needs_store(uri):
         registry.connect(cfg.tracking.uri)
     setup_runtime(cfg.trainer)
     ref = registry.resolve_model(uri)
     progress.step(f"loading {ref.label}")
     scorer = registry.load_scorer(ref)
-    scorer.memo = memo.from_config(cfg.score_memo_mb)
+    scorer.memo = kept  # allocated on first use
     if streaming:
         return stream.main(cfg, scorer, ref)
     started = time.perf_counter()
@@ -51,7 +51,6 @@ def predict(cfg: DictConfig) -> None:
           f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "
           f"({n / max(seconds, 1e-9):,.0f} flows/s)")
     print(f"attack alerts: {alerts:,} ({alerts / n:.2%}); written to {cfg.output}")
-    kept = scorer.memo
     print(f"windows computed: {kept.misses:,}; looked up, seen in an earlier block: "
           f"{kept.hits:,} (score_memo_mb={cfg.score_memo_mb}); copies within a block: "
           f"{n - kept.misses - kept.hits:,}")

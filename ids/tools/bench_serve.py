@@ -88,9 +88,9 @@ def _predict_cmd(model: str, tmp: Path, *args: str) -> list[str]:
 
 
 def _file(model: str, flows, n_flows: int, tmp: Path) -> dict:
-    """The tiled file scored twice: as `ids.predict` does by default, then with no memo
-    (`score_memo_mb=0`: each chunk's distinct windows computed, as before the memo). The tiles
-    repeat the sample, so the memo's share here is its best case: `windows_looked_up` says it."""
+    """`n_flows` of the sample (tiled when more) scored twice: as `ids.predict` does by default,
+    then with no memo (`score_memo_mb=0`: each block's distinct windows computed, as before the
+    memo). Tiles repeat the sample, the memo's best case: `windows_looked_up` says how much."""
     big, out = tmp / "tiled.csv", tmp / "tiled-scored.csv"
     reps = -(-n_flows // len(flows))
     for k in range(reps):

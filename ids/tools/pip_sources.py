@@ -19,20 +19,14 @@ FLAGS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
 
 def uv_args(pip_config: str) -> list[str]:
     """`uv pip install` arguments for the lines of `pip config list` (`scope.key='value'`)."""
-    args: list[str] = []
+    pairs: dict[tuple[str, str], None] = {}  # in order, each once (env and file may repeat)
     for line in pip_config.splitlines():
         key, _, value = line.partition("=")
         flag = FLAGS.get(key.rpartition(".")[2])
-        if flag is None or not value:
-            continue
-        for item in " ".join(shlex.split(value)).split():
-            if not _has(args, flag, item):
-                args += [flag, item]
-    return args + ["--index-strategy", "unsafe-best-match"]
-
-
-def _has(args: list[str], flag: str, item: str) -> bool:
-    return any(a == flag and b == item for a, b in zip(args, args[1:], strict=False))
+        if flag is not None and value:
+            pairs.update(dict.fromkeys((flag, item)
+                                       for item in " ".join(shlex.split(value)).split()))
+    return [a for pair in pairs for a in pair] + ["--index-strategy", "unsafe-best-match"]
 
 
 def main() -> None:
