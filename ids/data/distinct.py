@@ -74,11 +74,13 @@ _CHUNK = 1 << 20  # windows per step of building and checking keys
 
 def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
                      ids: np.ndarray | None = None, ends: np.ndarray | None = None,
-                     start: int = 0) -> Distinct:
+                     start: int = 0, starts: np.ndarray | None = None) -> Distinct:
     """The distinct windows of T consecutive rows of X (zero-padded before row 0, as
     `ids.data.windows.windows`), and with `labels` the distinct (window, label) pairs. With
     `ids` the rows are X[ids] (`row_ids`); with `ends` only the windows ending at those
-    positions count (a training subset; `labels` then has one label per end).
+    positions count (a training subset; `labels` then has one label per end); `starts` (one
+    per window, as `ids.data.windows.Windows` takes it) pads what lies before a window's
+    segment.
 
     Memory grows with the number of windows, not with T x features: a window is its T row ids
     (plus the label), hashed to 64 bits; every window is then checked against the first one
@@ -87,8 +89,10 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
     rid, pad = row_ids(X, ids)
     pos = np.arange(len(rid), dtype=np.int64) if ends is None else np.asarray(ends, np.int64)
     lab = None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1)
+    seg = None if starts is None else np.asarray(starts, np.int64)
     if start:
         pos, lab = pos[int(start):], None if lab is None else lab[int(start):]
+        seg = None if seg is None else seg[int(start):]
 
     if len(pos) == 1:  # one window (a streamed flow, a one-flow request): distinct already
         one = np.zeros(1, np.int64)
@@ -96,7 +100,8 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
 
     def keys(sel: np.ndarray) -> np.ndarray:  # (b, T [+ 1]) row ids [and label] of windows
         steps = pos[sel][:, None] + np.arange(1 - T, 1)
-        k = np.where(steps < 0, pad, rid[np.maximum(steps, 0)])
+        first = 0 if seg is None else seg[sel][:, None]
+        k = np.where(steps < first, pad, rid[np.maximum(steps, 0)])
         return k if lab is None else np.column_stack([k, lab[sel]])
 
     if T == 1 and lab is None:  # a window is one row: its id is the key

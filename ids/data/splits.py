@@ -29,7 +29,8 @@ class Split:
     `attack` and `hashes` are gathered on first use, and `windows(T)` gathers the windows of
     each batch (`ids.data.windows.Windows`), so a split larger than memory trains and scores.
     `select(positions)` keeps some flows (a training subset) whose windows still see the flows
-    before them in the whole split.
+    before them in the whole split, or only those of their segment (`starts`: cross-validation
+    folds, `ids.data.folds`); `concat` joins whole splits into one flow sequence.
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, attack: np.ndarray, rows: np.ndarray,
@@ -38,6 +39,7 @@ class Split:
         self._table, self._ids, self._ends = X, None, None
         self._attack, self._codes, self._categories = attack, None, None
         self._hashes, self._table_hashes = hashes, None
+        self._starts = None  # (n,) first sequence position of each flow's segment, or None
         self._windows: dict = {}
         self._distinct: dict = {}
 
@@ -51,12 +53,22 @@ class Split:
         split._table_hashes = table_hashes
         return split
 
-    def select(self, positions: np.ndarray) -> Split:
-        """The flows at `positions` (ascending); their windows keep the context before them."""
+    def select(self, positions: np.ndarray, starts: np.ndarray | None = None) -> Split:
+        """The flows at `positions` (ascending); their windows keep the context before them,
+        back to `starts` (one per position: the first position of its segment; earlier flows
+        are zero padding) when given, else as far as this split's own windows reach."""
         pos = np.asarray(positions, np.int64)
+        if starts is not None and self._ends is not None:
+            raise ValueError("segments (`starts`) are set on a whole split, not on a selection")
         out = Split(self._table, self.y[pos], None, self.rows[pos])
         out._ids, out._categories, out._table_hashes = self._ids, self._categories, self._table_hashes
         out._ends = pos if self._ends is None else self._ends[pos]
+        if starts is not None:
+            out._starts = np.asarray(starts, np.int64).reshape(-1)
+            if out._starts.shape != pos.shape or (out._starts > pos).any():
+                raise ValueError("`starts` needs one segment start <= its position per position")
+        elif self._starts is not None:
+            out._starts = self._starts[pos]
         if self._attack is not None:
             out._attack = self.attack[pos]
         if self._codes is not None:
@@ -64,6 +76,25 @@ class Split:
         if self._hashes is not None:
             out._hashes = self._hashes[pos]
         return out
+
+    @classmethod
+    def concat(cls, parts: list[Split]) -> Split:
+        """Whole splits joined into one flow sequence, in the given order (train then val for
+        cross-validation): windows run on across the joints, as within a split."""
+        if any(p._ends is not None or p._starts is not None for p in parts):
+            raise ValueError("only whole splits can be joined")
+        y, rows = (np.concatenate([getattr(p, k) for p in parts]) for k in ("y", "rows"))
+        if all(p._ids is None for p in parts):
+            hashes = None if any(p._hashes is None for p in parts) else \
+                np.concatenate([p._hashes for p in parts])
+            return cls(np.concatenate([p._table for p in parts]), y,
+                       np.concatenate([p.attack for p in parts]), rows, hashes)
+        if any(p._ids is None or p._table is not parts[0]._table for p in parts):
+            raise ValueError("splits of different stores (or in memory and stored) cannot be "
+                             "joined")
+        return cls.stored(parts[0]._table, np.concatenate([p._ids for p in parts]), y,
+                          np.concatenate([p._codes for p in parts]), parts[0]._categories, rows,
+                          parts[0]._table_hashes)
 
     @property
     def X(self) -> np.ndarray:
@@ -91,8 +122,13 @@ class Split:
     def sequence(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(rows, ids, ends): the split's flow sequence is `rows[ids]` (`rows` itself when ids
         is None) and its flows end at positions `ends` of it (all when None), as
-        `ids.data.distinct.distinct_windows` takes them."""
+        `ids.data.distinct.distinct_windows` takes them (with `starts`)."""
         return self._table, self._ids, self._ends
+
+    @property
+    def starts(self) -> np.ndarray | None:
+        """(n,) the first sequence position of each flow's segment (None: one segment)."""
+        return self._starts
 
     def _flow_ids(self) -> np.ndarray:
         return self._ids if self._ends is None else self._ids[self._ends]
@@ -111,8 +147,9 @@ class Split:
         memory, gathered batch by batch otherwise."""
         T = check_window(T, {"": len(self._table if self._ids is None else self._ids)})
         if T not in self._windows:
-            self._windows[T] = (windows(self._table, T) if self._ids is None and self._ends is None
-                                else Windows(self._table, T, self._ids, self._ends))
+            whole = self._ids is None and self._ends is None and self._starts is None
+            self._windows[T] = (windows(self._table, T) if whole
+                                else Windows(self._table, T, self._ids, self._ends, self._starts))
         return self._windows[T]
 
     def distinct(self, T: int, labelled: bool = False) -> Distinct:
@@ -123,7 +160,7 @@ class Split:
         if key not in self._distinct:
             table, ids, ends = self.sequence()
             self._distinct[key] = distinct_windows(table, key[0], self.y if labelled else None,
-                                                   ids=ids, ends=ends)
+                                                   ids=ids, ends=ends, starts=self._starts)
         return self._distinct[key]
 
 

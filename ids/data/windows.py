@@ -44,11 +44,17 @@ class Windows:
     the split's flow sequence, whose flows are the rows `ids` of `table` (all positions and the
     rows themselves when None): the same windows as `windows(table[ids], T)[ends]`. Indexing
     with a slice or an index array gathers just those windows, so a split larger than memory
-    trains and scores batch by batch."""
+    trains and scores batch by batch.
+
+    `starts[j]` (optional, one per window) is the first position of the segment window j lies
+    in: positions before it are zero padding, as before position 0. Segments are what keep a
+    window inside its cross-validation fold (`ids.data.folds`): a window never reads a flow
+    of another segment."""
 
     def __init__(self, table: np.ndarray, T: int, ids: np.ndarray | None = None,
-                 ends: np.ndarray | None = None) -> None:
+                 ends: np.ndarray | None = None, starts: np.ndarray | None = None) -> None:
         self.table, self.T, self.ids, self.ends = table, check_window(T), ids, ends
+        self.starts = starts
         n = len(ends) if ends is not None else len(ids) if ids is not None else len(table)
         self.shape = (n, self.T, table.shape[1])
         self.dtype, self.ndim = table.dtype, 3
@@ -67,7 +73,10 @@ class Windows:
             pos = np.asarray(key, np.int64)
             pos = np.where(pos < 0, pos + len(self), pos)
         steps = np.asarray(pos, np.int64)[:, None] + np.arange(1 - self.T, 1)  # (b, T)
-        before = steps < 0  # zero padding before the split's first flow
+        if self.starts is None:
+            before = steps < 0  # zero padding before the split's first flow
+        else:  # ... and before the first flow of the window's segment
+            before = steps < np.asarray(self.starts[key], np.int64).reshape(-1, 1)
         rows = np.maximum(steps, 0)
         if self.ids is not None:
             rows = np.asarray(self.ids[rows.ravel()]).reshape(rows.shape)
