@@ -78,6 +78,7 @@ class TrainerConfig:
     epoch_flows: int = 0  # > 0: an epoch trains on this many flows (fresh ones each epoch); 0 = all
     evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
     baselines: bool = True  # score the trivial and Extra-Trees baselines on the same flows
+    baseline_seeds: int = 3  # Extra-Trees forests (seeds seed, seed+1, ...) of a test report
     checkpoint_dir: str | None = None  # None = a temporary folder (the model goes to MLflow)
 
 
@@ -180,6 +181,13 @@ SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
 PRUNE_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
+MAX_BASELINE_SEEDS = 20  # each seed is one more Extra-Trees fit per report
+
+
+def baseline_seeds(cfg) -> list[int]:
+    """The seeds of a report's Extra-Trees forests: seed, seed + 1, ... (the first is the one
+    forest of trainer.baseline_seeds=1, and of every sweep trial)."""
+    return [int(cfg.seed) + i for i in range(int(cfg.trainer.baseline_seeds))]
 
 
 class InputError(Exception):
@@ -271,6 +279,8 @@ def validate(cfg: Config | DictConfig) -> None:
            t.epoch_flows)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
            t.distinct)
+    _check(1 <= t.baseline_seeds <= MAX_BASELINE_SEEDS, "trainer.baseline_seeds",
+           f"in [1, {MAX_BASELINE_SEEDS}] (1: one forest)", t.baseline_seeds)
     _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
     _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)

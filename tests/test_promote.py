@@ -103,6 +103,14 @@ def test_promote_evaluates_on_the_trials_test_split_and_logs_what_it_returns(pro
         open(client.download_artifacts(ev["run_id"], "report.txt")).read() == ev["report"]
     arts = {a.path for a in client.list_artifacts(ev["run_id"], "plots")}
     assert "plots/test_confusion.png" in arts
+    # The error table of the evaluation, against the median of three forests: the flows each
+    # gets wrong add up to its confusion matrix.
+    table = pd.read_csv(client.download_artifacts(ev["run_id"], "errors.csv"))
+    et = ev["baselines"]["extra_trees"]
+    assert (table.model_only + table.both_wrong).sum() == ev["metrics"]["fp"] + ev["metrics"]["fn"]
+    assert (table.extra_trees_only + table.both_wrong).sum() == et["fp"] + et["fn"]
+    assert ev["card"]["spread"]["seeds"] == [int(cfg.seed) + i for i in range(3)]
+    assert "model wrong, extra-trees right:" in ev["report"]
     assert "detection_rate/Benign" in ev["report"]
     # The version carries its test figures and the evaluation run.
     mv = client.get_model_version(NAME, "1")

@@ -184,6 +184,13 @@ def test_paper_experiment_end_to_end_on_the_real_sample(tmp_path, v1_sample, mon
     assert f"{metrics['baseline/test/extra_trees/mcc']:.3f}" == mcc[7]
     assert metrics["test/n"] == metrics["test_unseen/n"] + metrics["test_copies/copies"]
     assert tags["verdict.test.vs_extra_trees"] in ("better", "worse", "no evidence either way")
+    # Why it loses (or wins): three forests, the median one's errors set against the model's.
+    seed = int(metrics["baseline/test/extra_trees_seeds/median_seed"])
+    assert f"the error table use seed {seed}'s forest, the median draw" in out
+    assert "against each seed's forest: seed 0 " in out
+    wrong = metrics["test/fp"] + metrics["test/fn"]
+    assert metrics["errors/test/model_only"] + metrics["errors/test/both_wrong"] == wrong
+    assert f"model wrong, extra-trees right: {metrics['errors/test/model_only']:,.0f} flow" in out
 
 
 def test_missing_dataset_says_how_to_get_it_without_traceback(tmp_path, monkeypatch, capsys):

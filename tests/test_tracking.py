@@ -205,6 +205,36 @@ def test_provenance_tags(tracked):
     assert tags["host"] == socket.gethostname()
 
 
+def test_the_runs_error_table_adds_up_to_both_logged_confusion_matrices(tracked):
+    """errors.csv: the test flows per category and copies / unseen by who gets them wrong; its
+    counts give back the model's and the logged Extra-Trees' confusion matrices (3 seeds: the
+    median forest's, under today's keys)."""
+    t = tracked
+    metrics, tags = t.run.data.metrics, t.run.data.tags
+    table = pd.read_csv(_artifact(t, "errors.csv"))
+    assert list(table.columns) == ["category", "label", "part", "n", "both_right",
+                                   "model_only", "extra_trees_only", "both_wrong"]
+    benign, attack = table[table.label == "benign"], table[table.label == "attack"]
+    assert len(benign) and len(attack) and table.n.sum() == metrics["test/n"]
+    for who, own, other in (("test", "model_only", "extra_trees_only"),
+                            ("baseline/test/extra_trees", "extra_trees_only", "model_only")):
+        assert metrics[f"{who}/fp"] == (benign[own] + benign.both_wrong).sum()
+        assert metrics[f"{who}/tn"] == (benign[other] + benign.both_right).sum()
+        assert metrics[f"{who}/fn"] == (attack[own] + attack.both_wrong).sum()
+        assert metrics[f"{who}/tp"] == (attack[other] + attack.both_right).sum()
+    assert metrics["errors/test/model_only"] == table.model_only.sum()
+    unseen = table[table.part == "unseen"]
+    assert metrics["errors/test_unseen/n"] == unseen.n.sum() == metrics["test_unseen/n"]
+    assert metrics["baseline/test/extra_trees_seeds/n"] == 3
+    seed = int(metrics["baseline/test/extra_trees_seeds/median_seed"])
+    assert metrics["baseline/test/extra_trees/mcc"] == metrics[
+        f"baseline/test/extra_trees_seed_{seed}/mcc"]
+    assert tags["verdict.test.vs_extra_trees"] == tags[f"verdict.test.vs_extra_trees.seed_{seed}"]
+    report = _artifact(t, "report.txt").read_text()
+    assert "extra-trees over 3 seeds, MCC on all test flows: median" in report
+    assert f"where the model and extra-trees (seed {seed}) differ on the" in report
+
+
 def test_a_standalone_run_keeps_its_baselines_and_gets_a_summary(tracked):
     """Not a sweep trial: the baselines are on the run itself (trials share their parent's,
     tests/test_run_view.py), and the summary line names the test value."""

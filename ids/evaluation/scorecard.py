@@ -3,18 +3,28 @@
 Every source (the model, all-attack, Extra-Trees) is scored on the same flows twice: on all of
 them, and on the unseen ones (flows whose feature vector does not occur in the training split,
 see `ids.data.copies`). The four headline metrics get a 95 % bootstrap interval (`ids.evaluation.intervals`), and a
-paired bootstrap of model minus Extra-Trees MCC gives the verdict the report prints.
+paired bootstrap of model minus Extra-Trees MCC gives the verdict the report prints. Given
+several Extra-Trees draws (one per seed), the card stands on the median one and gives the
+verdict against each (`ids.evaluation.spread`); the error table (`ids.evaluation.errors`) says
+which flows the model gets wrong where that forest is right, and the reverse.
 
 MLflow keys (split = test): `test/<m>`, `test/<m>_ci_low|_ci_high`, `test_unseen/...`,
 `baseline/test/<name>/...`, `baseline/test_unseen/<name>/...`,
-`paired/test/mcc_minus_extra_trees[_ci_low|_ci_high]`, `paired/test_unseen/...`.
+`paired/test/mcc_minus_extra_trees[_ci_low|_ci_high]`, `paired/test_unseen/...`; with
+several draws `baseline/test[_unseen]/extra_trees_seed_<s>/...`,
+`baseline/test[_unseen]/extra_trees_seeds/{n,median_seed,mcc_min,mcc_max}` and
+`paired/test[_unseen]/seed_<s>/mcc_minus_extra_trees...`; and
+`errors/test[_unseen]/<outcome>` (the full table: `error_csv(card)`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ids.data.copies import MIN_CLASS_FLOWS, overlap_line
+from ids.evaluation import errors, spread
 from ids.evaluation.intervals import CI_METRICS, confusion_ci, paired_difference, with_ci
 from ids.evaluation.metrics import PAPER_METRICS, REPORT_METRICS, compute_metrics, format_report
 
@@ -36,15 +46,30 @@ def _score(y, scores, threshold, attack, seed: int) -> dict:
     return m
 
 
-def build(y, attack, unseen, preds: dict[str, tuple[np.ndarray, float]], seed: int = 0,
-          split: str = "test") -> dict:
-    """Scores of every source on all and on unseen flows, their intervals, the paired verdicts.
-    `preds` maps a source (MODEL, all_attack, extra_trees) to (scores, threshold)."""
+def _decisions(pred: tuple[np.ndarray, float]) -> np.ndarray:
+    return np.asarray(pred[0], dtype=np.float64).reshape(-1) >= pred[1]
+
+
+def build(y, attack, unseen, preds: dict, seed: int = 0, split: str = "test") -> dict:
+    """Scores of every source on all and on unseen flows, their intervals, the paired verdicts
+    and, with the model and Extra-Trees, the error table. `preds` maps a source (MODEL,
+    all_attack, extra_trees) to (scores, threshold); extra_trees may map {seed: (scores,
+    threshold)} instead (several draws): the card then stands on the median draw and
+    `card["spread"]` holds every draw's figures and verdict."""
     y = np.asarray(y).reshape(-1)
     attack = np.asarray(attack, dtype=object).reshape(-1)
     unseen = np.asarray(unseen, dtype=bool).reshape(-1)
     masks = {"all": np.ones(len(y), bool), "unseen": unseen}
     card: dict = {"split": split, "counts": {}, "all": {}, "unseen": {}, "paired": {}}
+    preds = dict(preds)
+    if isinstance(preds.get("extra_trees"), Mapping):
+        draws = preds["extra_trees"]
+        model_pred = _decisions(preds[MODEL]) if MODEL in preds else None
+        card["spread"] = spread.spread(y, masks, draws, model_pred, seed=seed)
+        preds["extra_trees"] = draws[card["spread"]["median_seed"]]
+    if MODEL in preds and "extra_trees" in preds:
+        card["errors"] = errors.table(y, attack, unseen, _decisions(preds[MODEL]),
+                                      _decisions(preds["extra_trees"]))
     for part, mask in masks.items():
         yy = y[mask]
         card["counts"][part] = {"n": int(mask.sum()), "benign": int((yy == 0).sum()),
@@ -53,8 +78,7 @@ def build(y, attack, unseen, preds: dict[str, tuple[np.ndarray, float]], seed: i
             s = np.asarray(scores, dtype=np.float64).reshape(-1)
             card[part][name] = _score(yy, s[mask], thr, attack[mask], seed)
         if MODEL in preds and "extra_trees" in preds and mask.any():
-            pm = np.asarray(preds[MODEL][0]).reshape(-1)[mask] >= preds[MODEL][1]
-            pe = np.asarray(preds["extra_trees"][0]).reshape(-1)[mask] >= preds["extra_trees"][1]
+            pm, pe = _decisions(preds[MODEL])[mask], _decisions(preds["extra_trees"])[mask]
             card["paired"][part] = paired_difference(yy, pm, pe, "mcc", seed=seed)
     return card
 
@@ -72,12 +96,25 @@ def mlflow_metrics(card: dict) -> dict[str, float]:
             p = card["paired"][part]
             key = f"paired/{tag}/mcc_minus_extra_trees"
             out.update({key: p["diff"], f"{key}_ci_low": p["low"], f"{key}_ci_high": p["high"]})
+    if "spread" in card:
+        out.update(spread.mlflow_metrics(card["spread"], split))
+    if "errors" in card:
+        out.update(errors.mlflow_metrics(card["errors"], split))
     return {k.replace(" ", "_"): v for k, v in out.items()}
 
 
 def verdict_tags(card: dict) -> dict[str, str]:
-    return {f"verdict.{card['split']}{'' if part == 'all' else '_unseen'}.vs_extra_trees":
-            p["verdict"] for part, p in card["paired"].items()}
+    """The verdict against the forest the card stands on, and against each draw."""
+    out = {f"verdict.{card['split']}{'' if part == 'all' else '_unseen'}.vs_extra_trees":
+           p["verdict"] for part, p in card["paired"].items()}
+    if "spread" in card:
+        out.update(spread.verdict_tags(card["spread"], card["split"]))
+    return out
+
+
+def error_csv(card: dict) -> str | None:
+    """The error table as CSV text (errors.csv), or None when the card has none."""
+    return errors.to_csv(card["errors"]) if "errors" in card else None
 
 
 def _cells(m: dict, rows, too_few: dict[str, int]) -> dict[str, object]:
@@ -94,6 +131,44 @@ def _cells(m: dict, rows, too_few: dict[str, int]) -> dict[str, object]:
         else:
             out[row] = m[row]
     return out
+
+
+def _too_few(c: dict) -> str | None:
+    """'16 benign' when a class has fewer than MIN_CLASS_FLOWS flows: no MCC then."""
+    short = [f"{c[cls]} {cls}" for cls in ("benign", "attack") if c[cls] < MIN_CLASS_FLOWS]
+    return ", ".join(short) or None
+
+
+def _against_the_forest(card: dict) -> list[str]:
+    """The Extra-Trees seed spread, the paired verdicts (against the median draw and each
+    draw) and where the model and that forest differ."""
+    split, sp, lines = card["split"], card.get("spread"), []
+    if sp and len(sp["seeds"]) > 1:
+        lines += ["", *(spread.line(sp, part, split,
+                                    _too_few(card["counts"][part]) if part == "unseen" else None)
+                        for part in PARTS if part in sp),
+                  f"  the extra-trees columns, the verdicts and the error table use seed "
+                  f"{sp['median_seed']}'s forest, the median draw"]
+    elif sp:
+        lines += ["", f"extra-trees: one forest (seed {sp['median_seed']}); with "
+                  "trainer.baseline_seeds > 1 the report shows how much other seeds' differ"]
+    if card["paired"]:
+        lines.append("")
+    for part, p in card["paired"].items():
+        head = f"model vs extra-trees, MCC difference on {part} {split} flows"
+        c = card["counts"][part]
+        if part == "unseen" and _too_few(c):
+            lines.append(f"{head}: n/a ({c['benign']} benign, {c['attack']} attack: fewer "
+                         f"than {MIN_CLASS_FLOWS} of a class)")
+            continue
+        lines.append(f"{head} (paired bootstrap): "
+                     f"{with_ci(p['diff'], (p['low'], p['high']))}: {p['verdict']}")
+        if sp and len(sp["seeds"]) > 1 and part in sp:
+            lines.append(spread.verdicts_line(sp, part))
+    if card.get("errors"):
+        forest = f"extra-trees (seed {sp['median_seed']})" if sp else "extra-trees"
+        lines += ["", *errors.summary(card["errors"], split, forest)]
+    return lines
 
 
 def default_rows() -> list[str | None]:
@@ -130,17 +205,7 @@ def text(card: dict, label: str, *, paper: dict | None = None, rows=None,
                          "no rate that needs them is shown")
     else:
         lines += ["", f"unseen: none: every {split} flow is a copy of a training flow"]
-    if card["paired"]:
-        lines.append("")
-        for part, p in card["paired"].items():
-            c = card["counts"][part]
-            head = f"model vs extra-trees, MCC difference on {part} {split} flows"
-            if part == "unseen" and min(c["benign"], c["attack"]) < MIN_CLASS_FLOWS:
-                lines.append(f"{head}: n/a ({c['benign']} benign, {c['attack']} attack: fewer "
-                             f"than {MIN_CLASS_FLOWS} of a class)")
-            else:
-                lines.append(f"{head} (paired bootstrap): "
-                             f"{with_ci(p['diff'], (p['low'], p['high']))}: {p['verdict']}")
+    lines += _against_the_forest(card)
     lines.append("intervals: 95 % bootstrap over flows, predictions fixed; flows close in time "
                  "are not independent, so the true uncertainty is larger")
     return "\n".join(lines)

@@ -23,8 +23,9 @@ Extra-Trees (`ids.evaluation.scorecard`).
 
 Logs an MLflow run (tags ids.role=evaluation, model_uri, registered model name/version) with
 `test/<metric>` (also linked to the logged model), `test_unseen/<metric>`,
-`baseline/test[_unseen]/<name>/<metric>`, `test_copies/*`, report.txt and plots, and prints
-the report.
+`baseline/test[_unseen]/<name>/<metric>`, `test_copies/*`, the Extra-Trees seed spread and
+the error table (`errors/*`, errors.csv: `ids.evaluation.scorecard`), report.txt and plots, and
+prints the report.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ids import progress
-from ids.config import validate
+from ids.config import baseline_seeds, validate
 from ids.data.copies import copy_mask, overlap_stats, row_hashes, unseen_mask
 from ids.data.flows import ATTACK, LABEL, DataError, load_rows, read_flows
 from ids.data.prepare import prepare
@@ -61,8 +62,8 @@ def _test_split(cfg, scorer) -> dict:
     raw = load_rows(cfg.data, test.rows)
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
         raise DataError("the data changed while it was read (test labels differ); rerun")
-    base = (split_baseline_scores(prepared, "test", int(cfg.seed), cfg.trainer.selection_metric)
-            if cfg.trainer.baselines else {})
+    base = (split_baseline_scores(prepared, "test", baseline_seeds(cfg),
+                                  cfg.trainer.selection_metric) if cfg.trainer.baselines else {})
     info = prepared.info
     return {"scores": scorer.score_matrix(scorer.transform(raw)), "y": test.y,
             "attack": test.attack, "baselines": base, "baseline_note": None,
@@ -107,7 +108,7 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
             note = f"baselines skipped: the configured data's features do not fit the file ({exc})"
         else:
             tr, va = prepared.train, prepared.val
-            base = baseline_scores(tr.X, tr.y, Xb, seed=int(cfg.seed), X_val=va.X, y_val=va.y,
+            base = baseline_scores(tr.X, tr.y, Xb, baseline_seeds(cfg), X_val=va.X, y_val=va.y,
                                    metric=cfg.trainer.selection_metric)
             src = prepared.info.get("path") or prepared.info["source"]
             note = (f"baselines: trained on the train split of {src} (the model's data config), "

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ids.config import ConfigError
 
 # Trainer keys that describe how to run today, not what the model is: kept from the command line.
-RUNTIME_TRAINER_KEYS = ("baselines", "evaluate_test", "threads", "mode", "eval_batch_size",
-                        "checkpoint_dir")
+RUNTIME_TRAINER_KEYS = ("baselines", "baseline_seeds", "evaluate_test", "threads", "mode",
+                        "eval_batch_size", "checkpoint_dir")
 
 
 def explicit_data_keys(overrides: list[str] | None) -> set[str]:

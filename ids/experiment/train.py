@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from ids import progress
 from ids.artifact.scorer import Scorer
-from ids.config import validate
+from ids.config import baseline_seeds, validate
 from ids.data.copies import overlap_line, unseen_mask
 from ids.data.prepare import prepare
 from ids.data.splits import Prepared
@@ -127,7 +127,7 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
                        int(cfg.trainer.eval_batch_size), str(cfg.trainer.distinct))
         preds = {scorecard.MODEL: (scores, result.threshold)}
         if cfg.trainer.baselines:
-            preds.update(split_baseline_scores(prepared, split, seed, metric))
+            preds.update(split_baseline_scores(prepared, split, baseline_seeds(cfg), metric))
         card = scorecard.build(target.y, target.attack, unseen_mask(prepared.train, target),
                                preds, seed=seed, split=split)
         summary["card"] = card
@@ -161,6 +161,8 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
     if "card" in summary:  # test: model and baselines on all and unseen flows, with intervals
         store.log_metrics(scorecard.mlflow_metrics(summary["card"]))
         store.set_tags(scorecard.verdict_tags(summary["card"]))
+        if (table := scorecard.error_csv(summary["card"])) is not None:
+            store.log_text(table, "errors.csv")
     else:
         store.log_metrics(summary.get("val_unseen", {}), prefix="val_unseen/")
         runpage.log_baselines(summary["baselines"], split, prepared.info, parent_run_id)

@@ -144,6 +144,8 @@ def log_evaluation(cfg, ref, scorer, part: dict, card: dict, report: str,
         if part["overlap"]:
             store.log_metrics(part["overlap"], prefix="test_copies/")
         mlflow.log_text(report, "report.txt")
+        if (table := scorecard.error_csv(card)) is not None:
+            mlflow.log_text(table, "errors.csv")
         if cfg.tracking.log_plots:
             store.log_figure(plots.plot_confusion(metrics["tn"], metrics["fp"],
                                                      metrics["fn"], metrics["tp"]),
