@@ -1,9 +1,9 @@
-"""The README's bad-input table, one case per row: real files through the real commands.
+"""The bad-input table of docs/guide/bad-input.md, one case per row: real files through the real commands.
 
 Every error case ends with one line on stderr naming the file, the row and the column where
 they apply, exit code 2, and no output file (not even a partial one). The cases that are not
-errors (a zip with a folder entry, an empty Label column) are scored. README.md holds the same
-rows between `<!-- bad-input table -->` markers; `test_readme_table_matches_the_cases` keeps
+errors (a zip with a folder entry, an empty Label column) are scored. docs/guide/bad-input.md holds the same
+rows after its `<!-- bad-input table -->` marker; `test_docs_table_matches_the_cases` keeps
 them one to one.
 """
 
@@ -284,8 +284,8 @@ def test_an_existing_output_is_replaced_with_overwrite_true(tiny_model, tmp_path
     assert len(pd.read_csv(out)) == 300
 
 
-def test_readme_table_matches_the_cases():
-    text = (ROOT / "README.md").read_text()
+def test_docs_table_matches_the_cases():
+    text = (ROOT / "docs" / "guide" / "bad-input.md").read_text()
     lines = text.split("<!-- bad-input table -->")[1].strip().splitlines()
     end = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))
     rows = lines[2:end]  # after the header and its rule

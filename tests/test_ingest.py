@@ -1,6 +1,6 @@
 """The one reader of flow files (ids.data.reader) in tiny batches against one batch for the whole
-file: the same frames, the same column types, and for every file case of the README's bad-input
-table the same one-line error with the same row numbers."""
+file: the same frames, the same column types, and for every file case of the bad-input
+table (docs/guide/bad-input.md) the same one-line error with the same row numbers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The package's architecture, checked: subpackages import one way (README "How it fits
-together"), no module imports another in a circle, and MLflow and Optuna stay in their layers.
+"""The package's architecture, checked: subpackages import one way (docs/design/architecture.md),
+no module imports another in a circle, and MLflow and Optuna stay in their layers.
 
 Every `import` statement counts, at module level or inside a function: a circle hidden in a
 function is still a circle.

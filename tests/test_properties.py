@@ -7,7 +7,7 @@ for it and it is a known error type); an existing output is not changed and no `
 left; every example ends within its deadline, and the process's peak memory stays bounded.
 
 Budgets: `make test` tries FAST examples per property (seconds); the `slow` run tries SLOW
-(README "Bad input" says how many in all and that all hold). No example database is written
+(docs/guide/bad-input.md says how many in all and that all hold). No example database is written
 (database=None), so nothing lands in the checkout.
 """
 

@@ -38,7 +38,7 @@ FORMAT, VERSION = "ids-scorer", 2
 CODE_FILE = "pyfunc_model.py"  # the models-from-code file logged with every ids model
 OLD_FORMAT = ("was saved by an older ids as a pickle, and unpickling it could run any code its "
               "author put there, so ids does not load it. Train it again with this version "
-              "(`python -m ids.run`, or `make sweep` + `make promote`); see README 'Model files'")
+              "(`python -m ids.run`, or `make sweep` + `make promote`); see docs/guide/promotion.md, 'Model files'")
 JSON_CAP, MLMODEL_CAP = 64 << 20, 1 << 20  # bytes: scorer.json, MLmodel
 MAX_LAYERS = 64  # conv or LSTM layers: each is compiled into the scoring graph
 OPTIONAL_MODEL_KEYS = {"lstm_impl"}  # absent in models saved before it existed

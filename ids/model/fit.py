@@ -10,7 +10,7 @@ computes each distinct window once where that pays (`score`: the same bits per f
 `trainer.distinct=on`, an epoch also trains on each distinct (window, label) pair once, weighted
 by its copies (`epoch_plan`: the same loss and gradient sum as over all flows at the same
 parameters), which makes an epoch cheaper but not a step: the optimizer takes fewer steps per
-epoch and learns that much less per epoch (README, "Distinct windows").
+epoch and learns that much less per epoch (docs/guide/sweeps.md, "Distinct windows").
 """
 
 from __future__ import annotations
