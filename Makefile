@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PORT ?= 5000
 UI_WORKERS ?= 1
+UI_EXPERIMENT ?= ids
 PG_PORT ?= 5432
 HOST ?= 127.0.0.1
 WORKERS ?=
@@ -80,7 +81,9 @@ docs: $(STAMP) ## build the documentation site into site/ (strict: broken links 
 docs-serve: $(STAMP) ## browse the documentation at http://$(HOST):$(DOCS_PORT), rebuilt on save
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(HOST):$(DOCS_PORT)
 
-ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to change)
+ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/; prints the runs table's URL (PORT=5001 to change)
+	@$(BIN)/python -m ids.tracking.ui --tracking-uri "$(TRACKING_URI)" --experiment "$(UI_EXPERIMENT)" \
+		--host $(HOST) --port $(PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) \
 		--host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"`(ids(?:\.\w+)+)")
 PATH = re.compile(r"`((?:ids|tests|conf|docs|\.ci)/[\w/.-]*)(?:::\w+)?`")
-# Dotted names that are not Python symbols: MLflow tags ids writes.
-NOT_SYMBOLS = {"ids.run_id"}
+# Dotted names that are not Python symbols: the MLflow tags ids writes on runs and versions.
+NOT_SYMBOLS = {"ids.role", "ids.run_id", "ids.storage", "ids.study"}
 
 log = logging.getLogger("mkdocs.plugins.ids.docrefs")
 
