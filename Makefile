@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PORT ?= 5000
 UI_WORKERS ?= 1
+UI_EXPERIMENT ?= ids
 PG_PORT ?= 5432
 HOST ?= 127.0.0.1
 WORKERS ?=
@@ -17,12 +18,13 @@ TEST_WORKERS ?= $(CORES)
 MARKS ?= not slow
 MODEL ?= models:/ids-cnn-bilstm@champion
 SERVE_PORT ?= 5001
+DOCS_PORT ?= 8000
 CORES := $(shell nproc 2>/dev/null || echo 1)
 SERVE_WORKERS ?= $(CORES)
 SERVE_THREADS ?= $(shell w=$$(( $(CORES) / $(SERVE_WORKERS) )); echo $$(( w > 0 ? w : 1 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sweep run test test-slow test-all lint format ui bench promote evaluate predict serve server clean
+.PHONY: help venv sweep run test test-slow test-all lint format docs docs-serve ui bench promote evaluate predict serve server clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [ARGS=\"hydra overrides\"]"
@@ -34,9 +36,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	{ $(BIN)/python -m pip install --quiet uv && $(BIN)/uv pip install --quiet \
 		--python $(BIN)/python --compile-bytecode $$($(PYTHON) ids/tools/pip_sources.py) \
-		-e '.[dev]'; } || { echo "make venv: uv failed, installing with pip"; \
+		-e '.[dev,docs]'; } || { echo "make venv: uv failed, installing with pip"; \
 		$(BIN)/python -m pip install --quiet --upgrade pip && \
-		$(BIN)/python -m pip install --quiet -e '.[dev]'; }
+		$(BIN)/python -m pip install --quiet -e '.[dev,docs]'; }
 	touch $(STAMP)
 
 venv: $(STAMP) ## build .venv from pyproject.toml (other targets do it on first use)
@@ -72,7 +74,16 @@ format: $(STAMP) ## ruff format + autofix
 	$(BIN)/ruff check --fix ids tests
 	$(BIN)/ruff format ids tests
 
-ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/ (PORT=5001 to change)
+# NO_MKDOCS_2_WARNING: silences the banner mkdocs-material prints about MkDocs 2 on every build.
+docs: $(STAMP) ## build the documentation site into site/ (strict: broken links or names fail)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP) ## browse the documentation at http://$(HOST):$(DOCS_PORT), rebuilt on save
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(HOST):$(DOCS_PORT)
+
+ui: $(STAMP) ## MLflow UI on http://$(HOST):$(PORT) for mlruns/; prints the runs table's URL (PORT=5001 to change)
+	@$(BIN)/python -m ids.tracking.ui --tracking-uri "$(TRACKING_URI)" --experiment "$(UI_EXPERIMENT)" \
+		--host $(HOST) --port $(PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) \
 		--host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
 
@@ -91,6 +102,6 @@ bench: $(STAMP) ## benchmarks: data prep, training/inference throughput, trial c
 	$(BIN)/python -m ids.tools.bench $(ARGS)
 
 clean: ## remove run records, sweeps, Hydra outputs and caches (keeps .venv)
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs site .pytest_cache .ruff_cache
 	find mlruns sweeps -mindepth 1 ! -name README.md -exec rm -rf {} + 2>/dev/null || true
 	find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} + 2>/dev/null || true

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import re
 
 import pytest
 
@@ -11,6 +13,8 @@ from ids.data.prepare import prepare
 from ids.experiment.train import train
 from ids.model.fit import fit
 from ids.model.runtime import setup_runtime
+from ids.tuning.sweep import sweep
+from world import sweep_cfg
 
 
 class Terminal(io.StringIO):
@@ -90,3 +94,63 @@ def test_steps_and_counters_only_on_a_terminal():
     progress.step("loading the model", stream=quiet)
     list(progress.rows(iter(frames), "scoring", stream=quiet))
     assert quiet.getvalue() == ""
+
+
+# What MindSpore writes from C++, straight to fd 2: `[WARNING] DEVICE(1234,...)`, ...
+MINDSPORE_LINE = re.compile(r"^\[(WARNING|ERROR)\] [A-Z_]+\(\d+")
+
+
+class Said(logging.Handler):
+    """The warnings MindSpore's Python logger lets through (past ids' filter)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def mindspore_says(monkeypatch):
+    """Listens to MindSpore's logger (under pytest its console handler writes to a stream
+    pytest swapped in, so capfd alone would miss it); deprecations are warned once per
+    process, so MindSpore forgets it said them."""
+    from mindspore import log as ms_log
+    from mindspore.common import _decorator
+
+    monkeypatch.setattr(_decorator, "DEPRECATE_SET", set())
+    logger, said = ms_log._get_logger(), Said()
+    logger.addHandler(said)
+    yield said
+    logger.removeHandler(said)
+
+
+def test_a_sweep_off_a_terminal_logs_one_line_per_trial_and_no_mindspore_warning(
+        tmp_path, capfd, mindspore_says):
+    """A sweep as CI logs it (`> log 2>&1`): a line per trial, no bar redrawn, and none of
+    MindSpore's warnings that mean nothing to the user: the deprecation of the FusedSparseAdam
+    that `nn.Adam` builds (filtered by its message) and the prefix `load_param_into_net`
+    removed from the checkpoint training wrote (fixed at the source: the names agree)."""
+    summary = sweep(sweep_cfg(tmp_path, "sweep.n_trials=2", "trainer.epochs=1",
+                              "tracking.log_plots=true"))
+    out, err = capfd.readouterr()
+    trials = [ln for ln in out.splitlines() if re.match(r"\[w0\] trial +\d+ ", ln)]
+    assert len(trials) == 2 == summary["n_complete"] + summary["n_pruned"], out + err
+    assert "\r" not in out + err and "trial/s" not in out + err  # no bar
+    assert mindspore_says.lines == []
+    assert [ln for ln in (out + err).splitlines() if MINDSPORE_LINE.match(ln)] == []
+
+
+def test_mindspore_says_what_ids_does_not_filter(mindspore_says):
+    """Only the listed messages are dropped: MindSpore's other warnings still reach the user."""
+    from mindspore import log as ms_log
+
+    from ids.model import runtime
+
+    runtime.quiet_mindspore()
+    runtime.quiet_mindspore()  # one filter, however often it is called
+    ms_log.warning("'FusedSparseAdam' is deprecated from version 2.8.0 and will be removed")
+    ms_log.warning("For 'load_param_into_net', 3 parameters in the 'net' are not loaded")
+    assert mindspore_says.lines == ["For 'load_param_into_net', 3 parameters in the 'net' are "
+                                    "not loaded"]

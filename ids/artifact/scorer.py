@@ -1,7 +1,7 @@
 """Score raw flows with a trained model: preprocessing, windows, weights and threshold in one.
 
 A `Scorer` is saved as a folder of data (`scorer.json`, `preprocessor.npz`, `weights.npz`; see
-`ids.artifact.format`) that is the artifact of the MLflow pyfunc model (`ids.artifact.pyfunc`),
+`ids.artifact.modelfile`) that is the artifact of the MLflow pyfunc model (`ids.artifact.pyfunc`),
 so `mlflow.pyfunc.load_model(uri).predict(df)` scores flows in the published column layout
 exactly like the in-process model. `Scorer.load` reads that folder as data: it never executes
 code stored with a model (neither pickles nor the model's code file).
@@ -103,7 +103,7 @@ class Scorer:
                             index=flows.index)
 
     def save(self, folder: str | Path) -> Path:
-        """JSON + npz only (format `ids.modelfile.FORMAT`, version `VERSION`)."""
+        """JSON + npz only (format `ids.artifact.modelfile.FORMAT`, version `VERSION`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pre_meta, pre_arrays = encoding.state(self.preprocessor)

@@ -11,7 +11,7 @@ setting on the command line that differs from the model's is an error naming the
 values; a data file whose content changed since training is an error too. The raw test flows
 go through the MODEL's own preprocessor (fitted on its training split), and windows are built
 within the split, zero-padded at its start, as in training. The baselines are
-`ids.scorecard.split_baseline_scores` on the same flows.
+`ids.evaluation.baselines.split_baseline_scores` on the same flows.
 
 `input=FILE`: the whole file is test data (Label required), windows run over the file in order.
 The baselines are trained on the model's data config's train split (threshold tuned on its val

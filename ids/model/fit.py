@@ -75,10 +75,14 @@ def class_weights(y: np.ndarray, mode: str) -> tuple[float, float]:
 
 
 class WeightedLoss(nn.Cell):
-    """Mean of the per-sample weighted binary cross-entropy of the model's logits."""
+    """Mean of the per-sample weighted binary cross-entropy of the model's logits.
+
+    `auto_prefix=False`: the model's parameters keep their own names (`lstm.weight_ih_l0`, not
+    `model.lstm.weight_ih_l0`), so the checkpoint training writes loads into a bare network
+    (the Scorer's) as it is, without MindSpore's prefix-removal warning."""
 
     def __init__(self, model: nn.Cell) -> None:
-        super().__init__()
+        super().__init__(auto_prefix=False)
         self.model = model
         self.loss = nn.BCEWithLogitsLoss(reduction="none")
 

@@ -6,7 +6,7 @@ and has no bias by default; `nn.MaxPool1d` has stride 1 by default; `nn.LSTM` is
 `lstm(x)` only; in graph mode every Cell method's first parameter must be `self`.
 
 CPU speed: `ids/__init__.py` caps oneDNN at AVX2 (see there): about 6x faster Conv1d here. The
-BiLSTM is `ids.lstm.UnrolledBiLSTM` by default (same parameters as `nn.LSTM`, faster on CPU);
+BiLSTM is `ids.model.lstm.UnrolledBiLSTM` by default (same parameters as `nn.LSTM`, faster on CPU);
 `model.lstm_impl=fused` builds `nn.LSTM` instead (the bench compares both).
 """
 

@@ -7,16 +7,38 @@ flows without importing the training loop.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 import mindspore as ms
 import numpy as np
+from mindspore import log as ms_log
 from mindspore import nn
 
 from ids.data.distinct import Distinct
 
 _THREADS_SET: list[int] = []
 _SETTLED: list[bool] = []
+# MindSpore warnings that say nothing to an ids user, dropped by their exact start (every other
+# MindSpore warning still prints): `nn.Adam` builds a FusedSparseAdam for sparse gradients,
+# which ids never has, and MindSpore deprecated that operator in 2.8.
+MEANINGLESS = ("'FusedSparseAdam' is deprecated from version",)
+
+
+class _Meaningless(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(MEANINGLESS)
+
+
+def quiet_mindspore() -> None:
+    """Drop the `MEANINGLESS` warnings from MindSpore's Python logger (`mindspore.log`, one
+    per process; its C++ side writes to the terminal itself). Called on import."""
+    logger = ms_log._get_logger()  # private: MindSpore's one logger has no public getter
+    if not any(isinstance(f, _Meaningless) for f in logger.filters):
+        logger.addFilter(_Meaningless())
+
+
+quiet_mindspore()
 
 
 def settle_heap() -> None:

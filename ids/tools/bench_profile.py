@@ -1,6 +1,6 @@
 """Where a training step's time goes, from MindSpore's own profiler (`mindspore.profiler`).
 
-The step profiled is the one `ids.train.fit` runs (`train_step` over `batches`), on the bench's
+The step profiled is the one `ids.model.fit.fit` runs (`train_step` over `batches`), on the bench's
 data and model, after a warm-up step (compilation). Every CPU kernel launch is attributed to a
 phase by its full name: `Gradients/...` and `Expand/...` (the backward expanders) are the
 backward pass, `.../optimizer-...` the Adam update, the rest the forward pass. Host and other =

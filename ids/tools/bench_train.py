@@ -1,4 +1,4 @@
-"""Bench section `train`: `ids.train.fit` throughput (GRAPH vs PyNative, batch sizes, kernel
+"""Bench section `train`: `ids.model.fit.fit` throughput (GRAPH vs PyNative, batch sizes, kernel
 threads), `predict_proba` throughput, the ratio to the machine (achieved training FLOP/s over
 the numpy sgemm FLOP/s measured in the same process), the MindSpore profile of a step and,
 with --twin, the PyTorch twin (`../shared/tools/torch_twin.py`) run right after, in this run.

@@ -52,21 +52,37 @@ def configure(tracking_cfg) -> str:
                           "`make server`)") from exc
 
 
+# MLflow 3.17's UI opens an experiment on its GenAI overview (traces, token usage) unless the
+# experiment says it is for model training: then it opens on the runs table.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def _experiment_id(name: str, db: Path | None) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        declare_kind(exp)
         return exp.experiment_id
     location = None
     if db is not None:  # artifacts beside the database, not wherever the command runs
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         location = (db.parent.resolve() / safe).as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
     except Exception:  # noqa: BLE001 - another worker created it first
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def declare_kind(exp, client: MlflowClient | None = None) -> None:
+    """Tag an experiment made before ids declared its kind (or by hand). A kind already set
+    (the UI's own selector writes it) is kept; a user who may not write the experiment (a
+    team server's reader) leaves it as it is: the tag only decides where the UI opens."""
+    if exp.tags.get(KIND_TAG):
+        return
+    with suppress(mlflow.exceptions.MlflowException):
+        (client or MlflowClient()).set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
 
 
 def store_problem(exc: BaseException) -> str | None:

@@ -10,6 +10,10 @@ trial's best value so far (`PruneGate`); it may stop a trial only after
 `sweep.pruner_warmup_epochs` epochs and never at its last epoch (a trial that reaches it is
 COMPLETE). Each trial is a
 nested MLflow run under one parent run per study; the study lives in `sweep.storage`.
+
+What it prints: one line per trial (`trial_line`, on stdout); on a terminal also a bar over the
+trials (on stderr), drawn below those lines. Off a terminal (CI, `> log`) there is no bar, so a
+log holds the lines and nothing redrawn.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from ids import progress
 from ids.config import validate
 from ids.data.prepare import prepare
 from ids.tracking import store
@@ -70,7 +75,7 @@ def sweep(cfg: DictConfig) -> dict:
         else:
             with tqdm(total=int(cfg.sweep.n_trials), initial=min(counts(study)[0],
                       int(cfg.sweep.n_trials)), desc=f"study {cfg.sweep.study}", unit="trial",
-                      file=sys.stderr) as bar:
+                      file=sys.stderr, disable=not progress.on_terminal()) as bar:
                 worker_loop(cfg, parent, on_trial=lambda st, t: bar.update(
                     int(t.state in FINISHED)))
         # exports can fail too (a full disk)

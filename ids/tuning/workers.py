@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from ids import progress
 from ids.config import Config
 from ids.tracking import signals
 from ids.tuning.objective import Objective, trial_line
@@ -38,6 +39,7 @@ def worker_loop(cfg: DictConfig, parent_run_id: str | None, worker: int = 0, wor
         else:
             failures.clear()
         tqdm.write(trial_line(st, t, worker))  # keeps the progress bar below the lines
+        sys.stdout.flush()  # one whole line at a time in a log, whichever worker writes it
         if on_trial is not None:
             on_trial(st, t)
 
@@ -79,7 +81,7 @@ def run_workers(cfg: DictConfig, parent_run_id: str | None) -> None:
         p.start()
     study = open_study(cfg)
     bar = tqdm(total=int(cfg.sweep.n_trials), desc=f"study {cfg.sweep.study}", unit="trial",
-               file=sys.stderr)
+               file=sys.stderr, disable=not progress.on_terminal())
     try:
         while any(p.is_alive() for p in procs):
             bar.n = min(counts(study)[0], bar.total)
