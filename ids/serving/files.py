@@ -72,11 +72,12 @@ def predict_file(model_uri: str, input: str | Path, output: str | Path,
 
 
 def score_file(scorer: Scorer, input: str | Path, output: str | Path,
-               chunk_size: int = 100_000, overwrite: bool = False) -> tuple[int, int]:
+               chunk_size: int = 100_000, overwrite: bool = False,
+               keep_out: tuple[tuple[str, str], ...] = ()) -> tuple[int, int]:
     """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer. Writes
     `<output>.partial` beside the output and renames it when complete: an error or an
     interrupt leaves no output, and never a truncated one under the final name
-    (`ids.outputs.replacing`)."""
+    (`ids.outputs.replacing`); `keep_out`: folders the output may not be inside."""
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
     pending_X: list[np.ndarray] = []
@@ -100,7 +101,7 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
         n_pending -= take
         n_written += take
 
-    with outputs.replacing(output, overwrite=overwrite, inputs=(input,)) as fh:
+    with outputs.replacing(output, overwrite=overwrite, inputs=(input,), keep_out=keep_out) as fh:
         for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
             if len(raw) == 0:
                 continue

@@ -119,9 +119,9 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
     return n_rows, n_alerts
 
 
-def main(cfg, scorer: Scorer, ref) -> None:
+def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -> None:
     """`ids.predict` with `input=-` and/or `output=-`; the summary goes to stderr (stdout may
-    be the scores)."""
+    be the scores). `keep_out`: folders an output file may not be inside."""
     import sys
     import time
 
@@ -144,7 +144,8 @@ def main(cfg, scorer: Scorer, ref) -> None:
         if out == "-":
             n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
         else:  # a file: the rules and the .partial of ids.outputs, as in file mode
-            with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,)) as sink:
+            with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,),
+                                   keep_out=keep_out) as sink:
                 n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only))
     finally:
         if src is not sys.stdin.buffer:
