@@ -69,13 +69,22 @@ def _row(df: pd.DataFrame, i: int) -> str:
     return f"row {r!r}"
 
 
+_NOT_NUMBERS = {"b": "true/false values", "M": "timestamps", "m": "durations"}
+
+
 def _columns(df: pd.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
-    """Numeric arrays of `cols` (dtype kept when numeric); DataError on text, NaN or infinity."""
+    """Numeric arrays of `cols` (dtype kept when numeric); DataError on text, NaN or infinity,
+    and on columns a reader typed as booleans, timestamps or durations (a CSV column of dates
+    or of true/false, a parquet column of such types): numbers only, never converted."""
     out = {}
     for c in cols:
         s = df[c]
+        if s.dtype.kind in _NOT_NUMBERS:  # pandas would count True as 1, a date in nanoseconds
+            raise DataError(f"column {c!r} must be numeric, but it was read as "
+                            f"{_NOT_NUMBERS[s.dtype.kind]} ({_row(df, 0)} holds "
+                            f"{str(s.iloc[0])!r}); fix the column or drop it")
         if not pd.api.types.is_numeric_dtype(s):
-            num = pd.to_numeric(s, errors="coerce")
+            num = pd.to_numeric(s.astype(str), errors="coerce")  # text, never True or a date
             bad = np.flatnonzero(num.isna().to_numpy() & s.notna().to_numpy())
             if len(bad):
                 raise DataError(f"column {c!r} must be numeric, but {_row(df, bad[0])} holds "

@@ -17,7 +17,6 @@ unless overwrite=true, and it appears, whole, when the input ends).
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import select
@@ -29,7 +28,9 @@ import pandas as pd
 from ids import outputs
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
-from ids.data.flows import DataError, check_header, validate_frame
+from ids.data import limits
+from ids.data.flows import DataError, validate_frame
+from ids.data.limits import size
 from ids.serving.rows import carry, passthrough, write_csv
 
 READ_BYTES = 1 << 16
@@ -59,6 +60,17 @@ def _read_available(fd: int) -> bytes:
     return b"".join(parts)
 
 
+def _check_lengths(lines: list[bytes], first: int) -> None:
+    """DataError for a line longer than MAX_ROW_BYTES (`first`: the flow number of lines[0],
+    -1 for the header line): whatever does not end was held in memory."""
+    for i, line in enumerate(lines):
+        if len(line) > limits.MAX_ROW_BYTES:
+            where = "header line" if first + i < 0 else f"flow {first + i} (0-based)"
+            raise DataError(f"standard input, {where}: a line longer than "
+                            f"{size(limits.MAX_ROW_BYTES)} (a flow takes a few hundred bytes); "
+                            "send CSV flows, one per line")
+
+
 def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
                  alerts_only: bool = False) -> tuple[int, int]:
     """(flows scored, attack alerts): score the CSV lines of `source` as they arrive into
@@ -79,6 +91,7 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
         else:
             cut = buf.rfind(b"\n") + 1
             lines, rest = buf[:cut].splitlines(), buf[cut:]
+        _check_lengths([*lines, rest], n_rows - (header is None))
         text = [ln.decode("utf-8", errors="replace").rstrip("\r") for ln in lines]
         text = [t for t in text if t.strip()]
         if header is None and text:
@@ -109,13 +122,8 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
     if header is None:
         raise DataError("standard input was empty: send CSV flows with a header line (the "
                         "published NetFlow column names)")
-    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV, if the
-        try:  # header is one of the NetFlow layouts
-            check_header(next(csv.reader([header])))
-        except DataError as exc:
-            raise DataError(f"standard input, header line: {exc}") from exc
-        sink.write(",".join(["flow", SCORE, PRED_LABEL]) + "\n")
-        sink.flush()
+    if n_rows == 0:  # a header and no flows: the rule of files (`ids.serving.files`)
+        raise DataError("standard input has no flows (only a header line): nothing to score")
     return n_rows, n_alerts
 
 
