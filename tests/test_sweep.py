@@ -144,6 +144,7 @@ def test_pruner_prunes_and_the_child_run_says_so(tmp_path):
         ({"model.dropout": {"type": "float", "low": 0.0, "high": 1.5}}, "model.dropout"),
         ({"model.kernel_size": {"type": "integer", "low": 1, "high": 2}}, "type must be"),
         ({"trainer.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "low > 0"),
+        ({"model.lstm_units": {"type": "int", "low": 8, "high": 1_000_000}}, "GiB of memory"),
     ],
 )
 def test_bad_space_stops_before_any_trial(tmp_path, params, match):
