@@ -15,8 +15,8 @@ the file again, and share their pages. An entry is `<cache_dir>/<key>/`:
   building it: what the tests count);
 - `checksums.json`: the size and BLAKE2b digest of every other file, computed while it was
   written (the `.npy` files) and read back once (the small ones) when the entry was built;
-  `verified.json`: each file's (size, mtime, ctime, inode, device) when its digest last
-  matched.
+  `verified.json`: each file's (size, mtime, ctime, inode, device) when it last matched its
+  digest, and that digest.
 
 An entry proves itself before it is used: every file must be listed in `checksums.json` with
 its size, and a file whose stat differs from its `verified.json` stamp (it was written,
@@ -142,7 +142,8 @@ def seal(folder: Path) -> None:
             if size != path.stat().st_size:
                 size, digest = path.stat().st_size, _digest_file(path)
             files[path.name] = [size, digest]
-    (folder / CHECKSUMS).write_text(json.dumps({"hash": HASH, "files": files}, indent=1))
+    (folder / CHECKSUMS).write_text(json.dumps({"hash": HASH, "files": files},
+                                                separators=(",", ":")))  # every byte counts
     _stamp_all(folder, files)
 
 
@@ -164,7 +165,7 @@ def check(folder: Path) -> None:
     except (OSError, ValueError):
         stamps = {}
     again = []
-    for name, (size, _) in files.items():
+    for name, (size, digest) in files.items():
         try:
             st = os.stat(folder / name)
         except FileNotFoundError:
@@ -172,7 +173,7 @@ def check(folder: Path) -> None:
         if st.st_size != size:
             raise Changed(f"{folder / name} has {st.st_size:,} bytes, not the {size:,} it was "
                           "written with")
-        if stamps.get(name) != _stamp(st):
+        if stamps.get(name) != _stamp(st, digest):
             again.append(name)
     for name in again:
         if _digest_file(folder / name) != files[name][1]:
@@ -197,17 +198,19 @@ def _digest_file(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def _stamp(st: os.stat_result) -> list[int]:
+def _stamp(st: os.stat_result, digest: str) -> list:
     """What changes whenever a file's content can have: its size, mtime and ctime (a write
-    or `touch` moves ctime, which nothing but the clock can set back), inode and device."""
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    or `touch` moves ctime, which nothing but the clock can set back), inode and device; and
+    the digest it was checked against (an edited checksums.json is checked again)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, digest]
 
 
 def _stamp_all(folder: Path, files: dict) -> None:
     """`verified.json`: the stamps of `files` now; skipped when the folder is read-only (then
     every open hashes the entry again)."""
     try:
-        stamps = {name: _stamp(os.stat(folder / name)) for name in files}
+        stamps = {name: _stamp(os.stat(folder / name), digest)
+                  for name, (_, digest) in files.items()}
         tmp = folder / f".{VERIFIED}.{os.getpid()}"
         tmp.write_text(json.dumps(stamps))
         os.replace(tmp, folder / VERIFIED)
