@@ -135,6 +135,9 @@ def _rules(path, overwrite: bool, key: str, inputs, keep_out) -> Path:
     kind = special(out)
     if kind:
         raise OutputError(f"{key}={path} is {kind}; ids writes regular files only: name a file")
+    if out.name.endswith(PARTIAL):
+        raise OutputError(f"{key}={path}: names ending in {PARTIAL} are the files ids writes "
+                          "before they are complete; choose another name")
     tmp = partial(out)
     for inp in inputs:
         if str(inp) == "-":
@@ -250,7 +253,7 @@ def _new_locked(tmp: Path) -> int | None:
     scratch = tmp.with_name(f".{tmp.name}.{os.getpid()}.{threading.get_ident()}")
     fd = _create(scratch)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.link(scratch, tmp)
         return fd
     except FileExistsError:
@@ -270,8 +273,18 @@ def _new_locked(tmp: Path) -> int | None:
         fd = _create(tmp)
     except FileExistsError:
         return None
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    _lock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def _lock(fd: int, how: int) -> None:
+    """`flock`, where the file system has it (without, O_EXCL alone keeps one writer; a
+    second one is then told the partial file exists rather than that it is busy)."""
+    try:
+        fcntl.flock(fd, how)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
 
 
 def _create(path: Path) -> int:

@@ -205,6 +205,27 @@ def test_an_output_inside_what_ids_keeps_is_refused(tiny_model, tmp_path, flows_
     assert all(p.read_bytes() == b for p, b in kept.items())
 
 
+def test_an_output_named_like_a_partial_file_is_refused(tiny_model, tmp_path, flows_csv,
+                                                        monkeypatch, capsys):
+    """`output=x.csv.partial` while another command writes x.csv would replace its partial
+    file, which that command then publishes as x.csv."""
+    code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], f"input={flows_csv}",
+                            f"output={tmp_path}/x.csv.partial")
+    assert_one_line(code, err, "names ending in .partial are the files ids writes")
+    assert not list(tmp_path.glob("x.csv*"))
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["file", "stream"])
+def test_a_fifo_or_a_folder_as_input_is_named(streaming, tiny_model, tmp_path, monkeypatch,
+                                              capsys):
+    os.mkfifo(tmp_path / "flows.csv")
+    for inp, kind in ((tmp_path / "flows.csv", "a FIFO"), (tmp_path, "a folder")):
+        out = "-" if streaming else tmp_path / "alerts.csv"
+        code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], f"input={inp}",
+                                f"output={out}")
+        assert_one_line(code, err, f"input={inp} is {kind}", "input=-")
+
+
 # --- decompression, archives, long lines -------------------------------------------------------
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -297,6 +318,12 @@ def test_a_zip_with_too_many_entries_is_refused_before_they_are_listed(tmp_path,
     members = {f"junk/{i}.txt": b"" for i in range(11)} | {"flows.csv": flows_csv.read_bytes()}
     with pytest.raises(DataError, match="holds 12 entries"):
         read_flows(_zip(tmp_path / "many.zip", members))
+
+
+def test_a_file_with_thousands_of_columns_is_refused(tmp_path, flows_csv, monkeypatch):
+    _lower(monkeypatch, MAX_COLUMNS=10)
+    with pytest.raises(DataError, match="has 14 columns"):
+        read_flows(flows_csv)
 
 
 def test_a_nested_zip_is_one_line(tmp_path, flows_csv):
@@ -547,6 +574,23 @@ def test_an_unchanged_store_opens_by_stat_and_a_copied_one_by_hash(tmp_path, cap
     (entry / cache.VERIFIED).unlink()
     with pytest.raises(cache.Changed, match="train.y.npy does not match its checksum"):
         cache.load(entry)
+
+
+@pytest.mark.parametrize("name", ["checksums.json", "verified.json", "train.y.npy",
+                                  "loads.log"])
+def test_a_special_file_in_a_store_never_blocks_and_is_not_used(name, tmp_path, capsys):
+    """A FIFO in an entry blocked the first read of it forever."""
+    from ids.data import cache
+
+    cfg, made, entry = _store(tmp_path)
+    y = np.array(made.train.y)
+    (entry / name).unlink(missing_ok=True)
+    os.mkfifo(entry / name)
+    again = _reopen(cfg, tmp_path)  # no read of the FIFO: it would block without a writer
+    np.testing.assert_array_equal(again.train.y, y)
+    noted = "preparing it again" in capsys.readouterr().err
+    assert noted == (name in (cache.CHECKSUMS, "train.y.npy"))  # the others are not data
+    assert all(os.path.isfile(entry / f) for f in (*cache.FILES, cache.CHECKSUMS))
 
 
 def test_the_checksums_are_those_of_the_bytes_on_disk(tmp_path):

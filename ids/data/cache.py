@@ -39,6 +39,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -106,10 +107,23 @@ def load(folder: Path, in_memory: bool = False, record: bool = True,
     if in_memory:  # plain arrays, as a whole-file preparation always gave
         splits = {n: Split(s.X, s.y, s.attack, s.rows, s.hashes) for n, s in splits.items()}
     elif record:
-        with open(folder / LOADS, "a") as log:
-            log.write(f"{os.getpid()}\n")
+        _log_load(folder / LOADS)
     return Prepared(preprocessor=pre, feature_names=list(meta["feature_names"]),
                     info=meta["info"], **splits)
+
+
+def _log_load(path: Path) -> None:
+    """A line in `loads.log`, never through a link or into a FIFO (skipped then)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK, 0o666)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def build(folder: Path, make: Callable[[Path], None]) -> None:
@@ -153,7 +167,7 @@ def check(folder: Path) -> None:
     made by older code). Files whose stat still equals their `verified.json` stamp are not
     read again."""
     folder = Path(folder)
-    manifest = json.loads((folder / CHECKSUMS).read_text())
+    manifest = json.loads(_regular(folder / CHECKSUMS).read_text())
     files = manifest["files"]
     if manifest.get("hash") != HASH:
         raise ValueError(f"checksums by {manifest.get('hash')!r}")
@@ -161,15 +175,18 @@ def check(folder: Path) -> None:
     if unlisted:
         raise Changed(f"the prepared data in {folder} has no checksum for {unlisted[0]}")
     try:
-        stamps = json.loads((folder / VERIFIED).read_text())
+        stamps = json.loads(_regular(folder / VERIFIED).read_text())
     except (OSError, ValueError):
         stamps = {}
     again = []
     for name, (size, digest) in files.items():
         try:
-            st = os.stat(folder / name)
+            st = os.lstat(folder / name)
         except FileNotFoundError:
             raise Changed(f"the prepared data in {folder} lacks {name}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise Changed(f"{folder / name} is not a regular file (an entry holds only files "
+                          "ids wrote)")
         if st.st_size != size:
             raise Changed(f"{folder / name} has {st.st_size:,} bytes, not the {size:,} it was "
                           "written with")
@@ -184,6 +201,14 @@ def check(folder: Path) -> None:
 
 
 HASH = "blake2b-128"
+
+
+def _regular(path: Path) -> Path:
+    """`path` if it is a regular file (never a FIFO that would block a read, nor a link);
+    FileNotFoundError or Changed otherwise."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise Changed(f"{path} is not a regular file (an entry holds only files ids wrote)")
+    return path
 
 
 def _hasher():

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ids.data import synthetic
 from ids.data.errors import DataError
-from ids.data.reader import BATCH_ROWS, FlowFile
+from ids.data.reader import BATCH_ROWS, FlowFile, not_a_file
 
 ID_COLUMNS = ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"]
 IP_COLUMNS, PORT_COLUMNS = ["IPV4_SRC_ADDR", "IPV4_DST_ADDR"], ["L4_SRC_PORT", "L4_DST_PORT"]
@@ -207,6 +207,8 @@ def flow_file(path, key: str = "data.path") -> FlowFile:
     """The flow file at `path` for the one reader (`ids.data.reader`); DataError naming where
     to get the data when it is not there."""
     p = Path(str(path)).expanduser()
+    if not p.is_file() and p.exists():
+        raise DataError(f"{key}={p} {not_a_file(p)}")
     if not p.is_file():
         raise DataError(f"data file not found: {p}. NF-BoT-IoT (and its NetFlow siblings) are "
                         f"published at {PUBLISHED}; download it and set data.path=... (or "

@@ -34,6 +34,7 @@ import gzip
 import io
 import lzma
 import re
+import stat
 import sys
 import time
 import weakref
@@ -70,7 +71,7 @@ class FlowFile:
         self.types: dict[str, pa.DataType] = {}
         self.widened_late = False  # a column was widened after batches were handed out
         if not self.path.is_file():
-            raise DataError(f"{key}={self.path}: no such file")
+            raise DataError(f"{key}={self.path}: {not_a_file(self.path)}")
         name = self.path.name.lower()
         if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
             raise DataError(f"unknown file extension of {self.path.name}: use .csv, .csv.gz, "
@@ -113,6 +114,7 @@ class FlowFile:
                 yield from self._parquet()
                 return
             with self._reading(ragged, state) as reader:
+                self._check_columns(len(reader.schema.names))
                 self.types = {**dict(zip(reader.schema.names, reader.schema.types,
                                          strict=True)), **self.types}
                 for batch in reader:
@@ -140,6 +142,7 @@ class FlowFile:
         try:
             self._check_footer()
             pf = pq.ParquetFile(self.path)
+            self._check_columns(pf.metadata.num_columns)
             self._check_row_groups(pf.metadata)
             for batch in pf.iter_batches(batch_size=1 << 16):
                 yield pa.Table.from_batches([batch])
@@ -147,6 +150,12 @@ class FlowFile:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged footer, schema or page
             raise self._unreadable(exc) from exc
+
+    def _check_columns(self, n: int) -> None:
+        """DataError for more columns than any flow layout has (NF-v2: 45)."""
+        if n > limits.MAX_COLUMNS:
+            raise DataError(f"{self.path} has {n:,} columns (at most {limits.MAX_COLUMNS:,} are "
+                            "read; a NetFlow layout has 14-45): is it a file of flows?")
 
     def _check_footer(self) -> None:
         """DataError when the footer (the metadata, read whole before any row) is too large."""
@@ -361,6 +370,19 @@ class _Source(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path` cannot be read as a file: 'no such file', or what it is instead."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "no such file"
+    kinds = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)",
+             stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+             stat.S_IFSOCK: "a socket"}
+    return (f"is {kinds.get(stat.S_IFMT(mode), 'not a regular file')}, not a file of flows (a "
+            "stream is read with input=-)")
 
 
 def _expands(expanded: int, packed: int) -> bool:

@@ -40,7 +40,7 @@ from ids import outputs, progress
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError, validate_frame
-from ids.data.reader import FlowFile
+from ids.data.reader import FlowFile, not_a_file
 from ids.serving.rows import carry, passthrough, write_csv
 from ids.tracking import registry
 
@@ -50,6 +50,8 @@ def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     (`ids.data.reader`, the reader training uses too)."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
+        if p.exists():
+            raise DataError(f"input={p} {not_a_file(p)}")
         raise DataError(f"input file not found: {p}; set input=<path of a NetFlow CSV>")
     if int(chunk_size) < 1:
         raise ConfigError(f"chunk_size must be >= 1, but got {chunk_size}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import select
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import numpy as np
@@ -31,6 +32,7 @@ from ids.config import ConfigError
 from ids.data import limits
 from ids.data.flows import DataError, validate_frame
 from ids.data.limits import size
+from ids.data.reader import not_a_file
 from ids.serving.rows import carry, passthrough, write_csv
 
 READ_BYTES = 1 << 16
@@ -139,6 +141,8 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
         raise ConfigError(f"output=- streams plain CSV: input={inp} must be - (standard input) "
                           "or a .csv file; for other files use output=<file>")
     if inp != "-" and not os.path.isfile(inp):
+        if os.path.exists(inp):
+            raise DataError(f"input={inp} {not_a_file(Path(inp))}")
         raise DataError(f"input file not found: {inp}; set input=<path of a NetFlow CSV> or -")
     started = time.perf_counter()
     if inp == "-" and (sys.stdin is None or sys.stdin.closed):
