@@ -363,6 +363,32 @@ def test_parquet_metadata_and_rows_are_bounded_before_reading(tmp_path, flows_cs
         read_flows(path)
 
 
+def test_a_parquet_value_referenced_by_every_row_is_not_expanded(tmp_path, flows_csv):
+    """One 2 MiB text value in a parquet dictionary, referenced by 1,000 rows: 2 GB once
+    decoded, from a file of kilobytes."""
+    flows = pd.read_csv(flows_csv).iloc[:1]
+    n = 1000
+    columns = {c: pa.array(np.repeat(flows[c].to_numpy(), n)) for c in flows.columns
+               if c != "IPV4_SRC_ADDR"}
+    columns["IPV4_SRC_ADDR"] = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, np.int32)), pa.array(["1" * (2 << 20)]))
+    path = tmp_path / "flows.parquet"
+    pq.write_table(pa.table(columns), path, compression="zstd")
+    with pytest.raises(DataError, match="1,000 rows hold 2.0 GiB of text"):
+        read_flows(path)
+
+
+def test_batches_are_bounded_in_bytes_and_the_result_does_not_change(tmp_path, flows_csv,
+                                                                    monkeypatch):
+    """Rows of megabytes each would fill a batch of 262,144 rows; a batch is handed out once
+    it holds MAX_BATCH_BYTES, and what is read is the same."""
+    whole = read_flows(flows_csv)
+    _lower(monkeypatch, MAX_BATCH_BYTES=8 << 10)
+    batches = list(reader.FlowFile(flows_csv).batches(1000))
+    assert len(batches) > 3 and [int(b.index[0]) for b in batches][:2] != [0, 1000]
+    pd.testing.assert_frame_equal(read_flows(flows_csv), whole)
+
+
 def test_a_long_unterminated_line_on_standard_input_is_bounded(tiny_model, tmp_path, flows_csv,
                                                                 monkeypatch, capsys):
     """200 MB without a line end cost 2.2 GB; now reading stops past MAX_ROW_BYTES."""

@@ -9,6 +9,7 @@ RATIO_FLOOR = 64 << 20  # the ratio is checked once this many bytes have been ex
 MAX_ZIP_ENTRIES = 10_000  # entries a zip may list (a published NF-* zip holds one CSV)
 MAX_PARQUET_FOOTER = 64 << 20  # bytes of parquet metadata, read whole before any row
 MAX_COLUMNS = 4096  # columns of a flow file (NF-v2: 45)
+MAX_BATCH_BYTES = 256 << 20  # bytes of one batch of rows (65,536 NF-v2 flows: ~40 MiB)
 MAX_ROW_BYTES = 1 << 20  # bytes of one flow: a CSV line on standard input, a parquet row (mean)
 
 

@@ -141,11 +141,12 @@ class FlowFile:
 
         try:
             self._check_footer()
-            pf = pq.ParquetFile(self.path)
+            text = [f.name for f in pq.read_schema(self.path) if _text(f.type)]
+            pf = pq.ParquetFile(self.path, read_dictionary=text)  # decoded after `_expanded`
             self._check_columns(pf.metadata.num_columns)
             self._check_row_groups(pf.metadata)
             for batch in pf.iter_batches(batch_size=1 << 16):
-                yield pa.Table.from_batches([batch])
+                yield self._plain(pa.Table.from_batches([batch]), text)
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged footer, schema or page
@@ -156,6 +157,30 @@ class FlowFile:
         if n > limits.MAX_COLUMNS:
             raise DataError(f"{self.path} has {n:,} columns (at most {limits.MAX_COLUMNS:,} are "
                             "read; a NetFlow layout has 14-45): is it a file of flows?")
+
+    def _plain(self, table: pa.Table, text: list[str]) -> pa.Table:
+        """The batch with its text columns decoded from dictionaries, once the text they
+        expand to is bounded (a 50 MB value, stored once and referenced by every row, would
+        expand to terabytes)."""
+        import pyarrow.compute as pc
+
+        expanded = 0
+        for name in text:
+            col = table.column(name)
+            for chunk in col.chunks:
+                if pa.types.is_dictionary(chunk.type):
+                    lengths = pc.binary_length(chunk.dictionary)
+                    expanded += pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
+        if expanded > limits.MAX_BATCH_BYTES:
+            raise DataError(f"{self.path}: {table.num_rows:,} rows hold {size(expanded)} of text "
+                            f"(at most {size(limits.MAX_BATCH_BYTES)} are read at a time; a "
+                            "flow takes a few hundred bytes): damaged, or not a flow file")
+        for name in text:
+            i = table.schema.get_field_index(name)
+            col = table.column(i)
+            if pa.types.is_dictionary(col.type):
+                table = table.set_column(i, name, col.cast(col.type.value_type))
+        return table
 
     def _check_footer(self) -> None:
         """DataError when the footer (the metadata, read whole before any row) is too large."""
@@ -372,6 +397,13 @@ class _Source(io.RawIOBase):
         return len(data)
 
 
+def _text(t: pa.DataType) -> bool:
+    """Whether a parquet column holds text (or bytes), plain or as a dictionary."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return any(check(t) for check in (pa.types.is_string, pa.types.is_large_string,
+                                      pa.types.is_binary, pa.types.is_large_binary))
+
+
 def not_a_file(path: Path) -> str:
     """Why `path` cannot be read as a file: 'no such file', or what it is instead."""
     try:
@@ -399,19 +431,25 @@ def _released(watch: weakref.ref | None, seconds: float = 10.0) -> None:
 
 
 def _rebatch(tables: Iterator[pa.Table], rows: int, skip: int = 0) -> Iterator[pa.Table]:
-    """Tables of exactly `rows` rows (the last one shorter), the first `skip` rows dropped."""
+    """Tables of `rows` rows (the last one shorter), the first `skip` rows dropped; a table is
+    handed out early once it holds MAX_BATCH_BYTES (rows of megabytes each: memory stays
+    bounded, and no caller's result depends on where batches end)."""
     pending: list[pa.Table] = []
-    have = 0
+    have = size_ = 0
     for table in tables:
         if skip:
             drop = min(skip, table.num_rows)
             table, skip = table.slice(drop), skip - drop
         pending.append(table)
         have += table.num_rows
-        while have >= rows:
+        size_ += table.nbytes
+        while have >= rows or (have and size_ >= limits.MAX_BATCH_BYTES):
             whole = pa.concat_tables(pending)
-            yield whole.slice(0, rows)
-            pending, have = [whole.slice(rows)], have - rows
+            fit = int(limits.MAX_BATCH_BYTES * have / max(size_, 1))  # rows of that many bytes
+            take = max(1, min(rows, have, fit))
+            yield whole.slice(0, take)
+            pending, have = [whole.slice(take)], have - take
+            size_ = pending[0].nbytes if have else 0
     if have:
         yield pa.concat_tables(pending)
 
