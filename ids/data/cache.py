@@ -249,7 +249,19 @@ def _stamp_all(folder: Path, files: dict) -> None:
         tmp.write_text(json.dumps(stamps))
         os.replace(tmp, folder / VERIFIED)
     except OSError:
-        pass
+        return
+    _past_the_tick(max(stamp[2] for stamp in stamps.values()))
+
+
+def _past_the_tick(ctime_ns: int) -> None:
+    """Return once the clock has left the tick of `ctime_ns`: file times come from a coarse
+    clock (a few ms; a second on some file systems), and a file changed within the tick of a
+    stamp would keep its ctime (as git's "racily clean" index entries). Waits ~20 ms at most
+    where times have nanoseconds, up to a second where they are whole seconds."""
+    tick = 1_000_000_000 if ctime_ns % 1_000_000_000 == 0 else 20_000_000
+    wait = (ctime_ns + tick - time.time_ns()) / 1e9
+    if wait > 0:
+        time.sleep(min(wait, 1.1))
 
 
 def write_meta(folder: Path, pre: encoding.Preprocessor, feature_names: list[str], info: dict,
