@@ -71,7 +71,8 @@ class FlowFile:
         self.types: dict[str, pa.DataType] = {}
         self.widened_late = False  # a column was widened after batches were handed out
         if not self.path.is_file():
-            raise DataError(f"{key}={self.path}: {not_a_file(self.path)}")
+            what = not_a_file(self.path)
+            raise DataError(f"{key}={self.path}{':' if what == 'no such file' else ''} {what}")
         name = self.path.name.lower()
         if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
             raise DataError(f"unknown file extension of {self.path.name}: use .csv, .csv.gz, "
