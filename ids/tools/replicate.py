@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.copies < 1:
         p.error(f"--copies must be >= 1, but got {args.copies}")
-    n = replicate(args.src, args.dst, args.copies, args.seed)
+    try:
+        n = replicate(args.src, args.dst, args.copies, args.seed)
+    except outputs.OutputError as exc:
+        p.exit(2, f"error: {exc}\n")
     print(f"{args.dst}: {n} flows ({args.copies} shuffled copies of {args.src})")
 
 
