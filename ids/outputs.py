@@ -120,11 +120,12 @@ def replacing(path: str | Path, *, overwrite: bool = False, key: str = "output",
             _release(fd, tmp)
 
 
-def write_text(path: str | Path, text: str, *, overwrite: bool = True, key: str = "output") -> Path:
-    """`text` as the whole content of `path`, through `replacing`: a file a command owns (a
-    sweep's exports, rewritten by every invocation), so it waits up to 30 s for another
-    process writing it and reclaims a partial file a killed run left."""
-    with replacing(path, overwrite=overwrite, key=key, wait=30.0, reclaim=True) as fh:
+def write_text(path: str | Path, text: str, *, overwrite: bool = True, key: str = "output",
+               reclaim: bool = False) -> Path:
+    """`text` as the whole content of `path`, through `replacing`, waiting up to 30 s for
+    another process writing it (a sweep's exports are rewritten by every invocation);
+    `reclaim`: for files the command owns (those exports), a killed run's partial file."""
+    with replacing(path, overwrite=overwrite, key=key, wait=30.0, reclaim=reclaim) as fh:
         fh.write(text)
     return Path(str(path)).expanduser()
 

@@ -154,13 +154,17 @@ def test_a_partial_file_nobody_writes_is_left_alone(tiny_model, tmp_path, flows_
 def test_a_commands_own_exports_reclaim_a_killed_runs_partial_but_not_a_linked_one(tmp_path):
     target = tmp_path / "trials.csv"
     (tmp_path / "trials.csv.partial").write_text("left by a killed sweep\n")
-    outputs.write_text(target, "a,b\n", key="sweep.export_dir")
+    outputs.write_text(target, "a,b\n", key="sweep.export_dir", reclaim=True)
     assert target.read_text() == "a,b\n" and not (tmp_path / "trials.csv.partial").exists()
     precious = tmp_path / "precious.txt"
     precious.write_text("keep me\n")
     os.link(precious, tmp_path / "trials.csv.partial")  # a second name: not a killed run's
     with pytest.raises(outputs.OutputError, match="no command is writing it"):
-        outputs.write_text(target, "c,d\n", key="sweep.export_dir")
+        outputs.write_text(target, "c,d\n", key="sweep.export_dir", reclaim=True)
+    os.unlink(tmp_path / "trials.csv.partial")
+    (tmp_path / "trials.csv.partial").write_text("a user's file\n")  # --json and the like
+    with pytest.raises(outputs.OutputError, match="no command is writing it"):
+        outputs.write_text(target, "e,f\n", key="--json")
     assert precious.read_text() == "keep me\n" and target.read_text() == "a,b\n"
 
 
