@@ -463,7 +463,7 @@ def _csv_with(tmp: Path, flows_csv: Path, value: str) -> Path:
 
 SETTINGS = [
     ("trainer.lr=inf", "trainer.lr must be a finite number"),
-    ("trainer.lr=100", "trainer.lr must be in (0, 10]"),
+    ("trainer.lr=-0.001", "trainer.lr must be > 0"),
     ("trainer.weight_decay=nan", "trainer.weight_decay must be a finite number"),
     ("seed=-1", "seed must be in [0, 4,294,967,275]"),
     ("data.seed=99999999999999999999", "data.seed must be in [0, 4,294,967,295]"),

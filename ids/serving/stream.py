@@ -137,13 +137,13 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
 
 
     inp, out = str(cfg.input), str(cfg.output)
-    if inp != "-" and not inp.lower().endswith(".csv"):
-        raise ConfigError(f"output=- streams plain CSV: input={inp} must be - (standard input) "
-                          "or a .csv file; for other files use output=<file>")
     if inp != "-" and not os.path.isfile(inp):
         if os.path.exists(inp):
             raise DataError(f"input={inp} {not_a_file(Path(inp))}")
         raise DataError(f"input file not found: {inp}; set input=<path of a NetFlow CSV> or -")
+    if inp != "-" and not inp.lower().endswith(".csv"):
+        raise ConfigError(f"output=- streams plain CSV: input={inp} must be - (standard input) "
+                          "or a .csv file; for other files use output=<file>")
     started = time.perf_counter()
     if inp == "-" and (sys.stdin is None or sys.stdin.closed):
         raise DataError("standard input is closed: pipe CSV flows into `ids.predict input=-`, "
