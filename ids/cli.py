@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sqlalchemy import exc as sa_exc
 
 from ids import outputs, progress
-from ids.config import CONF_DIR, InputError
+from ids.config import CONF_DIR, InputError, validate
 from ids.tracking import database, signals, store
 from ids.tracking import redact as redaction
 from ids.tracking.redact import redact
@@ -127,6 +127,7 @@ def command(body: Callable[[DictConfig], None]) -> Callable[[], None]:
         redaction.install()  # again: Hydra has set up its log handlers by now
         progress.configure(bool(cfg.quiet))
         try:  # here, not through Hydra: it would print the command line with the error
+            validate(cfg)  # every setting, before any work (each command reads its own part)
             body(cfg)
             _flush(sys.stdout)
         except Exception as exc:  # noqa: BLE001 - the one error path

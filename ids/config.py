@@ -8,12 +8,15 @@ so an unknown key or a wrong type fails when the config is composed, before any 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 # NF-BoT-IoT v1 class mix (Attack column counts in the 600,100-flow file).
 NF_BOT_IOT_MIX = {
@@ -229,18 +232,64 @@ def unknown_keys(cfg: DictConfig, schema: DictConfig | None = None, prefix: str 
     return out
 
 
+MAX_LAYERS = 64  # conv or LSTM layers: each is a compiled block (sizes: `ids.artifact.bounds`)
+
+
 def check_model(m: Any, prefix: str = "model.") -> None:
     """The value ranges of a model section (a config's, or a model file's settings)."""
-    _check(m.conv_layers >= 0, f"{prefix}conv_layers", ">= 0", m.conv_layers)
+    _check(0 <= m.conv_layers <= MAX_LAYERS, f"{prefix}conv_layers", f"in [0, {MAX_LAYERS}]",
+           m.conv_layers)
     _check(m.filters >= 1, f"{prefix}filters", ">= 1", m.filters)
     _check(m.kernel_size >= 1, f"{prefix}kernel_size", ">= 1", m.kernel_size)
     _check(m.pool_size >= 1, f"{prefix}pool_size", ">= 1", m.pool_size)
     _check(0 <= m.dropout < 1, f"{prefix}dropout", "in [0, 1)", m.dropout)
     _check(m.lstm_units >= 1, f"{prefix}lstm_units", ">= 1", m.lstm_units)
-    _check(m.lstm_layers >= 1, f"{prefix}lstm_layers", ">= 1", m.lstm_layers)
+    _check(1 <= m.lstm_layers <= MAX_LAYERS, f"{prefix}lstm_layers", f"in [1, {MAX_LAYERS}]",
+           m.lstm_layers)
     _check(m.dense_units >= 0, f"{prefix}dense_units", ">= 0", m.dense_units)
     _check(m.lstm_impl in ("unrolled", "fused"), f"{prefix}lstm_impl", "unrolled or fused",
            m.lstm_impl)
+
+
+SEED_MAX = 2**32 - 1  # numpy and MindSpore take 32-bit seeds
+INT_MAX = 2**62  # no setting needs more; numpy, SQLite and MindSpore overflow near 2**63
+MAX_PER_CORE = 4  # processes or threads per core a setting may ask for
+FLOW_BYTES = 1024  # memory per synthetic flow while it is prepared (measured: ~600)
+
+
+def _per_core() -> int:
+    return MAX_PER_CORE * (os.cpu_count() or 1)
+
+
+# Numeric settings: key -> (lowest, highest, what the lowest means); None: no bound on that
+# side, a callable: a bound of this machine. Every number anywhere in a config must also be
+# finite (`_finite`).
+RANGES: dict[str, tuple[Any, Any, str]] = {
+    "seed": (0, SEED_MAX - MAX_BASELINE_SEEDS, "seed + i seeds the i-th baseline forest"),
+    "data.seed": (0, SEED_MAX, ""), "sweep.seed": (0, SEED_MAX, ""),
+    "data.n_flows": (100, lambda: memory_budget() // FLOW_BYTES,
+                     f"{FLOW_BYTES} bytes of the memory available here a flow"),
+    "data.window": (1, None, ""), "data.chunk_size": (1, None, ""),
+    "data.l7_top_k": (0, None, ""), "data.numeric_bins": (0, 256, ""),
+    "data.max_rows": (1, None, "null: the whole file"),
+    "data.max_train_flows": (1, None, "null: every training flow"),
+    "trainer.epochs": (1, 1_000_000, ""), "trainer.batch_size": (1, None, ""),
+    "trainer.eval_batch_size": (1, None, ""), "trainer.patience": (0, None, "0: never stop"),
+    "trainer.threads": (0, _per_core, f"0: cores / workers; at most {MAX_PER_CORE} a core"),
+    "trainer.epoch_flows": (0, None, "0: every training flow"),
+    "trainer.baseline_seeds": (1, MAX_BASELINE_SEEDS, "1: one forest"),
+    "sweep.n_trials": (1, 1_000_000, ""),
+    "sweep.workers": (1, _per_core, f"at most {MAX_PER_CORE} a core"),
+    "sweep.max_failures": (1, None, ""), "sweep.max_retry": (0, 1000, "0: never retried"),
+    "sweep.pruner_warmup_epochs": (0, None, ""), "sweep.pruner_startup_trials": (0, None, ""),
+    "sweep.heartbeat_seconds": (1, 86_400, ""),
+    "sweep.timeout_seconds": (1e-3, 366 * 86_400.0, "null: no time limit"),
+    "promote.trial": (0, 2**31 - 1, "null: the best trial"),
+    "serve.port": (1, 65_535, ""),
+    "serve.workers": (0, _per_core, f"0: one per core; at most {MAX_PER_CORE} a core"),
+    "serve.threads": (0, _per_core, f"0: cores / workers; at most {MAX_PER_CORE} a core"),
+    "chunk_size": (1, None, ""), "score_memo_mb": (0, None, "0: no memo"),
+}
 
 
 def validate(cfg: Config | DictConfig) -> None:
@@ -248,53 +297,89 @@ def validate(cfg: Config | DictConfig) -> None:
     if isinstance(cfg, DictConfig) and (extra := unknown_keys(cfg)):
         raise ConfigError(f"unknown config key(s) {', '.join(extra)}: nothing reads them. Check "
                           "the spelling (`python -m ids.run --cfg job` lists every key)")
+    for key, (low, high, note) in RANGES.items():
+        _in_range(key, _get(cfg, key), low, high() if callable(high) else high, note)
+    _finite(cfg)
     d, m, t, s = cfg.data, cfg.model, cfg.trainer, cfg.sweep
     _check(d.source in ("synthetic", "nf_bot_iot"), "data.source", "synthetic or nf_bot_iot", d.source)
-    _check(d.window >= 1, "data.window", ">= 1", d.window)
-    _check(d.n_flows >= 100, "data.n_flows", ">= 100", d.n_flows)
     _check(d.split in ("contiguous", "chunks"), "data.split", "contiguous or chunks", d.split)
     fr = list(d.split_fractions)
     _check(len(fr) == 3 and all(f > 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
            "data.split_fractions", "three positive fractions summing to 1", fr)
-    _check(d.chunk_size >= 1, "data.chunk_size", ">= 1", d.chunk_size)
-    _check(d.l7_top_k >= 0, "data.l7_top_k", ">= 0", d.l7_top_k)
-    _check(0 <= d.numeric_bins <= 256, "data.numeric_bins", "in [0, 256]", d.numeric_bins)
     _check(d.dedup in ("none", "exact"), "data.dedup", "none or exact", d.dedup)
-    _check(d.max_rows is None or d.max_rows >= 1, "data.max_rows", "null or >= 1", d.max_rows)
-    _check(d.max_train_flows is None or d.max_train_flows >= 1, "data.max_train_flows",
-           "null or >= 1", d.max_train_flows)
+    mix = dict(d.class_mix or {})
+    _check(all(isinstance(v, (int, float)) and v >= 0 for v in mix.values())
+           and sum(mix.values()) > 0, "data.class_mix", "weights >= 0, not all 0", mix)
     check_model(m)
-    _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
-    _check(t.batch_size >= 1, "trainer.batch_size", ">= 1", t.batch_size)
-    _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", ">= 1", t.eval_batch_size)
-    _check(t.lr > 0, "trainer.lr", "> 0", t.lr)
-    _check(t.weight_decay >= 0, "trainer.weight_decay", ">= 0", t.weight_decay)
-    _check(t.patience >= 0, "trainer.patience", ">= 0", t.patience)
+    _check(t.lr > 0, "trainer.lr", "> 0", t.lr)  # finite (`_finite`); a huge one diverges,
+    _check(t.weight_decay >= 0, "trainer.weight_decay", ">= 0", t.weight_decay)  # one line
     _check(t.class_weight in ("none", "balanced"), "trainer.class_weight", "none or balanced", t.class_weight)
     _check(t.selection_metric in SELECTION_METRICS, "trainer.selection_metric",
            f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
-    _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
-    _check(t.epoch_flows >= 0, "trainer.epoch_flows", ">= 0 (0: every training flow)",
-           t.epoch_flows)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
            t.distinct)
-    _check(1 <= t.baseline_seeds <= MAX_BASELINE_SEEDS, "trainer.baseline_seeds",
-           f"in [1, {MAX_BASELINE_SEEDS}] (1: one forest)", t.baseline_seeds)
-    _check(s.n_trials >= 1, "sweep.n_trials", ">= 1", s.n_trials)
-    _check(s.workers >= 1, "sweep.workers", ">= 1", s.workers)
     _check(s.sampler in SAMPLERS, "sweep.sampler", f"one of {', '.join(SAMPLERS)}", s.sampler)
     _check(s.pruner in PRUNERS, "sweep.pruner", f"one of {', '.join(PRUNERS)}", s.pruner)
-    _check(s.max_failures >= 1, "sweep.max_failures", ">= 1", s.max_failures)
-    _check(s.pruner_warmup_epochs >= 0, "sweep.pruner_warmup_epochs", ">= 0",
-           s.pruner_warmup_epochs)
-    _check(s.pruner_startup_trials >= 0, "sweep.pruner_startup_trials", ">= 0",
-           s.pruner_startup_trials)
     _check(s.prune_on in PRUNE_SIGNALS, "sweep.prune_on", f"one of {', '.join(PRUNE_SIGNALS)}",
            s.prune_on)
     _check(s.log_artifacts in ("best", "all"), "sweep.log_artifacts", "best or all",
            s.log_artifacts)
-    _check(s.heartbeat_seconds >= 1, "sweep.heartbeat_seconds", ">= 1", s.heartbeat_seconds)
+
+
+def _get(cfg, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+    return node
+
+
+def _in_range(key: str, value: Any, low, high, note: str) -> None:
+    """ConfigError unless `value` is None (where `note` says what null means) or a number in
+    [low, high]; the message says the range in the form of the rule that failed."""
+    if value is None and note.startswith("null"):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, but got {value!r}")
+    rule = f">= {low}" if high is None else f"in [{low}, {high:,}]"
+    if note.startswith("null: "):
+        rule = f"null ({note[6:]}) or {rule}"
+    elif note:
+        rule += f" ({note})"
+    _check(low <= value and (high is None or value <= high), key, rule, value)
+
+
+def _finite(node: Any, path: str = "") -> None:
+    """ConfigError naming the first number that is not finite (nan, inf) or beyond INT_MAX,
+    wherever it is: ranges, class weights, search ranges, start points, pruner arguments."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=False)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        node = dataclasses.asdict(node)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _finite(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _finite(value, f"{path}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path} must be a finite number, but got {node!r}")
+    elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > INT_MAX:
+        raise ConfigError(f"{path} must be at most {INT_MAX:,} in size, but got {node!r}")
+
+
+def memory_budget() -> int:
+    """Bytes of memory available now (MemAvailable; the physical size where it is unknown):
+    the bound of settings that allocate by size (`data.n_flows` here; model sizes and
+    `score_memo_mb` where they are used)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def typed(raw: DictConfig) -> DictConfig:

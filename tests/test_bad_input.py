@@ -19,7 +19,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, run_cli
-from ids.data import synthetic
+from ids.data import limits, synthetic
 from ids.tools import servers
 from world import mlflow_store
 
@@ -77,6 +77,7 @@ class Case:
     code: int = 2
     module: str = "ids.predict"
     chunk_size: int = 100  # several chunks: row numbers must still count from the file start
+    limits: dict = field(default_factory=dict)  # ids.data.limits lowered for the case
 
 
 CASES: dict[str, Case] = {
@@ -154,6 +155,50 @@ CASES: dict[str, Case] = {
                                   ("lacks the required settings ['pool_size']",)),
     "model file linked out of its folder": Case(lambda t: [f"model_uri={_linked_out(t)}"],
                                                 ("weights.npz is a link out of its folder",)),
+    "input named like the output's partial file": Case(
+        lambda t: [f"input={_csv(t, _flows(), 'alerts.csv.partial')}"],
+        ("is written as alerts.csv.partial first, and that is the input",)),
+    "partial file nobody writes": Case(
+        lambda t: (t / "alerts.csv.partial").write_text("keep me\n") and [],
+        ("alerts.csv.partial exists and no command is writing it", "remove it")),
+    "output named like a partial file": Case(lambda t: [f"output={t}/x.csv.partial"],
+                                             ("names ending in .partial",)),
+    "output inside the prepared store": Case(
+        lambda t: [f"output={_store_file(t)}", "overwrite=true", f"cache_dir={t}/cache"],
+        ("is inside the prepared store (cache_dir)",)),
+    "zip of a 60 MB line of zeros": Case(lambda t: _zeros_zip(t, 60),
+                                         ("flows.zip", "a line is longer than 4.0 MiB")),
+    "zip bomb": Case(lambda t: _zeros_zip(t, 65),
+                     ("flows.csv expands to more than 1000 times", "decompression bomb")),
+    "compressed bomb of flows": Case(
+        lambda t: _zst(t, _csv(t, _flows()).read_bytes().split(b"\n", 1)[0] + b"\n"
+                       + _csv(t, _flows()).read_bytes().split(b"\n")[1] * 40_000 + b"\n"),
+        ("flows.csv.zst", "expands to more than 50 times"),
+        limits={"RATIO_FLOOR": 1 << 20, "MAX_RATIO": 50}),
+    "zip with 10,001 entries": Case(
+        lambda t: _zip(t, {f"junk/{i}.txt": "" for i in range(10_001)}),
+        ("flows.zip holds 10,001 entries",)),
+    "xz that is not xz": Case(lambda t: (t / "flows.csv.xz").write_text("not xz\n" * 50)
+                              and t / "flows.csv.xz", ("cannot be read as xz (LZMAError",)),
+    "timestamps in a counter": Case(
+        lambda t: _csv(t, _flows().assign(IN_BYTES="2024-01-01 00:00:00")),
+        ("'IN_BYTES' must be numeric, but it was read as timestamps",)),
+    "input is a FIFO": Case(lambda t: [f"input={_fifo(t)}"],
+                            ("is a FIFO (named pipe), not a file of flows",)),
+    "learning rate not finite": Case(lambda t: ["trainer.lr=inf", *_run_stores(t)],
+                                     ("trainer.lr must be a finite number",), module="ids.run"),
+    "negative seed": Case(lambda t: ["seed=-1", *_run_stores(t)], ("seed must be in [0,",),
+                          module="ids.run"),
+    "model too big to train": Case(
+        lambda t: ["model.lstm_units=200000", "model.filters=50000", *_run_stores(t)],
+        ("model.lstm_units=200000", "GiB of memory (an estimate)"), module="ids.run"),
+    "score memo beyond memory": Case(lambda t: ["score_memo_mb=100000000"],
+                                     ("score_memo_mb=100000000 asks for more than half",)),
+    "model in an object store without its client": Case(
+        lambda t: ["model_uri=s3://bucket/model"],
+        ("model_uri='s3://bucket/model'", "install it, or download the model folder")),
+    "unknown model URI scheme": Case(lambda t: ["model_uri=foo://bucket/model"],
+                                     ("unknown scheme 'foo:'",)),
     "PostgreSQL cluster without its password file": Case(
         lambda t: ["postgres", "--data-dir", str(_bare_cluster(t))],
         ("holds a PostgreSQL cluster", "ids-password"), module="ids.tools.servers"),
@@ -183,6 +228,35 @@ def _nan_model(tmp: Path) -> Path:
 
 
 _PG = "postgresql://u:S3cr3t@127.0.0.1:1/db"  # port 1: nothing listens
+
+
+def _store_file(tmp: Path) -> Path:
+    entry = tmp / "cache" / "0123456789abcdef0123"
+    entry.mkdir(parents=True)
+    (entry / "train.y.npy").write_bytes(b"recorded")
+    return entry / "train.y.npy"
+
+
+def _zeros_zip(tmp: Path, mb: int) -> Path:
+    """A zip whose CSV is a header and one line of `mb` MB of zeros."""
+    header = _csv(tmp, _flows()).read_bytes().split(b"\n", 1)[0] + b"\n"
+    path = tmp / "flows.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("flows.csv", header + b"0" * (mb << 20))
+    return path
+
+
+def _zst(tmp: Path, data: bytes) -> Path:
+    import pyarrow as pa
+
+    path = tmp / "flows.csv.zst"
+    with pa.CompressedOutputStream(str(path), "zstd") as out:
+        out.write(data)
+    return path
+
+
+def _run_stores(tmp: Path) -> list[str]:
+    return [f"tracking.uri=sqlite:///{tmp}/m.db", f"cache_dir={tmp}/cache"]
 
 
 def _damaged_parquet(tmp: Path) -> Path:
@@ -240,9 +314,12 @@ def _bare_cluster(tmp: Path) -> Path:
 def test_bad_input(name, tiny_model, tmp_path, monkeypatch, capsys):
     case = CASES[name]
     _MODEL["folder"] = tiny_model[0]
+    for limit, value in case.limits.items():
+        monkeypatch.setattr(limits, limit, value)
     made = case.make(tmp_path)
     out = tmp_path / "alerts.csv"
     existed = out.exists()
+    partials = {p: p.read_bytes() for p in tmp_path.rglob("*.partial")}  # an input, another's
     if case.module == "ids.tools.servers":
         code = servers.main(made)
     else:
@@ -273,7 +350,7 @@ def test_bad_input(name, tiny_model, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in stderr
     # Nothing (partially) written: no output unless it was there before, untouched.
     assert out.exists() == existed and (not existed or out.read_text() == "keep me\n")
-    assert not list(tmp_path.rglob("*.partial"))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.partial")} == partials
 
 
 def test_an_existing_output_is_replaced_with_overwrite_true(tiny_model, tmp_path, monkeypatch):

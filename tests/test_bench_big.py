@@ -18,7 +18,8 @@ def test_the_big_section_reports_every_figure(tmp_path):
     tag = "big.60k"
     for key in ("file_gb", "generate_seconds", "prepare.seconds", "prepare.flows_per_s",
                 "prepare.peak_rss_mb", "prepare.store_gb", "copies_share", "reuse.seconds",
-                "reuse.process_seconds", "trial.store_subset_vs_memory",
+                "reuse.process_seconds", "prepare.hash_seconds", "prepare.hash_share",
+                "copied.seconds", "trial.store_subset_vs_memory",
                 "trial.store_prefix_vs_memory"):
         assert math.isfinite(values[f"{tag}.{key}"]), key
     assert 0 < values[f"{tag}.copies_share"] < 1

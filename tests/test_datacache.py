@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from conftest import tiny_overrides
 from ids.config import compose
@@ -58,7 +59,8 @@ def test_an_unreadable_entry_is_rebuilt_not_trusted(tmp_path):
     (entry,) = _entries(cache)
     (entry / "table.npy").unlink()  # replaced, not truncated: `made` still maps the old file
     (entry / "table.npy").write_bytes(b"not an npy file")
-    assert datacache.load(entry) is None
+    with pytest.raises(datacache.Changed, match="table.npy has 15 bytes"):
+        datacache.load(entry)
     clear_cache()
     again = prepare(cfg.data, cache_dir=cache)
     np.testing.assert_array_equal(again.train.X, made.train.X)

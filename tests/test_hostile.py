@@ -225,10 +225,10 @@ def test_a_write_the_os_refuses_is_one_line_and_changes_nothing(tiny_model, tmp_
     out = tmp_path / "alerts.csv"
     out.write_text("keep me\n")
 
-    def refused(tmp, gz):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp))
+    def refused(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
-    monkeypatch.setattr(outputs, "_open", refused)
+    monkeypatch.setattr(outputs, "_create", refused)
     code, _, err = _predict(monkeypatch, capsys, tmp_path, tiny_model[0], f"input={flows_csv}",
                             f"output={out}", "overwrite=true")
     assert_one_line(code, err, f"output={out} could not be written", "EACCES", "no permission")

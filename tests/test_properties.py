@@ -18,6 +18,8 @@ import io
 import json
 import resource
 import shutil
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -284,5 +286,126 @@ def test_predict_says_one_line_for_generated_hostile_files(budget, tiny_model, t
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
         assert out.read_text() == KEEP and not list(tmp.glob("*.partial"))
+
+    check()
+
+
+# --- concurrent writers of one output ------------------------------------------------------------
+
+@budgets
+def test_concurrent_writers_of_one_output_never_mix_or_lose_a_file(budget, tmp_path):
+    """Threads writing the same output at generated moments, with or without overwrite, onto
+    an existing file or none: the file is always one writer's whole content (or the existing
+    one), every loser fails with an OutputError before it writes, and no partial or scratch
+    file is left."""
+    from ids import outputs
+
+    n = {"fast": 25, "slow": 300}[budget]
+
+    @_settings(n, deadline_ms=20_000)
+    @given(starts=st.lists(st.floats(0, 0.02), min_size=2, max_size=4),
+           overwrite=st.booleans(), existing=st.booleans())
+    def check(starts, overwrite, existing) -> None:
+        folder = tmp_path / "out"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        out = folder / "alerts.csv"
+        if existing:
+            out.write_text(KEEP)
+        results: dict[int, object] = {}
+
+        def write(i: int, delay: float) -> None:
+            time.sleep(delay)
+            content = "".join(f"{i},{j}\n" for j in range(200))
+            try:
+                with outputs.replacing(out, overwrite=overwrite) as fh:
+                    for j in range(0, len(content), 400):
+                        fh.write(content[j: j + 400])
+                        time.sleep(0.001)
+                results[i] = content
+            except outputs.OutputError as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=write, args=(i, d)) for i, d in enumerate(starts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        won = [c for c in results.values() if isinstance(c, str)]
+        lost = [e for e in results.values() if isinstance(e, outputs.OutputError)]
+        assert len(won) + len(lost) == len(starts)
+        for exc in lost:
+            assert any(s in str(exc) for s in ("being written by another command", "exists",
+                                               "appeared while it was written")), exc
+        final = out.read_text() if out.exists() else None
+        if existing and not overwrite:
+            assert final == KEEP and not won
+        else:
+            assert final in won, "the output is not one writer's whole content"
+        assert sorted(p.name for p in folder.iterdir()) == ["alerts.csv"]
+
+    check()
+
+
+# --- changed prepared stores -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def store_entry(tmp_path_factory):
+    from conftest import tiny_overrides
+    from ids.config import compose
+    from ids.data.prepare import clear_cache, prepare
+
+    tmp = tmp_path_factory.mktemp("store")
+    clear_cache()
+    prepare(compose(tiny_overrides(tmp) + ["data.n_flows=2000"]).data, cache_dir=tmp / "cache")
+    clear_cache()
+    return next(p for p in (tmp / "cache").iterdir() if not p.name.startswith("."))
+
+
+@budgets
+def test_a_changed_store_is_never_used(budget, store_entry, tmp_path):
+    """Any change to any file of a prepared store (a byte, a truncation, an append, a removal,
+    the checksums themselves), with its mtime restored or not: opening it raises `Changed` or
+    finds no store (it is prepared again); it never returns the changed data."""
+    import os
+
+    from ids.data import cache
+
+    n = {"fast": 30, "slow": 300}[budget]
+    names = sorted(cache.FILES) + [cache.CHECKSUMS]
+
+    @_settings(n, deadline_ms=20_000)
+    @given(name=st.sampled_from(names), kind=st.sampled_from(["flip", "truncate", "append",
+                                                               "remove"]),
+           where=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255),
+           restore_mtime=st.booleans())
+    def check(name, kind, where, xor, restore_mtime) -> None:
+        entry = tmp_path / "entry"
+        shutil.rmtree(entry, ignore_errors=True)
+        shutil.copytree(store_entry, entry)
+        assert cache.load(entry, record=False) is not None  # the copy itself is sound
+        path = entry / name
+        st_before = os.stat(path)
+        data = bytearray(path.read_bytes())
+        at = int(where * len(data))
+        if kind == "flip":
+            data[at] ^= xor
+        elif kind == "truncate":
+            data = data[:at]
+        elif kind == "append":
+            data += bytes([xor])
+        if kind == "remove":
+            path.unlink()
+        else:
+            with open(path, "r+b") as fh:  # in place: the same inode
+                fh.write(bytes(data))
+                fh.truncate(len(data))
+            if restore_mtime:
+                os.utime(path, ns=(st_before.st_atime_ns, st_before.st_mtime_ns))
+        try:
+            loaded = cache.load(entry, record=False)
+        except cache.Changed:
+            return
+        assert loaded is None, f"a store with {name} changed ({kind}) was used"
 
     check()

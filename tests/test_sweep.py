@@ -101,8 +101,9 @@ def test_best_yaml_reruns_to_the_same_validation_value(study_dir, tmp_path, monk
 
 
 def test_failing_trial_does_not_stop_the_study(tmp_path):
-    # window 100000 is longer than every split of 4000 flows: those trials fail with DataError.
-    space = {"data.window": {"type": "categorical", "choices": [2, 100000]},
+    # window 2000 is longer than the val and test splits of 4000 flows (600 each): those trials
+    # fail with DataError (a window that does not fit in memory is refused before the sweep).
+    space = {"data.window": {"type": "categorical", "choices": [2, 2000]},
              "model.kernel_size": {"type": "int", "low": 2, "high": 3}}
     cfg = sweep_cfg(tmp_path, "sweep.n_trials=2", "sweep.sampler=random", "trainer.epochs=1",
                     params=space)
@@ -110,7 +111,7 @@ def test_failing_trial_does_not_stop_the_study(tmp_path):
     study = open_study(cfg)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert sum(t.state in FINISHED for t in study.trials) == 2
-    assert failed, "the random sampler with seed 0 draws window=100000 at least once"
+    assert failed, "the random sampler with seed 0 draws window=2000 at least once"
     assert all("data.window" in t.user_attrs["fail_reason"] for t in failed)
     _, _, children = runs_of(cfg)
     states = {c.data.tags["trial.number"]: (c.data.tags["trial.state"], c.info.status)
@@ -144,6 +145,7 @@ def test_pruner_prunes_and_the_child_run_says_so(tmp_path):
         ({"model.dropout": {"type": "float", "low": 0.0, "high": 1.5}}, "model.dropout"),
         ({"model.kernel_size": {"type": "integer", "low": 1, "high": 2}}, "type must be"),
         ({"trainer.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "low > 0"),
+        ({"model.lstm_units": {"type": "int", "low": 8, "high": 1_000_000}}, "GiB of memory"),
     ],
 )
 def test_bad_space_stops_before_any_trial(tmp_path, params, match):

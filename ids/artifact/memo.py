@@ -20,7 +20,7 @@ from functools import cache
 
 import numpy as np
 
-from ids.config import ConfigError
+from ids.config import ConfigError, memory_budget
 from ids.data.distinct import mix
 
 MEMO_MB = 256  # default bound of a Scorer's memo
@@ -33,9 +33,15 @@ def _multipliers(f: int) -> np.ndarray:
 
 
 def from_config(mb) -> ScoreMemo:
-    """The memo of `score_memo_mb` (ids.predict, ids.serve): MB, 0 for none."""
+    """The memo of `score_memo_mb` (ids.predict, ids.serve): MB, 0 for none; at most half the
+    memory available here (its tables are allocated whole on first use)."""
     if int(mb) < 0:
         raise ConfigError(f"score_memo_mb must be >= 0 (0: no memo), but got {mb}")
+    have = memory_budget()
+    if int(mb) << 20 > have // 2:
+        raise ConfigError(f"score_memo_mb={mb} asks for more than half the "
+                          f"{have / 2**20:,.0f} MB of memory available here; use at most "
+                          f"{have // 2 >> 20:,} (0: no memo)")
     return ScoreMemo(int(mb) << 20)
 
 

@@ -40,7 +40,6 @@ OLD_FORMAT = ("was saved by an older ids as a pickle, and unpickling it could ru
               "author put there, so ids does not load it. Train it again with this version "
               "(`python -m ids.run`, or `make sweep` + `make promote`); see docs/guide/promotion.md, 'Model files'")
 JSON_CAP, MLMODEL_CAP = 64 << 20, 1 << 20  # bytes: scorer.json, MLmodel
-MAX_LAYERS = 64  # conv or LSTM layers: each is compiled into the scoring graph
 OPTIONAL_MODEL_KEYS = {"lstm_impl"}  # absent in models saved before it existed
 
 
@@ -177,9 +176,6 @@ def check_model_settings(model: Any) -> dict:
         check_model(_Settings(full), prefix="model setting ")
     except ConfigError as exc:
         raise ModelFormatError(f"invalid ids model file: {exc}") from exc
-    _require(full["conv_layers"] <= MAX_LAYERS and full["lstm_layers"] <= MAX_LAYERS,
-             f"at most {MAX_LAYERS} conv and {MAX_LAYERS} LSTM layers, but got "
-             f"{full['conv_layers']} and {full['lstm_layers']}")
     return full
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ids.data import synthetic
 from ids.data.errors import DataError
-from ids.data.reader import BATCH_ROWS, FlowFile
+from ids.data.reader import BATCH_ROWS, FlowFile, not_a_file
 
 ID_COLUMNS = ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"]
 IP_COLUMNS, PORT_COLUMNS = ["IPV4_SRC_ADDR", "IPV4_DST_ADDR"], ["L4_SRC_PORT", "L4_DST_PORT"]
@@ -69,13 +69,22 @@ def _row(df: pd.DataFrame, i: int) -> str:
     return f"row {r!r}"
 
 
+_NOT_NUMBERS = {"b": "true/false values", "M": "timestamps", "m": "durations"}
+
+
 def _columns(df: pd.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
-    """Numeric arrays of `cols` (dtype kept when numeric); DataError on text, NaN or infinity."""
+    """Numeric arrays of `cols` (dtype kept when numeric); DataError on text, NaN or infinity,
+    and on columns a reader typed as booleans, timestamps or durations (a CSV column of dates
+    or of true/false, a parquet column of such types): numbers only, never converted."""
     out = {}
     for c in cols:
         s = df[c]
+        if s.dtype.kind in _NOT_NUMBERS:  # pandas would count True as 1, a date in nanoseconds
+            raise DataError(f"column {c!r} must be numeric, but it was read as "
+                            f"{_NOT_NUMBERS[s.dtype.kind]} ({_row(df, 0)} holds "
+                            f"{str(s.iloc[0])!r}); fix the column or drop it")
         if not pd.api.types.is_numeric_dtype(s):
-            num = pd.to_numeric(s, errors="coerce")
+            num = pd.to_numeric(s.astype(str), errors="coerce")  # text, never True or a date
             bad = np.flatnonzero(num.isna().to_numpy() & s.notna().to_numpy())
             if len(bad):
                 raise DataError(f"column {c!r} must be numeric, but {_row(df, bad[0])} holds "
@@ -198,6 +207,8 @@ def flow_file(path, key: str = "data.path") -> FlowFile:
     """The flow file at `path` for the one reader (`ids.data.reader`); DataError naming where
     to get the data when it is not there."""
     p = Path(str(path)).expanduser()
+    if not p.is_file() and p.exists():
+        raise DataError(f"{key}={p} {not_a_file(p)}")
     if not p.is_file():
         raise DataError(f"data file not found: {p}. NF-BoT-IoT (and its NetFlow siblings) are "
                         f"published at {PUBLISHED}; download it and set data.path=... (or "

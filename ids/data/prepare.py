@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -86,9 +87,13 @@ def _prepare_or_load(data_cfg, cache_dir, batch_rows: int) -> Prepared:
     if not cache_dir:
         with tempfile.TemporaryDirectory(prefix="ids-prepare-") as tmp:
             _build(data_cfg, Path(tmp), batch_rows)
-            return cache.load(Path(tmp), in_memory=True)
+            return cache.load(Path(tmp), in_memory=True, verify=False)
     folder = Path(cache_dir) / cache.key(_cache_key(data_cfg, store=True))
-    prepared = cache.load(folder)
+    try:
+        prepared = cache.load(folder)
+    except cache.Changed as exc:  # never used: prepared again from the data
+        print(f"note: {exc}; preparing it again", file=sys.stderr)
+        prepared = None
     if prepared is None:
         shutil.rmtree(folder, ignore_errors=True)  # absent, or damaged: never trusted
         cache.build(folder, lambda tmp: _build(data_cfg, tmp, batch_rows))

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from omegaconf import DictConfig
 
 from ids import progress
+from ids.artifact import bounds
 from ids.artifact.scorer import Scorer
 from ids.config import baseline_seeds, validate
 from ids.data.copies import overlap_line, unseen_mask
@@ -61,10 +62,12 @@ def train(
     of the call is MLflow: runs, metrics, plots, the logged model). `keep_artifacts(summary)`
     False: no plots and no model for this run (a sweep keeps them for its best trials only)."""
     validate(cfg)
+    bounds.check_training(cfg)  # before the data: the layer sizes alone may not fit
     if prepared is None:
         progress.step(f"preparing the data ({cfg.data.source})")
         prepared = prepare(cfg.data, cache_dir=cfg.cache_dir)
     check_window(cfg.data.window, prepared.sizes())
+    bounds.check_training(cfg, len(prepared.feature_names))
     setup_runtime(cfg.trainer, workers)
     enabled = bool(cfg.tracking.enabled)
     exp_id = store.configure(cfg.tracking) if enabled else None

@@ -40,7 +40,7 @@ from ids import outputs, progress
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError, validate_frame
-from ids.data.reader import FlowFile
+from ids.data.reader import FlowFile, not_a_file
 from ids.serving.rows import carry, passthrough, write_csv
 from ids.tracking import registry
 
@@ -50,6 +50,8 @@ def read_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     (`ids.data.reader`, the reader training uses too)."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
+        if p.exists():
+            raise DataError(f"input={p} {not_a_file(p)}")
         raise DataError(f"input file not found: {p}; set input=<path of a NetFlow CSV>")
     if int(chunk_size) < 1:
         raise ConfigError(f"chunk_size must be >= 1, but got {chunk_size}")
@@ -72,11 +74,12 @@ def predict_file(model_uri: str, input: str | Path, output: str | Path,
 
 
 def score_file(scorer: Scorer, input: str | Path, output: str | Path,
-               chunk_size: int = 100_000, overwrite: bool = False) -> tuple[int, int]:
+               chunk_size: int = 100_000, overwrite: bool = False,
+               keep_out: tuple[tuple[str, str], ...] = ()) -> tuple[int, int]:
     """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer. Writes
     `<output>.partial` beside the output and renames it when complete: an error or an
     interrupt leaves no output, and never a truncated one under the final name
-    (`ids.outputs.replacing`)."""
+    (`ids.outputs.replacing`); `keep_out`: folders the output may not be inside."""
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
     pending_X: list[np.ndarray] = []
@@ -100,7 +103,7 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
         n_pending -= take
         n_written += take
 
-    with outputs.replacing(output, overwrite=overwrite, inputs=(input,)) as fh:
+    with outputs.replacing(output, overwrite=overwrite, inputs=(input,), keep_out=keep_out) as fh:
         for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
             if len(raw) == 0:
                 continue

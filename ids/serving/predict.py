@@ -16,7 +16,22 @@ from ids.config import ConfigError
 from ids.model.runtime import setup_runtime
 from ids.serving import stream
 from ids.serving.files import score_file
-from ids.tracking import registry
+from ids.tracking import database, registry
+
+SQLITE_FILES = ("", "-journal", "-wal", "-shm")  # a database and its journals
+
+
+def kept_out(cfg: DictConfig, uri: str) -> tuple[tuple[str, str], ...]:
+    """What an output may not be inside: the prepared store, a model folder being read, the
+    MLflow and Optuna SQLite stores (`ids.outputs.check`)."""
+    out = [(str(cfg.cache_dir), "the prepared store (cache_dir)")] if cfg.cache_dir else []
+    if not registry.needs_store(uri) and "://" not in uri.removeprefix("file://"):
+        out.append((uri.removeprefix("file://"), "the model folder (model_uri)"))
+    for key, db in (("tracking.uri", database.sqlite_path(str(cfg.tracking.uri))),
+                    ("sweep.storage", database.sqlite_path(str(cfg.sweep.storage)))):
+        if db is not None:
+            out += [(f"{db}{end}", f"the SQLite store of {key}") for end in SQLITE_FILES]
+    return tuple(out)
 
 
 def predict(cfg: DictConfig) -> None:
@@ -31,8 +46,10 @@ def predict(cfg: DictConfig) -> None:
     if cfg.alerts_only and not streaming:
         raise ConfigError("alerts_only=true applies to streaming (input=- output=-); for a "
                           "file, filter the output on its label column")
+    keep_out = kept_out(cfg, uri)
     if str(cfg.output) != "-":  # files and streams alike, before the model loads
-        outputs.check(cfg.output, overwrite=bool(cfg.overwrite), inputs=(cfg.input,))
+        outputs.check(cfg.output, overwrite=bool(cfg.overwrite), inputs=(cfg.input,),
+                      keep_out=keep_out)
     kept = memo.from_config(cfg.score_memo_mb)  # a bad value fails before the model loads
     if registry.needs_store(uri):
         registry.connect(cfg.tracking.uri)
@@ -42,10 +59,10 @@ def predict(cfg: DictConfig) -> None:
     scorer = registry.load_scorer(ref)
     scorer.memo = kept  # allocated on first use
     if streaming:
-        return stream.main(cfg, scorer, ref)
+        return stream.main(cfg, scorer, ref, keep_out)
     started = time.perf_counter()
     n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
-                           bool(cfg.overwrite))
+                           bool(cfg.overwrite), keep_out=keep_out)
     seconds = time.perf_counter() - started
     print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}, "
           f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "

@@ -17,10 +17,10 @@ unless overwrite=true, and it appears, whole, when the input ends).
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import select
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import numpy as np
@@ -29,7 +29,10 @@ import pandas as pd
 from ids import outputs
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
-from ids.data.flows import DataError, check_header, validate_frame
+from ids.data import limits
+from ids.data.flows import DataError, validate_frame
+from ids.data.limits import size
+from ids.data.reader import not_a_file
 from ids.serving.rows import carry, passthrough, write_csv
 
 READ_BYTES = 1 << 16
@@ -59,6 +62,17 @@ def _read_available(fd: int) -> bytes:
     return b"".join(parts)
 
 
+def _check_lengths(lines: list[bytes], first: int) -> None:
+    """DataError for a line longer than MAX_ROW_BYTES (`first`: the flow number of lines[0],
+    -1 for the header line): whatever does not end was held in memory."""
+    for i, line in enumerate(lines):
+        if len(line) > limits.MAX_ROW_BYTES:
+            where = "header line" if first + i < 0 else f"flow {first + i} (0-based)"
+            raise DataError(f"standard input, {where}: a line longer than "
+                            f"{size(limits.MAX_ROW_BYTES)} (a flow takes a few hundred bytes); "
+                            "send CSV flows, one per line")
+
+
 def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
                  alerts_only: bool = False) -> tuple[int, int]:
     """(flows scored, attack alerts): score the CSV lines of `source` as they arrive into
@@ -79,6 +93,7 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
         else:
             cut = buf.rfind(b"\n") + 1
             lines, rest = buf[:cut].splitlines(), buf[cut:]
+        _check_lengths([*lines, rest], n_rows - (header is None))
         text = [ln.decode("utf-8", errors="replace").rstrip("\r") for ln in lines]
         text = [t for t in text if t.strip()]
         if header is None and text:
@@ -109,29 +124,26 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
     if header is None:
         raise DataError("standard input was empty: send CSV flows with a header line (the "
                         "published NetFlow column names)")
-    if not wrote_header:  # a header and no flows: still a well-formed (empty) CSV, if the
-        try:  # header is one of the NetFlow layouts
-            check_header(next(csv.reader([header])))
-        except DataError as exc:
-            raise DataError(f"standard input, header line: {exc}") from exc
-        sink.write(",".join(["flow", SCORE, PRED_LABEL]) + "\n")
-        sink.flush()
+    if n_rows == 0:  # a header and no flows: the rule of files (`ids.serving.files`)
+        raise DataError("standard input has no flows (only a header line): nothing to score")
     return n_rows, n_alerts
 
 
-def main(cfg, scorer: Scorer, ref) -> None:
+def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -> None:
     """`ids.predict` with `input=-` and/or `output=-`; the summary goes to stderr (stdout may
-    be the scores)."""
+    be the scores). `keep_out`: folders an output file may not be inside."""
     import sys
     import time
 
 
     inp, out = str(cfg.input), str(cfg.output)
+    if inp != "-" and not os.path.isfile(inp):
+        if os.path.exists(inp):
+            raise DataError(f"input={inp} {not_a_file(Path(inp))}")
+        raise DataError(f"input file not found: {inp}; set input=<path of a NetFlow CSV> or -")
     if inp != "-" and not inp.lower().endswith(".csv"):
         raise ConfigError(f"output=- streams plain CSV: input={inp} must be - (standard input) "
                           "or a .csv file; for other files use output=<file>")
-    if inp != "-" and not os.path.isfile(inp):
-        raise DataError(f"input file not found: {inp}; set input=<path of a NetFlow CSV> or -")
     started = time.perf_counter()
     if inp == "-" and (sys.stdin is None or sys.stdin.closed):
         raise DataError("standard input is closed: pipe CSV flows into `ids.predict input=-`, "
@@ -144,7 +156,8 @@ def main(cfg, scorer: Scorer, ref) -> None:
         if out == "-":
             n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
         else:  # a file: the rules and the .partial of ids.outputs, as in file mode
-            with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,)) as sink:
+            with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,),
+                                   keep_out=keep_out) as sink:
                 n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only))
     finally:
         if src is not sys.stdin.buffer:

@@ -4,8 +4,10 @@
 
 For each size: a v2-layout file written by `ids.data.synthetic_v2.write_flows` (kept in
 `--big-dir` and reused; its size and share of copies reported), then in fresh processes:
-`prepare` into an empty prepared store (seconds, flows/s, peak RSS, store size), a second
-command opening that store (seconds until `prepare` returns, and the whole process), and a
+`prepare` into an empty prepared store (seconds, flows/s, peak RSS, store size, and the
+seconds of it spent hashing the store's checksums), a second command opening that store
+(seconds until `prepare` returns, and the whole process), a third opening a copy of it (every
+file's stamp differs: each is hashed once again, as after `cp -r`), and a
 training comparison at the largest size, one after the other in one process: fit() on an
 in-memory preparation of a file prefix with `--big-subset` training flows (`data.max_rows`),
 the same prefix from a store, `--big-subset` training flows drawn from the full store
@@ -53,15 +55,20 @@ def generate_job(folder: str, n: int) -> dict:
     return {"seconds": time.perf_counter() - t, "bytes": path.stat().st_size, "load": load1()}
 
 
-def prepare_job(folder: str, n: int, overrides: list[str], fresh: bool) -> dict:
-    """prepare() into the store under `folder` (emptied first when `fresh`)."""
+def prepare_job(folder: str, n: int, overrides: list[str], fresh: bool,
+                copied: bool = False) -> dict:
+    """prepare() into the store under `folder` (emptied first when `fresh`; with `copied`, its
+    checksum stamps are dropped first, as a copy of the store has none that match)."""
     t_start = time.perf_counter()
     from ids.config import compose
+    from ids.data import cache
     from ids.data.prepare import prepare
 
     store = Path(folder) / "store"
     if fresh:
         shutil.rmtree(store, ignore_errors=True)
+    for stamps in store.glob(f"*/{cache.VERIFIED}") if copied else ():
+        stamps.unlink()
     cfg = compose(overrides + _data(_file(Path(folder), n)))
     t, cpu = time.perf_counter(), time.process_time()
     p = prepare(cfg.data, cache_dir=store)
@@ -71,6 +78,7 @@ def prepare_job(folder: str, n: int, overrides: list[str], fresh: bool) -> dict:
            "flows": float(p.info["n_flows"]), "peak_rss_mb": peak_rss_mb(),
            "distinct_share": table_rows / p.info["n_flows"],
            "store_gb": sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 1e9,
+           "hash_seconds": cache.HASHING["seconds"], "hash_gb": cache.HASHING["bytes"] / 1e9,
            "load": load1()}
     out["flows_per_s"] = out["flows"] / seconds
     return out
@@ -122,7 +130,9 @@ def big_job(folder: str, sizes: dict, overrides: list[str]) -> dict:
     for n in sizes["big_flows"]:
         out["sizes"][n] = {"generate": in_fresh_process(generate_job, folder, n),
                            "prepare": in_fresh_process(prepare_job, folder, n, overrides, True),
-                           "reuse": in_fresh_process(prepare_job, folder, n, overrides, False)}
+                           "reuse": in_fresh_process(prepare_job, folder, n, overrides, False),
+                           "copied": in_fresh_process(prepare_job, folder, n, overrides, False,
+                                                      True)}
     if sizes["big_subset"]:  # --big-subset 0: no trial
         out["trial"] = in_fresh_process(trial_job, folder, max(sizes["big_flows"]), overrides,
                                         sizes["big_subset"], sizes["big_epochs"])
@@ -149,12 +159,19 @@ def plan_big(rows: Rows, overrides: list[str], sizes: dict, folder: str | None) 
                                     ("peak_rss_mb", "MB", "min"), ("store_gb", "GB", "max")):
                 rows.add(f"{tag}.prepare.{key}", p[key], unit, best=best, load=p["load"])
             rows.add(f"{tag}.copies_share", 1 - p["distinct_share"], "of flows", load=p["load"])
+            rows.add(f"{tag}.prepare.hash_seconds", p["hash_seconds"], "s", best="min",
+                     load=p["load"])
+            rows.add(f"{tag}.prepare.hash_share", p["hash_seconds"] / p["seconds"], "of prepare",
+                     best="min", load=p["load"])
             rows.add(f"{tag}.reuse.seconds", u["seconds"], "s", best="min", load=u["load"])
             rows.add(f"{tag}.reuse.process_seconds", u["process_seconds"], "s", best="min",
                      load=u["load"])
+            c = steps["copied"]
+            rows.add(f"{tag}.copied.seconds", c["seconds"], "s", best="min", load=c["load"])
             print(f"  {tag}: prepared {p['flows']:,.0f} flows in {p['seconds']:.0f} s "
-                  f"({p['flows_per_s']:,.0f} flows/s), peak RSS {p['peak_rss_mb']:,.0f} MB, "
-                  f"reused in {u['seconds']:.1f} s (load {p['load']:.1f})", flush=True)
+                  f"({p['flows_per_s']:,.0f} flows/s; checksums {p['hash_seconds']:.1f} s of it), "
+                  f"peak RSS {p['peak_rss_mb']:,.0f} MB, reused in {u['seconds']:.3f} s, a copy "
+                  f"verified in {c['seconds']:.1f} s (load {p['load']:.1f})", flush=True)
         if "trial" not in r:
             return
         t, tag = dict(r["trial"]), _tag(max(r["sizes"]))

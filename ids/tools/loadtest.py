@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+from ids import outputs
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout whose Makefile has `serve`
 
 
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request fails")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
+    if args.json:  # before any load: a FIFO, a folder or a missing folder is refused now
+        outputs.check(args.json, overwrite=True, key="--json")
     flows = pd.read_csv(args.flows, nrows=20_000)
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -194,8 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"size": size, **r})
             print(report_line(size, r), flush=True)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        outputs.write_text(args.json, json.dumps(results, indent=2), key="--json")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pandas as pd
 
+from ids import outputs
+
 
 def replicate(src: str, dst: str, copies: int, seed: int) -> int:
     """Write `copies` shuffled copies of `src` to `dst` (CSV, gzipped if it ends in .gz)."""
@@ -24,7 +26,8 @@ def replicate(src: str, dst: str, copies: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
     out = pd.concat([frame.iloc[rng.permutation(len(frame))] for _ in range(copies)],
                     ignore_index=True)
-    out.to_csv(dst, index=False)
+    with outputs.replacing(dst, overwrite=True, key="dst", inputs=(src,)) as fh:
+        out.to_csv(fh, index=False)
     return len(out)
 
 
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.copies < 1:
         p.error(f"--copies must be >= 1, but got {args.copies}")
-    n = replicate(args.src, args.dst, args.copies, args.seed)
+    try:
+        n = replicate(args.src, args.dst, args.copies, args.seed)
+    except outputs.OutputError as exc:
+        p.exit(2, f"error: {exc}\n")
     print(f"{args.dst}: {n} flows ({args.copies} shuffled copies of {args.src})")
 
 

@@ -23,6 +23,11 @@ from ids.config import InputError, typed
 from ids.tracking import database, store
 
 _VERSION = re.compile(r"^\d+$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# Artifact stores MLflow reads a model from besides the store's own (each may need its client
+# package: boto3 for s3, google-cloud-storage for gs, ...); any other scheme is refused.
+REMOTE_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs", "viewfs", "ftp", "sftp", "http",
+                  "https", "mlflow-artifacts", "dbfs", "oss")
 
 
 class RegistryError(InputError, ValueError):
@@ -71,6 +76,12 @@ def default_model_uri(cfg) -> str:
         f"models:/{cfg.promote.model_name}@{cfg.promote.alias}"
 
 
+def _scheme(uri: str) -> str | None:
+    """'s3' of 's3://bucket/model' (lower case); None for a path."""
+    m = _SCHEME.match(uri)
+    return m.group(1).lower() if m and len(m.group(1)) > 1 else None  # 'C:' is a drive
+
+
 def needs_store(uri: str) -> bool:
     return uri.startswith(("models:/", "runs:/"))
 
@@ -108,6 +119,11 @@ def _missing(exc: MlflowException) -> bool:
 def resolve_model(uri: str, client: MlflowClient | None = None) -> ModelRef:
     """Check that `uri` exists in the current store and say what it is; ModelNotFound if not."""
     uri = str(uri).strip()
+    scheme = _scheme(uri)
+    if scheme not in (None, "models", "runs", "file", *REMOTE_SCHEMES):
+        raise ModelNotFound(f"model_uri={uri!r}: unknown scheme '{scheme}:'; use "
+                            "models:/NAME@ALIAS, runs:/<run id>/model, a model folder, file:// or "
+                            f"an artifact store MLflow reads ({', '.join(REMOTE_SCHEMES)})")
     if not needs_store(uri):
         path = Path(uri.removeprefix("file://")).expanduser()
         if "://" not in uri and not (path / "MLmodel").is_file():
@@ -176,10 +192,17 @@ def download_model(ref: ModelRef | str, dst: Path | None = None) -> Path:
         return modelfile.check_mlmodel(Path(local))
     except ModelFormatError as exc:
         raise ModelNotFound(f"model_uri={ref.uri!r}: {exc}") from exc
-    except (MlflowException, OSError) as exc:
+    except ImportError as exc:  # an artifact store whose client package is not installed
+        raise ModelNotFound(f"model_uri={ref.uri!r}: reading {_scheme(str(ref.uri)) or 'it'}:// "
+                            f"needs a package that is not installed ({exc}); install it, or "
+                            "download the model folder and pass its path") from exc
+    except Exception as exc:  # noqa: BLE001 - a remote store's client raises what it likes
+        if not isinstance(exc, (MlflowException, OSError)) and \
+                _scheme(str(ref.uri)) not in REMOTE_SCHEMES:
+            raise  # a bug here, not the outside world
         raise ModelNotFound(f"model_uri={ref.uri!r} could not be loaded ({type(exc).__name__}: "
-                            f"{str(exc)[:300]}); point model_uri at a model logged by ids") \
-            from exc
+                            f"{' '.join(str(exc).split())[:300]}); point model_uri at a model "
+                            "logged by ids") from exc
 
 
 def load_scorer(ref: ModelRef | str) -> Scorer:

@@ -55,7 +55,7 @@ def write_best_yaml(cfg: DictConfig, study: optuna.Study, folder: Path,
         f"# Rerun exactly: python -m ids.run --config-dir {cfg.sweep.export_dir} +{name}=best\n"
     )
     return outputs.write_text(folder / "best.yaml", header + yaml.safe_dump(body, sort_keys=False),
-                              key="sweep.export_dir")
+                              key="sweep.export_dir", reclaim=True)
 
 
 def pruned_at(study: optuna.Study) -> dict[int, int]:
@@ -108,7 +108,7 @@ def finalize(cfg: DictConfig, study: optuna.Study, parent_run_id: str | None,
     folder = Path(cfg.sweep.export_dir) / str(cfg.sweep.study)
     folder.mkdir(parents=True, exist_ok=True)
     outputs.write_text(folder / "trials.csv", _trials_frame(study).to_csv(index=False),
-                       key="sweep.export_dir")
+                       key="sweep.export_dir", reclaim=True)
     states = [t.state.name for t in study.trials]
     summary: dict = {"study": study.study_name, "folder": str(folder),
                      "n_complete": states.count("COMPLETE"), "n_pruned": states.count("PRUNED"),

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from ids.artifact.bounds import check_training
 from ids.config import ConfigError, validate
 
 _ABSENT = object()
@@ -75,7 +76,7 @@ def check_space(cfg: DictConfig) -> None:
             raise SpaceError(f"sweep.fixed.{key}: '{key}' is not a config key (see "
                              "`python -m ids.run --cfg job` for the keys)")
     try:
-        validate(apply(cfg, {}))
+        _trainable(apply(cfg, {}))
     except (ConfigError, ValueError, TypeError) as exc:
         raise SpaceError(f"sweep.fixed {dict(cfg.sweep.fixed)} is invalid: {exc}") from exc
     for key, spec in params.items():
@@ -84,10 +85,16 @@ def check_space(cfg: DictConfig) -> None:
                              "`python -m ids.run --cfg job` for the keys)")
         for value in bounds(key, spec):
             try:
-                validate(apply(cfg, {key: value}))
+                _trainable(apply(cfg, {key: value}))
             except (ConfigError, ValueError, TypeError) as exc:
                 raise SpaceError(f"sweep.params.{key}: the value {value!r} is invalid: {exc}") \
                     from exc
+
+
+def _trainable(cfg: DictConfig) -> None:
+    """The settings are valid and a training run with them fits in memory here."""
+    validate(cfg)
+    check_training(cfg)
 
 
 def check_start_points(cfg: DictConfig) -> list[dict[str, Any]]:
