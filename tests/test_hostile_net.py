@@ -26,7 +26,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
 from test_hostile import assert_one_line
 
 from conftest import V1_SAMPLE, run_cli_status
@@ -53,7 +52,7 @@ def _contexts(uri: str) -> list[str]:
     return [uri, f"error: tracking.uri='{uri}' cannot be reached (OperationalError: x)",
             f"error: model_uri={uri!r}: no such model",
             f"\U0001f3c3 View run tiny at: {uri}/#/experiments/1/runs/0123abcd\n",
-            OmegaConf.to_yaml({"tracking": {"uri": uri, "experiment": "ids"}}),
+            yaml.safe_dump({"tracking": {"uri": uri, "experiment": "ids"}}, allow_unicode=True),
             f"2026-12-07 11:00:00 [mlflow] WARNING retrying {uri}/api/2.0/mlflow/runs/get"]
 
 
