@@ -149,6 +149,7 @@ class ServeConfig:
     port: int = 5001
     workers: int = 0  # scoring processes; 0: one per core
     threads: int = 0  # MindSpore kernel threads per worker; 0: cores / workers
+    max_body_mb: int = 16  # the largest request body, in MiB (413 beyond it)
 
 
 @dataclass
@@ -294,6 +295,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "serve.port": (1, 65_535, ""),
     "serve.workers": (0, _per_core, f"0: one per core; at most {MAX_PER_CORE} a core"),
     "serve.threads": (0, _per_core, f"0: cores / workers; at most {MAX_PER_CORE} a core"),
+    "serve.max_body_mb": (1, 4096, ""),
     "chunk_size": (1, None, ""), "score_memo_mb": (0, None, "0: no memo"),
 }
 

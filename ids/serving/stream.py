@@ -34,6 +34,7 @@ from ids.data.flows import DataError, validate_frame
 from ids.data.limits import size
 from ids.data.reader import not_a_file
 from ids.serving.rows import carry, passthrough, write_csv
+from ids.tracking.redact import unwrapped
 
 READ_BYTES = 1 << 16
 MAX_BATCH_BYTES = 1 << 22  # score at least every 4 MB even when the input never pauses
@@ -154,7 +155,8 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
     src = sys.stdin.buffer if inp == "-" else open(inp, "rb")  # noqa: SIM115
     try:
         if out == "-":
-            n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
+            # the scores are data, written as they are (not through the redacting stream)
+            n, alerts = score_stream(scorer, src, unwrapped(sys.stdout), bool(cfg.alerts_only))
         else:  # a file: the rules and the .partial of ids.outputs, as in file mode
             with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,),
                                    keep_out=keep_out) as sink:
