@@ -35,12 +35,14 @@ SYNTHETIC_MIX = {**NF_BOT_IOT_MIX, "Benign": 51000}
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | nf_bot_iot
+    source: str = "synthetic"  # synthetic | synthetic_v3 (hosts and time) | nf_bot_iot (a file)
     path: str | None = None  # nf_bot_iot: CSV, CSV.gz, zip (one CSV inside) or parquet
     n_flows: int = 100_000  # synthetic: number of flows to generate
     class_mix: dict[str, float] = field(default_factory=lambda: dict(SYNTHETIC_MIX))
     seed: int = 0  # synthetic generator and chunk assignment
     window: int = 10  # T: flows per sample (flow i and the T-1 before it, same split)
+    window_by: str = "none"  # none: the previous rows | host: same source | pair: same src+dst
+    order: str = "auto"  # auto: time where flows have start times (NF-v3), else file | time | file
     split: str = "contiguous"  # contiguous | chunks
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     chunk_size: int = 5_000  # split=chunks: flows per contiguous chunk
@@ -301,7 +303,11 @@ def validate(cfg: Config | DictConfig) -> None:
         _in_range(key, _get(cfg, key), low, high() if callable(high) else high, note)
     _finite(cfg)
     d, m, t, s = cfg.data, cfg.model, cfg.trainer, cfg.sweep
-    _check(d.source in ("synthetic", "nf_bot_iot"), "data.source", "synthetic or nf_bot_iot", d.source)
+    _check(d.source in ("synthetic", "synthetic_v3", "nf_bot_iot"), "data.source",
+           "synthetic, synthetic_v3 or nf_bot_iot", d.source)
+    _check(d.window_by in ("none", "host", "pair"), "data.window_by", "none, host or pair",
+           d.window_by)
+    _check(d.order in ("auto", "time", "file"), "data.order", "auto, time or file", d.order)
     _check(d.split in ("contiguous", "chunks"), "data.split", "contiguous or chunks", d.split)
     fr = list(d.split_fractions)
     _check(len(fr) == 3 and all(f > 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,

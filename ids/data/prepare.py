@@ -63,7 +63,7 @@ def _cache_key(data_cfg, store: bool = False) -> str:
     d = _settings(data_cfg)
     if store:
         d.pop("max_train_flows", None)
-    if d.get("source") != "synthetic" and d.get("path") and os.path.exists(d["path"]):
+    if d.get("source") == "nf_bot_iot" and d.get("path") and os.path.exists(d["path"]):
         st = os.stat(d["path"])  # a rewritten file is read again
         d["_file"] = [os.path.abspath(d["path"]), st.st_size, st.st_mtime_ns]
     return json.dumps(d, sort_keys=True, default=str)
@@ -134,6 +134,9 @@ def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
 def _build(data_cfg, folder: Path, batch_rows: int) -> None:
     """Write the prepared store of `data_cfg` into `folder` (`ids.data.cache` lists its files)."""
     ing = _ingest(data_cfg, folder / "spool", batch_rows)
+    if ing.renamed:
+        print("note: NF-v3 attack names read as "
+              + ", ".join(f"{a} -> {b}" for a, b in sorted(ing.renamed.items())), file=sys.stderr)
     pos = split_indices(len(ing.ids), data_cfg)
     counts = {}
     for name, p in pos.items():
@@ -162,8 +165,9 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
     flows = {name: (ing.hashes[_take(ing.ids, p)], _take(ing.y, p)) for name, p in pos.items()}
     kept = len(ing.ids)
     info = {"source": data_cfg.source,
-            "path": None if data_cfg.source == "synthetic" else str(data_cfg.path),
+            "path": None if data_cfg.source != "nf_bot_iot" else str(data_cfg.path),
             "layout": "synthetic" if data_cfg.source == "synthetic" else pre.layout_,
+            "attack_renamed": dict(sorted(ing.renamed.items())),
             "n_flows": ing.n_flows, "n_features": len(pre.feature_names_), "counts": counts,
             "attack_counts": dict(sorted(ing.attack_counts.items(), key=lambda kv: -kv[1])),
             "hash": ing.digest, "split": data_cfg.split,

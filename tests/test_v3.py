@@ -1,0 +1,155 @@
+"""NF-v3 (55 columns: the v2 features, start and end times, inter-arrival statistics): read in
+every format, validated like v1/v2, attack names normalised; v1 and v2 files prepare exactly
+as before. Every file here is a few hundred flows written in tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ids.config import compose
+from ids.data import synthetic, synthetic_v2
+from ids.data.flows import (
+    ATTACK,
+    IAT_COLUMNS,
+    TIME_COLUMNS,
+    V3_FEATURES,
+    DataError,
+    attack_names,
+    read_flows,
+    validate_frame,
+)
+from ids.data.prepare import clear_cache, prepare
+from ids.data.reader import FlowFile
+
+V3_ORDER = TIME_COLUMNS + ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"] + [
+    c for c in V3_FEATURES] + ["Label", "Attack"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def v3_frame(n: int = 300, seed: int = 0, start: int = 1_556_000_000_000) -> pd.DataFrame:
+    """`n` flows in the published v3 column order, times increasing, v3's lower-case names."""
+    rng = np.random.default_rng(seed)
+    v1 = synthetic.generate(n, seed, {"Benign": 1, "DoS": 1, "Reconnaissance": 1})
+    cols = synthetic_v2.to_v2(v1, rng)
+    t0 = start + np.cumsum(rng.integers(0, 50, n))
+    cols["FLOW_START_MILLISECONDS"] = t0
+    cols["FLOW_END_MILLISECONDS"] = t0 + np.minimum(cols["FLOW_DURATION_MILLISECONDS"], 10_000)
+    for c in IAT_COLUMNS:
+        cols[c] = rng.integers(0, 2000, n)
+    lower = {"Benign": "Benign", "DoS": "dos", "Reconnaissance": "scanning"}
+    cols["Attack"] = np.array([lower[a] for a in cols["Attack"]], dtype=object)
+    return pd.DataFrame({c: cols[c] for c in V3_ORDER})
+
+
+def write(df: pd.DataFrame, path) -> None:
+    name = str(path)
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("NF-ToN-IoT-v3.csv", df.to_csv(index=False))
+    elif name.endswith(".parquet"):
+        df.to_parquet(path)
+    else:
+        df.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".zip", ".parquet", ".csv.bz2",
+                                    ".csv.xz"])
+def test_a_v3_file_reads_the_same_whole_and_in_tiny_batches(suffix, tmp_path):
+    df = v3_frame(120)
+    path = tmp_path / f"flows{suffix}"
+    write(df, path)
+    whole = read_flows(path)
+    tiny = read_flows(path, batch_rows=7)
+    pd.testing.assert_frame_equal(whole, tiny)
+    pd.testing.assert_frame_equal(whole, validate_frame(df))
+    assert set(TIME_COLUMNS + IAT_COLUMNS) <= set(whole.columns)
+    assert set(whole[ATTACK]) == {"Benign", "DoS", "Scanning"}  # dos, scanning normalised
+    assert all(len(f) == 7 for f in list(FlowFile(path).batches(7))[:-1])
+
+
+def test_v3_attack_names_are_normalised_and_the_mapping_is_kept(tmp_path, capsys):
+    names, renamed = attack_names(np.array(["dos", "Benign", "ddos", "xss", "odd one"], object))
+    assert list(names) == ["DoS", "Benign", "DDoS", "XSS", "odd one"]
+    assert renamed == {"dos": "DoS", "ddos": "DDoS", "xss": "XSS"}
+    path = tmp_path / "v3.csv"
+    write(v3_frame(300), path)
+    p = prepare(compose(["data=nf_bot_iot", f"data.path={path}", "data.window=3",
+                         "data.order=file"]).data)
+    assert p.info["layout"] == "v3"
+    assert p.info["attack_renamed"] == {"dos": "DoS", "scanning": "Scanning"}
+    assert "dos -> DoS" in capsys.readouterr().err
+    names = p.feature_names
+    assert "SRC_TO_DST_IAT_AVG" in names and "DNS_TTL_ANSWER" in names  # IATs are features
+    assert not any(n.startswith(("FLOW_START", "FLOW_END", "IPV4", "L4_")) for n in names)
+
+
+def test_v1_and_v2_names_are_never_renamed():
+    v1 = synthetic.generate(50, 0, {"Benign": 1, "DoS": 1})
+    v1["Attack"] = np.where(v1["Label"] == 1, "dos", "Benign")
+    assert set(validate_frame(v1)["Attack"]) == {"dos", "Benign"}
+
+
+@pytest.mark.parametrize("drop", ["FLOW_END_MILLISECONDS", "DST_TO_SRC_IAT_STDDEV"])
+def test_a_v3_file_missing_a_column_is_one_line_naming_it(drop, tmp_path):
+    path = tmp_path / "v3.csv"
+    write(v3_frame(50).drop(columns=[drop]), path)
+    with pytest.raises(DataError) as e:
+        read_flows(path)
+    assert drop in str(e.value) and "\n" not in str(e.value) and "v3" in str(e.value)
+
+
+def test_a_v3_time_that_is_not_a_number_is_one_line(tmp_path):
+    df = v3_frame(50).astype({"FLOW_START_MILLISECONDS": object})
+    df.loc[7, "FLOW_START_MILLISECONDS"] = "2019-04-23 10:00"
+    path = tmp_path / "v3.csv"
+    write(df, path)
+    with pytest.raises(DataError, match=r"FLOW_START_MILLISECONDS.*row 7") as e:
+        read_flows(path)
+    assert "\n" not in str(e.value)
+
+
+def _digests(tmp) -> dict[str, tuple[str, str]]:
+    """(the file digest, a sha1 of every prepared array) of small v1 and v2 files."""
+    out = {}
+    df = synthetic.generate(900, 5, {"Benign": 1, "DoS": 1, "Reconnaissance": 2})
+    df.to_csv(tmp / "v1.csv", index=False)
+    pd.DataFrame(synthetic_v2.to_v2(df, np.random.default_rng(1))).to_csv(tmp / "v2.csv",
+                                                                          index=False)
+    for name in ("v1", "v2"):
+        for extra in ([], ["data.split=chunks", "data.chunk_size=50", "data.dedup=exact"]):
+            clear_cache()
+            cfg = compose(["data=nf_bot_iot", f"data.path={tmp}/{name}.csv", "data.window=4",
+                           *extra]).data
+            p = prepare(cfg, cache_dir=tmp / "cache", batch_rows=128)
+            h = hashlib.sha1()
+            for s in ("train", "val", "test"):
+                sp = p.split(s)
+                for a in (sp.X, sp.y, sp.rows, sp.hashes, np.asarray(sp.windows(4)[:])):
+                    h.update(np.ascontiguousarray(a).tobytes())
+                h.update(repr(list(sp.attack)).encode())
+            h.update(repr(p.feature_names).encode())
+            out[f"{name} {' '.join(extra)}".strip()] = (p.info["hash"], h.hexdigest())
+    return out
+
+
+def test_v1_and_v2_files_prepare_exactly_as_before_v3(tmp_path):
+    """Digests taken with the code before NF-v3 was read (same pinned numpy/pandas): the file
+    digest and every prepared array (X, y, rows, hashes, windows, categories, feature names)."""
+    v1, v2 = "e91260aabff63459578b63e9cb5fbcd2773bd7e3", "857ab1824f82d2dce69ca2c51ddd572549fb56c3"
+    chunks = "data.split=chunks data.chunk_size=50 data.dedup=exact"
+    assert _digests(tmp_path) == {
+        "v1": (v1, "0da1d9d5f3bd7e3f38a4f53863723aa78ceed33a"),
+        f"v1 {chunks}": (v1, "06bdf6963bd2f08605ed7cd50f098b230112864a"),
+        "v2": (v2, "e77391f92ef76b51f3708c1e642ea38b6630a73f"),
+        f"v2 {chunks}": (v2, "02b059526f3c2d4c6bee18bc07bb7e2c781e9252")}
