@@ -153,3 +153,46 @@ def test_v1_and_v2_files_prepare_exactly_as_before_v3(tmp_path):
         f"v1 {chunks}": (v1, "06bdf6963bd2f08605ed7cd50f098b230112864a"),
         "v2": (v2, "e77391f92ef76b51f3708c1e642ea38b6630a73f"),
         f"v2 {chunks}": (v2, "02b059526f3c2d4c6bee18bc07bb7e2c781e9252")}
+
+
+# --- time order and time splits ---------------------------------------------------------------
+
+def _v3_cfg(path, *overrides: str):
+    return compose(["data=nf_bot_iot", f"data.path={path}", "data.window=3", *overrides]).data
+
+
+def test_flows_written_out_of_order_are_split_in_time(tmp_path):
+    df = v3_frame(400, seed=2)
+    df.loc[::7, "FLOW_START_MILLISECONDS"] = df["FLOW_START_MILLISECONDS"].iloc[0] + 1000  # ties
+    shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    path = tmp_path / "v3.csv"
+    write(shuffled, path)
+    start = shuffled["FLOW_START_MILLISECONDS"].to_numpy()
+    expect = np.argsort(start, kind="stable")  # file rows in time order, ties in file order
+    for cache_dir in (None, tmp_path / "cache"):
+        clear_cache()
+        p = prepare(_v3_cfg(path), cache_dir=cache_dir, batch_rows=64)
+        assert p.info["order"] == "time"
+        rows = np.concatenate([p.split(s).rows for s in ("train", "val", "test")])
+        np.testing.assert_array_equal(rows, expect)
+        spans = p.info["time_range"]
+        assert spans["train"]["last_ms"] <= spans["val"]["first_ms"]
+        assert spans["val"]["last_ms"] <= spans["test"]["first_ms"]
+        for s in ("train", "val", "test"):
+            np.testing.assert_array_equal(p.context[s]["start"], start[p.split(s).rows])
+            np.testing.assert_array_equal(p.split(s).y, shuffled["Label"].to_numpy()[
+                p.split(s).rows])
+        assert spans["train"]["first"].startswith("2019-04-23T")
+    clear_cache()
+    by_file = prepare(_v3_cfg(path, "data.order=file"))
+    assert by_file.info["order"] == "file"
+    np.testing.assert_array_equal(by_file.train.rows, np.arange(len(by_file.train.rows)))
+
+
+def test_time_order_needs_times_in_one_line(tmp_path):
+    path = tmp_path / "v1.csv"
+    synthetic.generate(400, 0, {"Benign": 1, "DoS": 1, "Reconnaissance": 2}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="data.order=time needs the flows' start times") as e:
+        prepare(_v3_cfg(path, "data.order=time"))
+    assert "\n" not in str(e.value)
+    assert prepare(_v3_cfg(path)).info["order"] == "file"  # auto: file order without times

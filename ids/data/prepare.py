@@ -14,6 +14,8 @@ pad the first T-1 windows of a split: zero is the train mean of every scaled col
 
 With `cache_dir` the result is the prepared store (`ids.data.cache`), built once and
 memory-mapped by every later process; without it, the same arrays in memory.
+`data.order` (NF-v3): flows with start times are put in time order (stable on ties) before the
+split, so the contiguous 70/15/15 split is a split in time (`info["time_range"]`).
 `data.max_train_flows` then keeps a stratified, seeded subset of the training split (val and
 test stay whole), taken from the same store.
 """
@@ -137,6 +139,7 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
     if ing.renamed:
         print("note: NF-v3 attack names read as "
               + ", ".join(f"{a} -> {b}" for a, b in sorted(ing.renamed.items())), file=sys.stderr)
+    ing, order = _ordered(ing, data_cfg)
     pos = split_indices(len(ing.ids), data_cfg)
     counts = {}
     for name, p in pos.items():
@@ -162,6 +165,10 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
         for field, src, dtype in (("ids", ing.ids, id_type), ("y", ing.y, np.float32),
                                   ("attack", ing.codes, np.int16), ("rows", ing.rows, np.int64)):
             cache.write_array(folder / f"{name}.{field}.npy", _take(src, p), dtype)
+        for field, src, dtype in (("start", ing.start, np.int64), ("src", ing.src, np.int32),
+                                  ("dst", ing.dst, np.int32)):
+            if src is not None:  # NF-v3: what orders flows in time and groups them by host
+                cache.write_array(folder / f"{name}.{field}.npy", _take(src, p), dtype)
     flows = {name: (ing.hashes[_take(ing.ids, p)], _take(ing.y, p)) for name, p in pos.items()}
     kept = len(ing.ids)
     info = {"source": data_cfg.source,
@@ -170,7 +177,10 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
             "attack_renamed": dict(sorted(ing.renamed.items())),
             "n_flows": ing.n_flows, "n_features": len(pre.feature_names_), "counts": counts,
             "attack_counts": dict(sorted(ing.attack_counts.items(), key=lambda kv: -kv[1])),
-            "hash": ing.digest, "split": data_cfg.split,
+            "hash": ing.digest, "split": data_cfg.split, "order": order,
+            "time_range": None if ing.start is None else {
+                name: time_range(_take(ing.start, p)) for name, p in pos.items()},
+            "hosts": len(ing.addresses) if ing.src is not None else None,
             "keep_identifiers": pre.keep_identifiers,
             "dedup": {"mode": str(getattr(data_cfg, "dedup", "none")),
                       "dropped": ing.n_flows - kept, "kept": kept},
@@ -178,6 +188,53 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
             "settings": _settings(data_cfg)}
     cache.write_meta(folder, pre, list(pre.feature_names_), info, ing.categories)
     shutil.rmtree(folder / "spool")
+
+
+def _ordered(ing: Ingested, data_cfg) -> tuple[Ingested, str]:
+    """(the kept flows in the order of `data.order`, "time" or "file"): by start time (stable
+    on ties) where the flows have one and the order is `auto` or `time`; as read otherwise."""
+    order = str(getattr(data_cfg, "order", "auto"))
+    if order not in ("auto", "time", "file"):
+        raise DataError(f"data.order={order!r} is unknown: use auto, time or file")
+    if ing.start is None:
+        if order == "time":
+            raise DataError("data.order=time needs the flows' start times (the NF-v3 column "
+                            "FLOW_START_MILLISECONDS), which these flows lack: use "
+                            "data.order=file (or auto)")
+        return ing, "file"
+    if order == "file":
+        return ing, "file"
+    start = np.asarray(ing.start)
+    if len(start) < 2 or bool((start[1:] >= start[:-1]).all()):
+        return ing, "time"  # already in time order (as the published v3 files are)
+    perm = np.argsort(start, kind="stable")
+    moved = {k: np.asarray(getattr(ing, k))[perm] for k in ("ids", "y", "codes", "rows",
+                                                            "start", "src", "dst")
+             if getattr(ing, k) is not None}
+    return dataclasses.replace(ing, **moved), "time"
+
+
+def time_range(start: np.ndarray) -> dict | None:
+    """{first, last: start times in ms and as UTC text} of a split's flows (None if none)."""
+    if not len(start):
+        return None
+    lo, hi = int(np.min(start)), int(np.max(start))
+    return {"first_ms": lo, "last_ms": hi, "first": _utc(lo), "last": _utc(hi)}
+
+
+def time_ranges(info: dict) -> str:
+    """'flows in time order (by start): train 2019-04-23T...Z .. ..., val ..., test ...' or
+    'flows in file order' for the prepared data's `info`."""
+    spans = info.get("time_range") or {}
+    if info.get("order") != "time" or not spans:
+        return "flows in file order"
+    return "flows in time order (by start): " + ", ".join(
+        f"{name} {span['first']} .. {span['last']}" if span else f"{name} (none)"
+        for name, span in spans.items())
+
+
+def _utc(ms: int) -> str:
+    return np.datetime64(int(ms), "ms").astype(str) + "Z"
 
 
 def _overlap(flows: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:

@@ -9,7 +9,7 @@ before a chunk start are then the end of that split's previous chunk, not zero p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -172,6 +172,9 @@ class Prepared:
     preprocessor: Preprocessor
     feature_names: list[str]
     info: dict
+    # NF-v3 per split, one entry per flow of the whole split in flow order: "start" (int64 ms),
+    # "src", "dst" (int32 address codes); empty for flows without times.
+    context: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def split(self, name: str) -> Split:
         return {s: getattr(self, s) for s in SPLITS}[name]

@@ -23,7 +23,7 @@ from ids.artifact import bounds
 from ids.artifact.scorer import Scorer
 from ids.config import baseline_seeds, validate
 from ids.data.copies import overlap_line, unseen_mask
-from ids.data.prepare import prepare
+from ids.data.prepare import prepare, time_ranges
 from ids.data.splits import Prepared
 from ids.data.windows import check_window
 from ids.evaluation import plots, scorecard
@@ -66,6 +66,8 @@ def train(
     if prepared is None:
         progress.step(f"preparing the data ({cfg.data.source})")
         prepared = prepare(cfg.data, cache_dir=cfg.cache_dir)
+    if prepared.info.get("time_range"):  # NF-v3 in time order: the splits are periods
+        progress.step(time_ranges(prepared.info))
     check_window(cfg.data.window, prepared.sizes())
     bounds.check_training(cfg, len(prepared.feature_names))
     setup_runtime(cfg.trainer, workers)
