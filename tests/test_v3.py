@@ -196,3 +196,38 @@ def test_time_order_needs_times_in_one_line(tmp_path):
         prepare(_v3_cfg(path, "data.order=time"))
     assert "\n" not in str(e.value)
     assert prepare(_v3_cfg(path)).info["order"] == "file"  # auto: file order without times
+
+
+# --- the generator's v3 mode --------------------------------------------------------------------
+
+def test_the_v3_generator_hides_an_attack_in_each_hosts_sequence():
+    from ids.data import synthetic_v3
+
+    df = synthetic_v3.generate(6000, 1)
+    pd.testing.assert_frame_equal(df, synthetic_v3.generate(6000, 1))  # deterministic
+    v = validate_frame(df)
+    assert list(df.columns) == V3_ORDER and len(df) == 6000
+    assert set(v[ATTACK]) == {"Benign", "Password", "DoS", "Scanning"}
+    assert (np.diff(df["FLOW_START_MILLISECONDS"]) >= 0).all()
+    auth = ((df["PROTOCOL"] == 6) & df["L7_PROTO"].isin([91.0, 92.0])
+            & df["IN_PKTS"].between(8, 14) & (df["TCP_FLAGS"].isin([27, 31]))).to_numpy()
+    pw = (df[ATTACK] == "password").to_numpy()
+    assert auth[pw].all() and (auth & ~pw).sum() > pw.sum()  # benign logins look the same
+    # A host's previous flow: another login for almost every guess, rarely for a user's login.
+    src = df["IPV4_SRC_ADDR"].to_numpy()
+    prev = pd.Series(np.arange(len(df))).groupby(src).shift(1).to_numpy()
+    has = ~np.isnan(prev)
+    after_auth = np.zeros(len(df), bool)
+    after_auth[has] = auth[prev[has].astype(int)]
+    assert after_auth[pw].mean() > 0.75 and after_auth[auth & ~pw].mean() < 0.3
+    # ... while the previous row of the file is another host's for most guesses.
+    assert (src[1:] == src[:-1])[pw[1:]].mean() < 0.3
+
+
+def test_data_nf_v3_prepares_in_time_with_every_attack_in_every_split():
+    p = prepare(compose(["data=nf_v3", "data.n_flows=3000", "data.window=4"]).data)
+    assert p.info["layout"] == "v3" and p.info["order"] == "time"
+    assert p.info["attack_renamed"] == {"dos": "DoS", "password": "Password",
+                                        "scanning": "Scanning"}
+    for s in ("train", "val", "test"):
+        assert set(p.split(s).attack) == {"Benign", "Password", "DoS", "Scanning"}

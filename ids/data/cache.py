@@ -62,6 +62,7 @@ _DIGESTS: dict[str, dict[str, list]] = {}  # folder -> {file: [bytes, digest]} o
 HASHING = {"seconds": 0.0, "bytes": 0}  # time spent hashing in this process (the bench's figure)
 # The code that turns settings into prepared data: an entry made by other code is not reused.
 _CODE = ("prepare.py", "splits.py", "windows.py", "flows.py", "encoding.py", "synthetic.py",
+         "synthetic_v2.py", "synthetic_v3.py",
          "copies.py", "cache.py", "reader.py", "ingest.py", "errors.py")
 
 

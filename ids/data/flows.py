@@ -285,12 +285,21 @@ def load_frame(data_cfg) -> pd.DataFrame:
         except ValueError as e:
             raise DataError(str(e)) from e
         return validate_frame(df)
+    if data_cfg.source == "synthetic_v3":
+        from ids.data import synthetic_v3  # NF-v3 layout, hosts and time
+
+        try:
+            df = synthetic_v3.generate(int(data_cfg.n_flows), int(data_cfg.seed))
+        except ValueError as e:
+            raise DataError(str(e)) from e
+        return validate_frame(df)
     if data_cfg.source == "nf_bot_iot":
         if not data_cfg.path:
             raise DataError(f"data.path is not set: download NF-BoT-IoT from {PUBLISHED} and set "
                             "data.path=..., or run with data=synthetic")
         return read_flows(data_cfg.path, data_cfg.max_rows)
-    raise DataError(f"data.source={data_cfg.source!r} is unknown: use synthetic or nf_bot_iot")
+    raise DataError(f"data.source={data_cfg.source!r} is unknown: use synthetic, synthetic_v3 or "
+                    "nf_bot_iot")
 
 
 def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
