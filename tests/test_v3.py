@@ -231,3 +231,99 @@ def test_data_nf_v3_prepares_in_time_with_every_attack_in_every_split():
                                         "scanning": "Scanning"}
     for s in ("train", "val", "test"):
         assert set(p.split(s).attack) == {"Benign", "Password", "DoS", "Scanning"}
+
+
+# --- windows over a host's (or a pair's) previous flows -----------------------------------------
+
+def _reference(split, context, by: str, T: int) -> np.ndarray:
+    """Windows built by hand: for each flow, the T-1 flows of its group before it in this
+    split (time order), zero rows where the group has fewer."""
+    X = np.asarray(split.X)
+    key = (context["src"] if by == "host"
+           else context["src"].astype(np.int64) * 100_000 + context["dst"])
+    out = np.zeros((len(X), T, X.shape[1]), X.dtype)
+    seen: dict = {}
+    for i in np.argsort(context["start"], kind="stable"):
+        mine = seen.setdefault(int(key[i]), [])
+        rows = (mine + [i])[-T:]
+        out[i, T - len(rows):] = X[rows]
+        mine.append(i)
+    return out
+
+
+@pytest.mark.parametrize("by", ["host", "pair"])
+def test_grouped_windows_equal_a_hand_built_reference(by, tmp_path):
+    from ids.data import synthetic_v3
+
+    df = synthetic_v3.generate(900, 4)
+    path = tmp_path / "v3.csv"
+    write(df.sample(frac=1.0, random_state=1), path)  # out of order: time sorts it
+    T = 3
+    plain = prepare(_v3_cfg(path, f"data.window={T}"))
+    for cache_dir in (None, tmp_path / "cache"):
+        clear_cache()
+        p = prepare(_v3_cfg(path, f"data.window={T}", f"data.window_by={by}"),
+                    cache_dir=cache_dir, batch_rows=100)
+        assert p.info["window_by"] == by
+        for s in ("train", "val", "test"):
+            split, ctx = p.split(s), p.context[s]
+            np.testing.assert_array_equal(split.rows, plain.split(s).rows)  # same flows
+            np.testing.assert_array_equal(split.y, plain.split(s).y)
+            np.testing.assert_array_equal(split.X, plain.split(s).X)
+            w = np.asarray(split.windows(T)[:])
+            np.testing.assert_array_equal(w, _reference(split, ctx, by, T))
+            assert not np.array_equal(w, np.asarray(plain.split(s).windows(T)))  # not the rows'
+            d = split.distinct(T)  # distinct windows: the same ids <=> the same window
+            np.testing.assert_array_equal(w[d.first][d.inverse], w)
+            assert len(np.unique(w.reshape(len(w), -1), axis=0)) == len(d)
+            dl = split.distinct(T, labelled=True)
+            np.testing.assert_array_equal(split.y[dl.first][dl.inverse], split.y)
+
+
+def test_host_windows_never_cross_a_split_and_pad_a_new_host(tmp_path):
+    rows = []
+    t = 1_556_000_000_000
+    for i in range(60):  # host A in every split, host B only from the middle on
+        host = "10.0.0.1" if i % 3 else "10.0.0.2" if i >= 30 else "10.0.0.1"
+        rows.append((t + 1000 * i, host, i))
+    df = v3_frame(60, seed=5)
+    df["FLOW_START_MILLISECONDS"] = [r[0] for r in rows]
+    df["IPV4_SRC_ADDR"] = [r[1] for r in rows]
+    df["IN_BYTES"] = 1000 + np.arange(60) * 10  # every flow distinct
+    df["Label"] = np.arange(60) % 2
+    path = tmp_path / "v3.csv"
+    write(df, path)
+    p = prepare(_v3_cfg(path, "data.window=4", "data.window_by=host"))
+    zero = np.zeros(len(p.feature_names), np.float32)
+    for s in ("train", "val", "test"):
+        split, src = p.split(s), p.context[s]["src"]
+        w = np.asarray(split.windows(4)[:])
+        X = np.asarray(split.X)
+        for h in np.unique(src):
+            first = int(np.flatnonzero(src == h)[0])  # this host's first flow in this split
+            assert (w[first, :3] == zero).all() and (w[first, 3] == X[first]).all()
+        assert all(any((X == row).all(axis=1)) or not row.any()  # only this split's flows
+                   for row in w.reshape(-1, w.shape[2]))
+
+
+def test_a_training_subset_keeps_its_host_windows(tmp_path):
+    from ids.data import synthetic_v3
+
+    path = tmp_path / "v3.csv"
+    write(synthetic_v3.generate(900, 2), path)
+    whole = prepare(_v3_cfg(path, "data.window_by=host"), cache_dir=tmp_path / "c")
+    sub = prepare(_v3_cfg(path, "data.window_by=host", "data.max_train_flows=200"),
+                  cache_dir=tmp_path / "c")
+    picked = np.searchsorted(whole.train.rows, sub.train.rows)  # rows ascending in time here
+    np.testing.assert_array_equal(whole.train.rows[picked], sub.train.rows)
+    np.testing.assert_array_equal(np.asarray(sub.train.windows(3)[:]),
+                                  np.asarray(whole.train.windows(3)[picked]))
+
+
+def test_host_windows_need_addresses_and_times_in_one_line(tmp_path):
+    path = tmp_path / "v1.csv"
+    synthetic.generate(400, 0, {"Benign": 1, "DoS": 1, "Reconnaissance": 2}).to_csv(
+        path, index=False)
+    with pytest.raises(DataError, match="data.window_by=host needs each flow's start time") as e:
+        prepare(_v3_cfg(path, "data.window_by=host"))
+    assert "\n" not in str(e.value)

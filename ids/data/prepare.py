@@ -16,6 +16,8 @@ With `cache_dir` the result is the prepared store (`ids.data.cache`), built once
 memory-mapped by every later process; without it, the same arrays in memory.
 `data.order` (NF-v3): flows with start times are put in time order (stable on ties) before the
 split, so the contiguous 70/15/15 split is a split in time (`info["time_range"]`).
+`data.window_by=host|pair` then groups each split's windows by source (and destination):
+the same store serves every `window_by`, as every window length.
 `data.max_train_flows` then keeps a stratified, seeded subset of the training split (val and
 test stay whole), taken from the same store.
 """
@@ -34,7 +36,7 @@ import numpy as np
 
 from ids.data import cache, copies
 from ids.data.encoding import CHUNK_ROWS, Preprocessor
-from ids.data.flows import DataError, flow_file, load_frame, validated
+from ids.data.flows import SPLITS, DataError, flow_file, load_frame, validated
 from ids.data.ingest import Ingested, ingest
 from ids.data.prefetch import prefetch
 from ids.data.reader import BATCH_ROWS
@@ -63,8 +65,9 @@ def _cache_key(data_cfg, store: bool = False) -> str:
     """The settings and the file's identity; for the store (`store`) without the training
     subset, which is drawn from the same prepared flows."""
     d = _settings(data_cfg)
-    if store:
+    if store:  # both are views of the same prepared flows
         d.pop("max_train_flows", None)
+        d.pop("window_by", None)
     if d.get("source") == "nf_bot_iot" and d.get("path") and os.path.exists(d["path"]):
         st = os.stat(d["path"])  # a rewritten file is read again
         d["_file"] = [os.path.abspath(d["path"]), st.st_size, st.st_mtime_ns]
@@ -80,7 +83,8 @@ def prepare(data_cfg, cache_dir: str | os.PathLike | None = None,
     check_window(data_cfg.window)
     key = _cache_key(data_cfg)
     if key not in _CACHE:
-        _CACHE[key] = _subset(_prepare_or_load(data_cfg, cache_dir, int(batch_rows)), data_cfg)
+        _CACHE[key] = _subset(_grouped(_prepare_or_load(data_cfg, cache_dir, int(batch_rows)),
+                                       data_cfg), data_cfg)
     check_window(data_cfg.window, _CACHE[key].sizes())
     return _CACHE[key]
 
@@ -188,6 +192,29 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
             "settings": _settings(data_cfg)}
     cache.write_meta(folder, pre, list(pre.feature_names_), info, ing.categories)
     shutil.rmtree(folder / "spool")
+
+
+def _grouped(prepared: Prepared, data_cfg) -> Prepared:
+    """`prepared` with windows over each host's (`data.window_by=host`: same source) or each
+    pair's (`pair`: same source and destination) previous flows, within each split
+    (`Split.grouped`); as it is for `none`."""
+    by = str(getattr(data_cfg, "window_by", "none"))
+    if by not in ("none", "host", "pair"):
+        raise DataError(f"data.window_by={by!r} is unknown: use none, host or pair")
+    if by == "none":
+        return prepared
+    if any("src" not in prepared.context.get(s, {}) for s in SPLITS):
+        raise DataError(f"data.window_by={by} needs each flow's start time and addresses (the "
+                        "NF-v3 columns FLOW_START_MILLISECONDS, IPV4_SRC_ADDR, IPV4_DST_ADDR), "
+                        "which these flows lack: use data.window_by=none, an NF-v3 file or "
+                        "data=nf_v3")
+    splits = {}
+    for s in SPLITS:
+        c = prepared.context[s]
+        keys = (np.asarray(c["src"], np.int64) if by == "host" else
+                (np.asarray(c["src"], np.int64) << 32) | np.asarray(c["dst"], np.int64))
+        splits[s] = prepared.split(s).grouped(keys, c["start"])
+    return dataclasses.replace(prepared, **splits, info={**prepared.info, "window_by": by})
 
 
 def _ordered(ing: Ingested, data_cfg) -> tuple[Ingested, str]:
