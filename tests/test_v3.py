@@ -327,3 +327,18 @@ def test_host_windows_need_addresses_and_times_in_one_line(tmp_path):
     with pytest.raises(DataError, match="data.window_by=host needs each flow's start time") as e:
         prepare(_v3_cfg(path, "data.window_by=host"))
     assert "\n" not in str(e.value)
+
+
+# --- the sweep preset ---------------------------------------------------------------------------
+
+def test_the_nf_v3_sweep_preset_searches_what_a_window_sees():
+    from ids.tuning.space import check_space, check_start_points
+
+    cfg = compose(["data=nf_v3", "sweep=nf_v3"])
+    check_space(cfg)
+    points = check_start_points(cfg)
+    assert set(cfg.sweep.params["data.window_by"].choices) == {"none", "host", "pair"}
+    assert "data.window" in cfg.sweep.params
+    assert {(p["data.window"], p["data.window_by"]) for p in points} == {
+        (1, "none"), (10, "none"), (10, "host")}
+    assert cfg.data.source == "synthetic_v3" and cfg.data.window_by == "host"
