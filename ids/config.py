@@ -172,6 +172,8 @@ class Config:
     alerts_only: bool = False  # ids.predict input=- output=-: write only flows labelled attack
     score_memo_mb: int = 256  # ids.predict / ids.serve: MB per scorer for scores of windows
     # already seen (ids.artifact.memo), kept across chunks, stream batches and requests; 0: off
+    score_max_hosts: int = 50_000  # a model with data.window_by=host|pair: hosts (or pairs)
+    # whose last window-1 flows are kept across chunks, lines and requests; least recent dropped
 
 
 def register() -> None:
@@ -291,6 +293,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "serve.workers": (0, _per_core, f"0: one per core; at most {MAX_PER_CORE} a core"),
     "serve.threads": (0, _per_core, f"0: cores / workers; at most {MAX_PER_CORE} a core"),
     "chunk_size": (1, None, ""), "score_memo_mb": (0, None, "0: no memo"),
+    "score_max_hosts": (1, None, ""),
 }
 
 

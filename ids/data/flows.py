@@ -9,7 +9,7 @@ generator), `load_rows(data_cfg, rows)` some rows of a file (a test split).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +276,11 @@ def read_flows(path, max_rows: int | None = None, require_label: bool = True,
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
+# Generators of the other layouts, by data.source: registered by their own modules (which read
+# this one's column names; `ids.data.prepare` imports them).
+GENERATORS: dict[str, Callable[[int, int], pd.DataFrame]] = {}
+
+
 def load_frame(data_cfg) -> pd.DataFrame:
     """The validated flows of `data_cfg`: generated (data.source=synthetic) or read from a file."""
     if data_cfg.source == "synthetic":
@@ -285,11 +290,9 @@ def load_frame(data_cfg) -> pd.DataFrame:
         except ValueError as e:
             raise DataError(str(e)) from e
         return validate_frame(df)
-    if data_cfg.source == "synthetic_v3":
-        from ids.data import synthetic_v3  # NF-v3 layout, hosts and time
-
+    if data_cfg.source in GENERATORS:  # synthetic_v3: NF-v3 layout, hosts and time
         try:
-            df = synthetic_v3.generate(int(data_cfg.n_flows), int(data_cfg.seed))
+            df = GENERATORS[data_cfg.source](int(data_cfg.n_flows), int(data_cfg.seed))
         except ValueError as e:
             raise DataError(str(e)) from e
         return validate_frame(df)

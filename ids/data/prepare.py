@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ids.data import cache, copies
+from ids.data import cache, copies, synthetic_v3  # noqa: F401 - registers source synthetic_v3
 from ids.data.encoding import CHUNK_ROWS, Preprocessor
 from ids.data.flows import SPLITS, DataError, flow_file, load_frame, validated
 from ids.data.ingest import Ingested, ingest

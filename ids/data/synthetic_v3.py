@@ -32,7 +32,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ids.data import synthetic_v2
-from ids.data.flows import ATTACK, IAT_COLUMNS, ID_COLUMNS, LABEL, TIME_COLUMNS, V2_FEATURES
+from ids.data.flows import (
+    ATTACK,
+    GENERATORS,
+    IAT_COLUMNS,
+    ID_COLUMNS,
+    LABEL,
+    TIME_COLUMNS,
+    V2_FEATURES,
+)
 
 COLUMNS = TIME_COLUMNS + ID_COLUMNS + V2_FEATURES + IAT_COLUMNS + [LABEL, ATTACK]
 HOSTS = [f"10.0.{i // 200}.{i % 200 + 10}" for i in range(60)]  # internal hosts (benign)
@@ -214,3 +222,6 @@ def write_flows(path, n_flows: int, seed: int = 0, chunk: int = 1_000_000) -> in
             at = int(df["FLOW_START_MILLISECONDS"].iloc[-1]) + 1
             pacsv.write_csv(pa.Table.from_pandas(df, preserve_index=False), out, options)
         return out.tell()
+
+
+GENERATORS["synthetic_v3"] = generate  # data.source=synthetic_v3

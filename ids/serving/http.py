@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ids.artifact import memo
+from ids.artifact.hosts import MAX_HOSTS
 from ids.artifact.scorer import Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError
@@ -42,6 +43,7 @@ from ids.model.runtime import setup_runtime
 from ids.tracking import registry
 
 FOLDER, THREADS, MEMO = "IDS_SERVE_FOLDER", "IDS_SERVE_THREADS", "IDS_SERVE_MEMO_MB"  # to workers
+HOSTS = "IDS_SERVE_MAX_HOSTS"
 JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
@@ -94,7 +96,7 @@ def parse_flows(body: bytes, content_type: str) -> pd.DataFrame:
 def predictions(scorer: Scorer, flows: pd.DataFrame) -> bytes:
     """The JSON answer for `flows`; DataError (bad flows) becomes a 400."""
     try:
-        scores = scorer.score_matrix(scorer.transform(flows))
+        scores = scorer.scores(flows)  # a grouped model: each host's flows of earlier requests
     except DataError as exc:
         raise BadRequest(" ".join(str(exc).split())) from exc
     labels = (scores >= scorer.threshold).astype(np.int64)
@@ -114,6 +116,7 @@ def create_app():
     setup_runtime(SimpleNamespace(mode="graph", threads=int(os.environ.get(THREADS) or 0)))
     scorer = Scorer.load(os.environ[FOLDER])
     scorer.memo = memo.from_config(os.environ.get(MEMO) or memo.MEMO_MB)
+    scorer.hosts = scorer.host_state(int(os.environ.get(HOSTS) or MAX_HOSTS))
     shapes = scorer.warm_up()
     print(f"worker {os.getpid()} ready ({len(shapes)} batch shapes compiled)", file=sys.stderr,
           flush=True)
@@ -173,7 +176,8 @@ def serve(cfg) -> None:
         folder = registry.download_model(ref.pinned_uri, Path(tmp))
         window = Scorer.load(folder).window  # a broken model stops here, not in each worker
         os.environ.update({FOLDER: str(folder), THREADS: str(threads),
-                           MEMO: str(int(cfg.score_memo_mb))})
+                           MEMO: str(int(cfg.score_memo_mb)),
+                           HOSTS: str(int(cfg.score_max_hosts))})
         print(f"serving {ref.label} (window {window}) on http://{s.host}:{s.port}/invocations: "
               f"{workers} worker(s) x {threads} kernel thread(s); a worker takes connections "
               "once it has compiled its batch shapes", flush=True)

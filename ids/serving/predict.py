@@ -62,7 +62,8 @@ def predict(cfg: DictConfig) -> None:
         return stream.main(cfg, scorer, ref, keep_out)
     started = time.perf_counter()
     n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
-                           bool(cfg.overwrite), keep_out=keep_out)
+                           bool(cfg.overwrite), keep_out=keep_out,
+                           max_hosts=int(cfg.score_max_hosts))
     seconds = time.perf_counter() - started
     print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}, "
           f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ids import outputs
+from ids.artifact.hosts import MAX_HOSTS
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data import limits
@@ -74,9 +75,11 @@ def _check_lengths(lines: list[bytes], first: int) -> None:
 
 
 def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
-                 alerts_only: bool = False) -> tuple[int, int]:
+                 alerts_only: bool = False, max_hosts: int = MAX_HOSTS) -> tuple[int, int]:
     """(flows scored, attack alerts): score the CSV lines of `source` as they arrive into
-    `sink` (same columns as `ids.predict` file output)."""
+    `sink` (same columns as `ids.predict` file output); a grouped model keeps each host's
+    last flows from batch to batch (at most `max_hosts` hosts)."""
+    state = scorer.host_state(max_hosts) if scorer.window_by != "none" else None
     fd = source.fileno()
     header: str | None = None
     rest = b""
@@ -106,11 +109,12 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
             raise DataError(f"standard input, flows {n_rows}-{n_rows + len(text) - 1}: not CSV "
                             f"in the header's layout ({exc})") from exc
         try:
-            X = scorer.transform(validate_frame(raw, require_label=False))
+            flows = validate_frame(raw, require_label=False)
+            X = scorer.transform(flows)
+            scores = scorer.score_flows(flows, X, context, state)
         except DataError as exc:
             raise DataError(f"standard input, flows {n_rows}-{n_rows + len(raw) - 1} (0-based): "
                             f"{exc}") from exc
-        scores = scorer.score_matrix(X, context)
         alert = (scores >= scorer.threshold).astype(np.int8)
         part = passthrough(raw, n_rows, **{SCORE: scores, PRED_LABEL: alert})
         if alerts_only:
@@ -154,11 +158,13 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
     src = sys.stdin.buffer if inp == "-" else open(inp, "rb")  # noqa: SIM115
     try:
         if out == "-":
-            n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
+            n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only),
+                                     int(cfg.score_max_hosts))
         else:  # a file: the rules and the .partial of ids.outputs, as in file mode
             with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,),
                                    keep_out=keep_out) as sink:
-                n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only))
+                n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only),
+                                         int(cfg.score_max_hosts))
     finally:
         if src is not sys.stdin.buffer:
             src.close()
