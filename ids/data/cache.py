@@ -10,7 +10,7 @@ the file again, and share their pages. An entry is `<cache_dir>/<key>/`:
 - per split `<split>.ids.npy` (the table row of every flow, in flow order), `.y.npy` (float32
   labels), `.attack.npy` (int16 codes into the categories of `meta.json`), `.rows.npy` (int64
   rows in the file); NF-v3 flows also `.start.npy` (int64 start time in ms), `.src.npy` and
-  `.dst.npy` (int32 address codes): what host windows group by (`ids.data.groups`);
+  `.dst.npy` (int32 address codes): what host windows group by (`Split.grouped`);
 - `pre.npz` (the preprocessor's arrays), `meta.json` (its settings, the feature names, the
   categories, the data info) and `loads.log` (one line per process that opened it without
   building it: what the tests count);
