@@ -23,7 +23,7 @@ from ids.data.flows import (
     read_flows,
     validate_frame,
 )
-from ids.data.prepare import clear_cache, prepare
+from ids.data.prepare import clear_cache, prepare, time_ranges
 from ids.data.reader import FlowFile
 
 V3_ORDER = TIME_COLUMNS + ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"] + [
@@ -183,6 +183,7 @@ def test_flows_written_out_of_order_are_split_in_time(tmp_path):
             np.testing.assert_array_equal(p.split(s).y, shuffled["Label"].to_numpy()[
                 p.split(s).rows])
         assert spans["train"]["first"].startswith("2019-04-23T")
+        assert time_ranges(p.info).startswith("flows in time order (by start): train 2019-04-23T")
     clear_cache()
     by_file = prepare(_v3_cfg(path, "data.order=file"))
     assert by_file.info["order"] == "file"

@@ -66,8 +66,6 @@ def train(
     if prepared is None:
         progress.step(f"preparing the data ({cfg.data.source})")
         prepared = prepare(cfg.data, cache_dir=cfg.cache_dir)
-    if prepared.info.get("time_range"):  # NF-v3 in time order: the splits are periods
-        progress.step(time_ranges(prepared.info))
     check_window(cfg.data.window, prepared.sizes())
     bounds.check_training(cfg, len(prepared.feature_names))
     setup_runtime(cfg.trainer, workers)
@@ -126,6 +124,8 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     summary["report_split"] = split
     summary["overlap"] = prepared.info.get("overlap", {}).get(split)
     summary["overlap_val"] = prepared.info.get("overlap", {}).get("val")
+    if prepared.info.get("time_range"):  # NF-v3: each split's period
+        summary["time_ranges"] = time_ranges(prepared.info)
     seed, metric = int(cfg.seed), cfg.trainer.selection_metric
     if split == "test":
         scores = score(result.model, target, int(cfg.data.window),
@@ -207,6 +207,8 @@ def report_text(cfg, summary: dict) -> str:
     title = (f"{split} split, best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
              f"threshold {summary['threshold']:.4f} (tuned on val for "
              f"{summary['selection_metric']})")
+    if summary.get("time_ranges"):
+        title += f"\n{summary['time_ranges']}"
     if "card" in summary:
         text = scorecard.text(summary["card"], f"this run ({split})", paper=cfg.get("paper"),
                               overlap=summary.get("overlap"), title=title)
