@@ -111,3 +111,30 @@ def test_a_grouped_model_refuses_flows_without_addresses_or_times_in_one_line(gr
         assert "\n" not in str(e.value)
         with pytest.raises(http.BadRequest, match=says):
             http.predictions(scorer, http.parse_flows(body, "text/csv"))
+
+
+def test_a_time_ordered_test_split_scored_from_the_file_equals_its_host_windows(grouped,
+                                                                                tmp_path):
+    """ids.evaluate reads the test rows of a file written out of time order and scores them
+    through the model's own path (fresh host state): the same scores as the in-process
+    test windows of training, flow by flow."""
+    from ids.experiment.evaluate import _test_split
+    from ids.model.feed import score
+
+    scorer, _, _ = grouped
+    path = tmp_path / "v3.csv"
+    synthetic_v3.generate(1500, 0).sample(frac=1.0, random_state=2).to_csv(path, index=False)
+    cfg = compose(["data=nf_v3", "data.source=nf_bot_iot", f"data.path={path}",
+                   f"data.window={T}", "trainer.baselines=false", "cache_dir=null"])
+    clear_cache()
+    test = prepare(cfg.data).test
+    assert (np.diff(test.rows) < 0).any()  # time order is not file order here
+    own = scorer.preprocessor
+    scorer.preprocessor = prepare(cfg.data).preprocessor  # this file's encoding, same width
+    try:
+        got = _test_split(cfg, scorer)
+    finally:
+        scorer.preprocessor = own
+        clear_cache()
+    np.testing.assert_array_equal(got["y"], test.y)
+    np.testing.assert_allclose(got["scores"], score(scorer.model, test, T, 64, "off"), atol=1e-6)
