@@ -343,3 +343,12 @@ def test_the_nf_v3_sweep_preset_searches_what_a_window_sees():
     assert {(p["data.window"], p["data.window_by"]) for p in points} == {
         (1, "none"), (10, "none"), (10, "host")}
     assert cfg.data.source == "synthetic_v3" and cfg.data.window_by == "host"
+
+
+def test_folds_of_host_windows_are_refused_before_any_work():
+    from ids.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="trainer.cv_folds") as e:
+        validate(compose(["data=nf_v3", "trainer.cv_folds=3"]))
+    assert "window_by=host" in str(e.value) and "\n" not in str(e.value)
+    validate(compose(["data=nf_v3", "trainer.cv_folds=3", "data.window_by=none"]))
