@@ -138,3 +138,12 @@ def test_a_time_ordered_test_split_scored_from_the_file_equals_its_host_windows(
         clear_cache()
     np.testing.assert_array_equal(got["y"], test.y)
     np.testing.assert_allclose(got["scores"], score(scorer.model, test, T, 64, "off"), atol=1e-6)
+
+
+def test_a_saved_grouped_model_loads_grouped(grouped, tmp_path):
+    scorer, _, flows = grouped
+    again = Scorer.load(scorer.save(tmp_path / "model"))
+    assert again.window_by == "host" and scorer.window_by == "host"
+    np.testing.assert_allclose(again.scores(flows.iloc[:50]),
+                               scorer.score_flows(flows.iloc[:50], scorer.transform(flows.iloc[:50]),
+                                                  state=scorer.host_state()), atol=1e-6)
