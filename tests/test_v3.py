@@ -352,3 +352,19 @@ def test_folds_of_host_windows_are_refused_before_any_work():
         validate(compose(["data=nf_v3", "trainer.cv_folds=3"]))
     assert "window_by=host" in str(e.value) and "\n" not in str(e.value)
     validate(compose(["data=nf_v3", "trainer.cv_folds=3", "data.window_by=none"]))
+
+
+def test_the_run_logs_the_order_and_each_splits_period_as_tags(tmp_path, monkeypatch):
+    from ids.tracking import store
+
+    path = tmp_path / "v3.csv"
+    write(v3_frame(300), path)
+    info = prepare(_v3_cfg(path)).info
+    tags = {}
+    monkeypatch.setattr(store.mlflow, "set_tag", lambda k, v: tags.__setitem__(k, v))
+    monkeypatch.setattr(store.mlflow, "log_dict", lambda *a, **k: None)
+    monkeypatch.setattr(store.mlflow, "log_input", lambda *a, **k: None)
+    store.log_data(info)
+    assert tags["data.order"] == "time" and tags["data.layout"] == "v3"
+    span = info["time_range"]["val"]
+    assert tags["data.time_range.val"] == f"{span['first']} .. {span['last']}"
