@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ids.artifact import memo
+from ids.artifact.hosts import MAX_HOSTS
 from ids.artifact.scorer import Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError
@@ -57,6 +58,7 @@ MAX_BODY = "IDS_SERVE_MAX_BODY_BYTES"  # serve.max_body_mb, in bytes, to workers
 MAX_BODY_MB = 16  # the default of serve.max_body_mb
 MAX_CONNECTIONS = 64  # a worker's open connections (uvicorn answers 503 beyond): the bodies
 # it holds at once are at most this many times serve.max_body_mb
+HOSTS = "IDS_SERVE_MAX_HOSTS"  # score_max_hosts, to workers
 JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 # MLflow 1.x clients name the body's layout in the content type instead of a JSON key
 FORMATS = {"pandas-records": "dataframe_records", "pandas-split": "dataframe_split"}
@@ -211,7 +213,7 @@ def _too_large(limit: int, what: str) -> str:
 def predictions(scorer: Scorer, flows: pd.DataFrame) -> bytes:
     """The JSON answer for `flows`; DataError (bad flows) becomes a 400."""
     try:
-        scores = scorer.score_matrix(scorer.transform(flows))
+        scores = scorer.scores(flows)  # a grouped model: each host's flows of earlier requests
     except DataError as exc:
         raise BadRequest(" ".join(str(exc).split())) from exc
     labels = (scores >= scorer.threshold).astype(np.int64)
@@ -233,6 +235,7 @@ def create_app():
     setup_runtime(SimpleNamespace(mode="graph", threads=int(os.environ.get(THREADS) or 0)))
     scorer = Scorer.load(os.environ[FOLDER])
     scorer.memo = memo.from_config(os.environ.get(MEMO) or memo.MEMO_MB)
+    scorer.hosts = scorer.host_state(int(os.environ.get(HOSTS) or MAX_HOSTS))
     shapes = scorer.warm_up()
     print(f"worker {os.getpid()} ready ({len(shapes)} batch shapes compiled)", file=sys.stderr,
           flush=True)
@@ -325,7 +328,8 @@ def serve(cfg) -> None:
         window = Scorer.load(folder).window  # a broken model stops here, not in each worker
         os.environ.update({FOLDER: str(folder), THREADS: str(threads),
                            MEMO: str(int(cfg.score_memo_mb)),
-                           MAX_BODY: str(int(s.max_body_mb) << 20)})
+                           MAX_BODY: str(int(s.max_body_mb) << 20),
+                           HOSTS: str(int(cfg.score_max_hosts))})
         print(f"serving {ref.label} (window {window}) on http://{s.host}:{s.port}/invocations: "
               f"{workers} worker(s) x {threads} kernel thread(s); a worker takes connections "
               "once it has compiled its batch shapes", flush=True)
