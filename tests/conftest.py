@@ -56,6 +56,7 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gett
 SHARED_DATA = ROOT.parent / "shared" / "data"
 V1_SAMPLE = SHARED_DATA / "nf-bot-iot-sample.csv.gz"
 V2_SAMPLE = SHARED_DATA / "nf-bot-iot-v2-sample.csv.gz"
+pytest_plugins = ["cputime"]  # --cpu-durations=N: CPU seconds per test (tests/cputime.py)
 __all__ = ["ROOT", "V1_SAMPLE", "V2_SAMPLE", "run_cli", "run_cli_status", "stop_group",
            "tiny_overrides"]
 
