@@ -115,11 +115,14 @@ class FlowFile:
                 yield from self._parquet()
                 return
             with self._reading(ragged, state) as reader:
-                self._check_columns(len(reader.schema.names))
-                self.types = {**dict(zip(reader.schema.names, reader.schema.types,
-                                         strict=True)), **self.types}
-                for batch in reader:
-                    yield pa.Table.from_batches([batch])
+                try:
+                    self._check_columns(len(reader.schema.names))
+                    self.types = {**dict(zip(reader.schema.names, reader.schema.types,
+                                             strict=True)), **self.types}
+                    for batch in reader:
+                        yield pa.Table.from_batches([batch])
+                finally:  # this frame lives on in an error's traceback: let go of the reader
+                    reader = None  # (and its source), or `_released` waits for it in vain
         except DataError:
             raise
         except pa.ArrowInvalid as exc:
@@ -237,6 +240,8 @@ class FlowFile:
             finally:
                 state.stopped = True  # every further read is the end of the file
                 reader = source = None
+                if state.error is not None:  # its traceback holds the source's read frame
+                    state.error.__traceback__ = None
                 _released(watch)
 
     def _ragged(self, rows: list) -> str | None:
@@ -247,8 +252,11 @@ class FlowFile:
             again: list = []
             try:
                 with self._reading(again, _State(), threads=False) as reader:
-                    for _ in reader:
-                        pass
+                    try:
+                        for _ in reader:
+                            pass
+                    finally:  # as in `_tables`: an error's traceback keeps this frame
+                        reader = None
             except (pa.ArrowInvalid, *_DECODER_ERRORS):
                 rows = again or rows
         if not rows:
