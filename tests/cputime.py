@@ -102,8 +102,9 @@ class _Collector:
                 wall = sum(w for _, w in p.values())
                 tr.write_line(f"{cpu:8.1f} {p.get('setup', (0, 0))[0]:7.1f} "
                               f"{p.get('call', (0, 0))[0]:7.1f} {wall:7.1f}  {nodeid}")
-        tr.write_line(f"CPU seconds in tests: {total:.0f} over {len(rows)} tests; this "
-                      f"process (controller) {_cpu() - self.start_cpu:.0f}; wall "
+        tr.write_line(f"CPU seconds in tests: {total:.0f} over {len(rows)} tests; the whole "
+                      f"session (this process, its finished workers and their children) "
+                      f"{_cpu() - self.start_cpu:.0f}; wall "
                       f"{time.perf_counter() - self.start_wall:.0f} s; load "
                       f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         path = config.getoption("--cpu-log")
