@@ -219,8 +219,9 @@ def pytest_configure(config) -> None:
 
 def pytest_collection_modifyitems(session, config, items) -> None:
     """Modules with slow tests (servers, killed workers, the quick bench) first: pytest-xdist
-    deals the first tests out round-robin, so the long ones start early instead of ending the
-    session with one worker busy and the other idle. Modules stay together (their fixtures)."""
+    hands each worker a first chunk of consecutive tests, then tops them up as they finish, so
+    the long ones start early instead of ending the session with one worker busy and the other
+    idle. Modules stay together (their fixtures)."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow)
 
