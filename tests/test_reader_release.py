@@ -45,9 +45,9 @@ def test_a_compressed_read_releases_its_stream_at_once(name, tmp_path, monkeypat
     left: list[bool] = []
     original = reader._released
 
-    def released(watch, seconds: float = 10.0) -> None:
-        original(watch, seconds)
-        left.append(watch is not None and watch() is not None)  # still held after the wait
+    def released(watches, seconds: float = 10.0, settle: bool = False) -> None:
+        original(watches, seconds, settle)
+        left.append(any(w() is not None for w in watches))  # still held after the wait
 
     monkeypatch.setattr(reader, "_released", released)
     if error is None:
@@ -56,3 +56,4 @@ def test_a_compressed_read_releases_its_stream_at_once(name, tmp_path, monkeypat
         with pytest.raises(error):
             read_flows(path)
     assert left and not any(left), f"{name}: a stream was still held when the read ended"
+
