@@ -57,3 +57,14 @@ def test_a_compressed_read_releases_its_stream_at_once(name, tmp_path, monkeypat
             read_flows(path)
     assert left and not any(left), f"{name}: a stream was still held when the read ended"
 
+
+def test_a_column_of_bytes_that_are_not_utf8_is_a_data_error():
+    """Found by the hostile-file property test (slow budget): a binary column whose bytes are
+    not UTF-8 raised UnicodeDecodeError (a traceback) instead of the one-line DataError."""
+    import pandas as pd
+
+    from ids.data.flows import _columns
+
+    df = pd.DataFrame({"IN_BYTES": pd.Series([b"\xb8883", b"12"], dtype=object)})
+    with pytest.raises(reader.DataError, match="'IN_BYTES' must be numeric.*row 0"):
+        _columns(df, ["IN_BYTES"])
