@@ -29,7 +29,8 @@ Which fixture for what (take the cheapest that still tests your behaviour):
 
 `make test` runs the tests not marked `slow`; `make test-slow` the slow ones (servers, kills,
 serving, PostgreSQL, several processes); CI runs both, with `IDS_TESTS_NO_SKIP=1`: there a skip
-(no PostgreSQL, no ../shared/data) is a failure. `pytest --durations=20` shows what costs.
+(no PostgreSQL, no ../shared/data) is a failure. `pytest --durations=20` shows what costs in wall
+time, `--cpu-durations=20` in CPU seconds (tests/cputime.py); waits on the clock use `patience(s)`.
 """
 
 from __future__ import annotations
@@ -185,6 +186,16 @@ def _outside_the_checkout(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("cwd"))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _sys_path_kept():
+    """sys.path as it was before the test: loading an MLflow model puts the model's code folder
+    first on it (its copy of `ids`), and a `spawn` process started later in the same worker
+    (the bench's measurements) imported `ids` from there and found no conf/."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 _TOOL_CACHES = (".venv", ".pytest_cache", ".ruff_cache")
