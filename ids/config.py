@@ -47,6 +47,7 @@ class DataConfig:
     keep_identifiers: bool = False  # True keeps IPs/ports as features (they leak the label)
     l7_top_k: int = 16  # L7_PROTO values one-hot encoded (most frequent in train), rest -> other
     numeric_bins: int = 0  # > 0: piecewise-linear bins of each numeric column (train quantiles)
+    numeric_top_k: int = 0  # > 0: indicators of each numeric column's K most frequent train values
     max_rows: int | None = None  # read only the first N rows of a file (quick experiments)
     dedup: str = "none"  # none | exact: drop exact duplicate flows (features + labels) first
     max_train_flows: int | None = None  # train on a stratified seeded subset of this many flows
@@ -71,6 +72,7 @@ class TrainerConfig:
     batch_size: int = 256
     eval_batch_size: int = 4096
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (per step, to lr / 100 at the last epoch)
     weight_decay: float = 0.0
     class_weight: str = "none"  # none | balanced (weights the loss by inverse class frequency)
     patience: int = 3  # epochs without validation improvement before stopping; 0 = never
@@ -82,6 +84,7 @@ class TrainerConfig:
     evaluate_test: bool = True  # score the test split at the end (False inside sweeps)
     baselines: bool = True  # score the trivial and Extra-Trees baselines on the same flows
     baseline_seeds: int = 3  # Extra-Trees forests (seeds seed, seed+1, ...) of a test report
+    cv_folds: int = 0  # k >= 2: k-fold CV over train+val, the champion is the fold models' bag
     checkpoint_dir: str | None = None  # None = a temporary folder (the model goes to MLflow)
 
 
@@ -185,6 +188,7 @@ PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold
 PRUNE_SIGNALS = ("metric", "loss", "balanced_loss", "roc_auc", "pr_auc")
 SELECTION_METRICS = ("f1", "mcc", "balanced_accuracy", "precision", "recall", "accuracy")
 MAX_BASELINE_SEEDS = 20  # each seed is one more Extra-Trees fit per report
+MAX_MEMBERS = 20  # cross-validation folds: the bag's networks, each scored for every flow
 
 
 def baseline_seeds(cfg) -> list[int]:
@@ -271,6 +275,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
                      f"{FLOW_BYTES} bytes of the memory available here a flow"),
     "data.window": (1, None, ""), "data.chunk_size": (1, None, ""),
     "data.l7_top_k": (0, None, ""), "data.numeric_bins": (0, 256, ""),
+    "data.numeric_top_k": (0, 256, ""),
     "data.max_rows": (1, None, "null: the whole file"),
     "data.max_train_flows": (1, None, "null: every training flow"),
     "trainer.epochs": (1, 1_000_000, ""), "trainer.batch_size": (1, None, ""),
@@ -278,6 +283,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "trainer.threads": (0, _per_core, f"0: cores / workers; at most {MAX_PER_CORE} a core"),
     "trainer.epoch_flows": (0, None, "0: every training flow"),
     "trainer.baseline_seeds": (1, MAX_BASELINE_SEEDS, "1: one forest"),
+    "trainer.cv_folds": (0, MAX_MEMBERS, "0: no cross-validation (1 is refused)"),
     "sweep.n_trials": (1, 1_000_000, ""),
     "sweep.workers": (1, _per_core, f"at most {MAX_PER_CORE} a core"),
     "sweep.max_failures": (1, None, ""), "sweep.max_retry": (0, 1000, "0: never retried"),
@@ -316,6 +322,9 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.class_weight in ("none", "balanced"), "trainer.class_weight", "none or balanced", t.class_weight)
     _check(t.selection_metric in SELECTION_METRICS, "trainer.selection_metric",
            f"one of {', '.join(SELECTION_METRICS)}", t.selection_metric)
+    _check(t.lr_schedule in ("constant", "cosine"), "trainer.lr_schedule", "constant or cosine",
+           t.lr_schedule)
+    _check(t.cv_folds != 1, "trainer.cv_folds", "0 (none) or 2 and more folds", t.cv_folds)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
            t.distinct)

@@ -28,7 +28,9 @@ def check_size(model: dict, n_features: int, window: int, batch: int) -> None:
     """TooBig unless the network and one scoring batch fit in the memory available here (an
     estimate of parameters and activations, float32), and the unrolled BiLSTM's sequence is
     short enough to compile."""
-    need = 4 * (2 * params(model, n_features) + scoring_values(model, n_features, window, batch))
+    members = int(model.get("members", 1))  # a bag scores every member on each batch
+    need = 4 * members * (2 * params(model, n_features)
+                          + scoring_values(model, n_features, window, batch))
     have = memory_budget()
     _fits(need <= have, f"scoring with 'window' {window}, 'eval_batch_size' {batch} and these "
           f"layer sizes would need about {need / 1e9:.1f} GB of memory, more than the "

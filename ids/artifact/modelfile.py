@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from ids.artifact.bounds import TooBig, check_size, memory_budget
-from ids.config import ConfigError, InputError, ModelConfig, check_model
+from ids.config import MAX_MEMBERS, ConfigError, InputError, ModelConfig, check_model
 from ids.data import encoding
 
 FORMAT, VERSION = "ids-scorer", 2
@@ -40,7 +40,8 @@ OLD_FORMAT = ("was saved by an older ids as a pickle, and unpickling it could ru
               "author put there, so ids does not load it. Train it again with this version "
               "(`python -m ids.run`, or `make sweep` + `make promote`); see docs/guide/promotion.md, 'Model files'")
 JSON_CAP, MLMODEL_CAP = 64 << 20, 1 << 20  # bytes: scorer.json, MLmodel
-OPTIONAL_MODEL_KEYS = {"lstm_impl"}  # absent in models saved before it existed
+OPTIONAL_MODEL_KEYS = {"lstm_impl", "members"}  # absent in older models / single networks
+MEMBERS_KEY = "members"  # a bag of k networks (trainer.cv_folds); not a training setting
 
 
 class ModelFormatError(InputError, ValueError):
@@ -161,6 +162,10 @@ def check_model_settings(model: Any) -> dict:
     """The 'model' entry: every setting of `ids.config.ModelConfig`, of its type and range."""
     _require(isinstance(model, dict), "'model' must be an object of model settings")
     fields = {f.name: type(f.default) for f in dataclasses.fields(ModelConfig)}
+    fields[MEMBERS_KEY] = int
+    k = model.get(MEMBERS_KEY, 1)
+    _require(_is_int(k) and 1 <= k <= MAX_MEMBERS, f"model setting 'members' must be an int in "
+             f"[1, {MAX_MEMBERS}] (the networks of a cross-validated bag), but got {k!r}")
     unknown = sorted(set(model) - set(fields))
     _require(not unknown, f"'model' has unknown settings {unknown[:5]}")
     missing = sorted(set(fields) - set(model) - OPTIONAL_MODEL_KEYS)
@@ -173,7 +178,8 @@ def check_model_settings(model: Any) -> dict:
                  f"{kind.__name__}, but got {value!r}")
     full = {**{f.name: f.default for f in dataclasses.fields(ModelConfig)}, **model}
     try:
-        check_model(_Settings(full), prefix="model setting ")
+        check_model(_Settings({k: v for k, v in full.items() if k != MEMBERS_KEY}),
+                    prefix="model setting ")
     except ConfigError as exc:
         raise ModelFormatError(f"invalid ids model file: {exc}") from exc
     return full

@@ -156,7 +156,8 @@ def _sizes_agree(model_cfg: dict, n_features: int, arrays: dict[str, np.ndarray]
     """Before the network is built: scorer.json's layer sizes must roughly fit the values
     weights.npz holds (`bounds.params` is an upper estimate within 1.2x), or a damaged
     'lstm_units' would allocate gigabytes only to be refused by the shape check after."""
-    held, described = sum(a.size for a in arrays.values()), params(model_cfg, n_features)
+    held = sum(a.size for a in arrays.values())
+    described = params(model_cfg, n_features) * int(model_cfg.get("members", 1))
     if described > 2 * held + 1000:
         raise modelfile.ModelFormatError(
             f"invalid ids model file: weights.npz does not fit the model in scorer.json: its "

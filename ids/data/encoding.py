@@ -7,6 +7,11 @@
   bin t of a value v between the train quantile edges e_t < e_t+1 is clip((v - e_t) /
   (e_t+1 - e_t), 0, 1). A dense layer can then cut a heavy-tailed count at exact values, as a
   tree does, instead of bending one standardised number; edges are fitted on train only.
+- with numeric_top_k = K > 0, each such column also gets one indicator per value among its K
+  most frequent train values (counted with copies): NetFlow counts are mostly a few exact
+  values (a scan's 1 packet of 60 bytes, a flood's fixed sizes) that a tree isolates with two
+  cuts; an indicator hands the network the same cut. Columns with fewer distinct values get
+  fewer indicators (no constant features).
 - PROTOCOL: one-hot of the values seen in train + "other"; L7_PROTO: one-hot of the
   `l7_top_k` most frequent train values + "other".
 - TCP_FLAGS, CLIENT_TCP_FLAGS, SERVER_TCP_FLAGS: 8 bit indicators (FIN..CWR).
@@ -54,6 +59,7 @@ class Preprocessor:
     keep_identifiers: bool = False
     l7_top_k: int = 16
     numeric_bins: int = 0
+    numeric_top_k: int = 0
     layout_: str | None = None
     input_columns_: list[str] = field(default_factory=list)
     feature_names_: list[str] = field(default_factory=list)
@@ -62,6 +68,7 @@ class Preprocessor:
     log_mean_: np.ndarray | None = None
     log_std_: np.ndarray | None = None
     bin_edges_: np.ndarray | None = None  # (log columns, numeric_bins + 1), NaN-padded
+    top_values_: np.ndarray | None = None  # (log columns, numeric_top_k) log values, NaN-padded
     id_mean_: np.ndarray | None = None
     id_std_: np.ndarray | None = None
     protocols_: list[float] = field(default_factory=list)
@@ -109,6 +116,12 @@ class Preprocessor:
             self.bin_edges_ = np.stack([_edges(np.repeat(c, weight[used]), self.numeric_bins)
                                         for c in logv.T])
             names += [f"{c}.bin{t}" for c in self.log_columns_ for t in range(self.numeric_bins)]
+        if self.numeric_top_k > 0:
+            self.top_values_ = np.stack([_top_values(c, weight[used], self.numeric_top_k)
+                                         for c in logv.T])
+            names += [f"{c}=={np.expm1(v):g}" for c, row in zip(self.log_columns_,
+                                                               self.top_values_, strict=True)
+                      for v in row[np.isfinite(row)]]
         del logv
         if self.keep_identifiers:
             self.id_mean_, self.id_std_ = _moments(_used(rows, used, self._ids, chunk), used,
@@ -138,6 +151,11 @@ class Preprocessor:
             bins = _piecewise_linear(logv, self.bin_edges_)
             out[:, k: k + bins.shape[1]] = bins
             k += bins.shape[1]
+        if self.numeric_top_k > 0:
+            for j, row in enumerate(self.top_values_):
+                known = row[np.isfinite(row)]
+                out[:, k: k + len(known)] = logv[:, j, None] == known[None, :]
+                k += len(known)
         if self.keep_identifiers:
             out[:, k: k + 10] = (self._ids(df) - self.id_mean_) / self.id_std_
             k += 10
@@ -197,6 +215,15 @@ def _edges(v: np.ndarray, bins: int) -> np.ndarray:
     return np.concatenate([q, np.full(bins + 1 - len(q), np.nan)])
 
 
+def _top_values(v: np.ndarray, weight: np.ndarray, k: int) -> np.ndarray:
+    """`k` slots: the k most frequent values of v (each distinct row counted `weight` times;
+    ties: the smaller value first), NaN after them."""
+    vals, inverse = np.unique(v, return_inverse=True)
+    counts = np.bincount(inverse.reshape(-1), weights=weight)
+    top = vals[np.lexsort((vals, -counts))][:k]
+    return np.concatenate([top, np.full(k - len(top), np.nan)])
+
+
 def _piecewise_linear(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """(n, columns * bins) piecewise-linear encoding of v (n, columns); unused bins are 0."""
     lo, hi = edges[:, :-1], edges[:, 1:]
@@ -213,7 +240,8 @@ def _missing(df: pd.DataFrame, cols: list[str]) -> None:
                         f"preprocessor was fitted on ({cols})")
 
 
-_JSON_TYPES = {"keep_identifiers": bool, "l7_top_k": int, "numeric_bins": int, "layout_": str,
+_JSON_TYPES = {"keep_identifiers": bool, "l7_top_k": int, "numeric_bins": int,
+               "numeric_top_k": int, "layout_": str,
                "input_columns_": list, "feature_names_": list, "log_columns_": list,
                "flag_columns_": list, "protocols_": list, "l7_values_": list}
 
@@ -261,7 +289,13 @@ def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Preprocessor:
         a = pre.bin_edges_
         _state_check(a is not None and a.shape == (k, pre.numeric_bins + 1),
                  f"bin_edges_ must have shape ({k}, {pre.numeric_bins + 1})")
-    n = (k * (1 + pre.numeric_bins) + 10 * pre.keep_identifiers + len(pre.protocols_)
+    n_top = 0
+    if pre.numeric_top_k > 0:
+        a = pre.top_values_
+        _state_check(a is not None and a.shape == (k, pre.numeric_top_k),
+                     f"top_values_ must have shape ({k}, {pre.numeric_top_k})")
+        n_top = int(np.isfinite(a).sum())
+    n = (k * (1 + pre.numeric_bins) + n_top + 10 * pre.keep_identifiers + len(pre.protocols_)
          + len(pre.l7_values_) + 2 + 8 * len(pre.flag_columns_))
     _state_check(len(pre.feature_names_) == n, f"{len(pre.feature_names_)} feature names for {n} "
              "features")

@@ -144,7 +144,8 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
             raise DataError(f"the {name} split ({len(p)} flows) has no {kind} flows: use "
                             "data.split=chunks, another data.seed or more flows")
     pre = Preprocessor(bool(data_cfg.keep_identifiers), int(data_cfg.l7_top_k),
-                       int(getattr(data_cfg, "numeric_bins", 0)))
+                       int(getattr(data_cfg, "numeric_bins", 0)),
+                       int(getattr(data_cfg, "numeric_top_k", 0)))
     pre.fit_rows(ing.table, _take(ing.ids, pos["train"]))
     table = cache.NpyWriter(folder / "table.npy", np.float32,
                             (len(ing.table), len(pre.feature_names_)))

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ids.data.folds import fold_bounds, joined
 from ids.data.splits import Prepared
 from ids.evaluation.metrics import best_threshold, compute_metrics
 
@@ -137,3 +138,39 @@ def split_baselines(prepared: Prepared, split: str, seed: int,
     scores = split_baseline_scores(prepared, split, (seed,), metric)
     one = {"all_attack": scores["all_attack"], "extra_trees": scores["extra_trees"][int(seed)]}
     return {name: compute_metrics(target.y, s, t, target.attack) for name, (s, t) in one.items()}
+
+
+def oof_draws(prepared: Prepared, k: int, seeds: Sequence[int], metric: str) -> dict:
+    """{seed: (out-of-fold scores of train+val, threshold maximising `metric` on them)}: per
+    seed, one forest per fold of `ids.data.folds` (fitted on the other blocks, scoring the held
+    one), the comparison a cross-validated run's out-of-fold figures get. Cached like
+    `split_baseline_scores`."""
+    settings = json.dumps(prepared.info.get("settings"), sort_keys=True, default=str)
+    key = (prepared.info.get("hash"), settings, f"oof{k}", prepared.info.get("split"), metric)
+    missing = [int(s) for s in seeds if (*key, int(s)) not in _DRAWS]
+    if missing:
+        seq = joined(prepared)
+        X, y = seq.X, seq.y
+        for seed in missing:
+            oof = np.empty(len(y))
+            for a, b in fold_bounds(len(y), k):
+                rest = np.r_[0:a, b:len(y)]
+                oof[a:b] = attack_proba(fit_extra_trees(X[rest], y[rest], seed), X[a:b])
+            _DRAWS[(*key, seed)] = (oof, best_threshold(y, oof, metric)[0])
+    return {int(s): _DRAWS[(*key, int(s))] for s in seeds}
+
+
+def cv_baseline_scores(prepared: Prepared, k: int, split: str, seeds: Sequence[int],
+                       metric: str = "f1") -> dict:
+    """The baselines of a run cross-validated over `k` folds (`trainer.cv_folds`), on what its
+    model learnt from: split "val" -> the out-of-fold scores of train+val (`oof_draws`);
+    "test" -> forests fitted on train+val (as the bag's members together were), each seed's
+    threshold from its own out-of-fold scores (as the bag's), scored on test."""
+    oof = oof_draws(prepared, k, seeds, metric)
+    if split == "val":
+        n = len(next(iter(oof.values()))[0])
+        return {"all_attack": (np.ones(n), 0.5), "extra_trees": oof}
+    seq, target = joined(prepared), prepared.split(split)
+    draws = extra_trees_draws(seq.X, seq.y, target.X, seeds, metric=metric,
+                              thresholds={s: t for s, (_, t) in oof.items()})
+    return {"all_attack": (np.ones(len(target.y)), 0.5), "extra_trees": draws}

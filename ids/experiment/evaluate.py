@@ -41,11 +41,13 @@ from ids import progress
 from ids.config import baseline_seeds, validate
 from ids.data.copies import copy_mask, overlap_stats, row_hashes, unseen_mask
 from ids.data.flows import ATTACK, LABEL, DataError, load_rows, read_flows
+from ids.data.folds import joined
 from ids.data.prepare import prepare
 from ids.evaluation import scorecard
-from ids.evaluation.baselines import baseline_scores, split_baseline_scores
+from ids.evaluation.baselines import baseline_scores, extra_trees_draws, oof_draws
 from ids.evaluation.metrics import PAPER_METRICS, REPORT_METRICS
 from ids.experiment import lineage
+from ids.experiment.train import baseline_draws, cv_folds, learnt_from
 from ids.model.runtime import setup_runtime
 from ids.tracking import registry, runpage
 
@@ -62,12 +64,14 @@ def _test_split(cfg, scorer) -> dict:
     raw = load_rows(cfg.data, test.rows)
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
         raise DataError("the data changed while it was read (test labels differ); rerun")
-    base = (split_baseline_scores(prepared, "test", baseline_seeds(cfg),
-                                  cfg.trainer.selection_metric) if cfg.trainer.baselines else {})
+    folds = cv_folds(cfg)
+    base = (baseline_draws(prepared, folds, "test", baseline_seeds(cfg),
+                           cfg.trainer.selection_metric) if cfg.trainer.baselines else {})
     info = prepared.info
     return {"scores": scorer.score_matrix(scorer.transform(raw)), "y": test.y,
             "attack": test.attack, "baselines": base, "baseline_note": None,
-            "unseen": unseen_mask(prepared.train, test), "overlap": info["overlap"]["test"],
+            "unseen": unseen_mask(learnt_from(prepared, folds), test),
+            "overlap": info["overlap"]["test"],
             "rows": test.rows,
             "where": "test", "hash": info["hash"],
             "source": f"test split of {info.get('path') or info['source']} "
@@ -107,12 +111,22 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
         except DataError as exc:
             note = f"baselines skipped: the configured data's features do not fit the file ({exc})"
         else:
-            tr, va = prepared.train, prepared.val
-            base = baseline_scores(tr.X, tr.y, Xb, baseline_seeds(cfg), X_val=va.X, y_val=va.y,
-                                   metric=cfg.trainer.selection_metric)
+            tr, va, metric = prepared.train, prepared.val, cfg.trainer.selection_metric
             src = prepared.info.get("path") or prepared.info["source"]
-            note = (f"baselines: trained on the train split of {src} (the model's data config), "
-                    "threshold tuned on its val split, scored on this file")
+            if folds := cv_folds(cfg):
+                seeds, seq = baseline_seeds(cfg), joined(prepared)
+                oof = oof_draws(prepared, folds, seeds, metric)
+                base = {"all_attack": (np.ones(len(Xb)), 0.5),
+                        "extra_trees": extra_trees_draws(
+                            seq.X, seq.y, Xb, seeds, thresholds={s: t for s, (_, t) in oof.items()})}
+                note = (f"baselines: trained on train+val of {src} (the model's data config; "
+                        "the model is a bag cross-validated on it), each threshold tuned on its "
+                        "own out-of-fold scores, scored on this file")
+            else:
+                base = baseline_scores(tr.X, tr.y, Xb, baseline_seeds(cfg), X_val=va.X,
+                                       y_val=va.y, metric=metric)
+                note = (f"baselines: trained on the train split of {src} (the model's data "
+                        "config), threshold tuned on its val split, scored on this file")
     return {"scores": scorer.score_matrix(scorer.transform(flows)), "y": y, "attack": attack,
             "baselines": base, "baseline_note": note, "where": "test", "hash": _digest(flows),
             "unseen": unseen, "overlap": stats, "rows": np.arange(len(y)),
@@ -166,8 +180,10 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
     metrics = card["all"][scorecard.MODEL]
     base = {k: v for k, v in card["all"].items() if k != scorecard.MODEL}
     n, attacks = len(part["y"]), int(np.sum(part["y"]))
+    tuned = (f"the out-of-fold scores of train+val, a bag of {cv_folds(cfg)} fold models"
+             if cv_folds(cfg) else "val")
     title = (f"{part['source']}: {n:,} flows, {attacks:,} attack; model {ref.label} "
-             f"(window {scorer.window}, its own threshold {scorer.threshold:.4f} tuned on val)")
+             f"(window {scorer.window}, its own threshold {scorer.threshold:.4f} tuned on {tuned})")
     report = "\n".join([scorecard.text(card, f"{ref.label} ({part['where']})",
                                        paper=cfg.get("paper"), rows=report_rows(metrics),
                                        overlap=part["overlap"], title=title), *notes])

@@ -85,7 +85,8 @@ def adopt(cfg: DictConfig, model_cfg: DictConfig, groups=("data",),
           overrides: list[str] | None = None) -> DictConfig:
     """`cfg` with the model's seed and `groups` (data, model, trainer) put in; the trainer's
     runtime keys stay as given today. Without 'trainer' in groups the model's
-    selection_metric is still taken (the baselines' threshold follows it). A data.path given
+    selection_metric and cv_folds are still taken (the baselines' threshold follows the one,
+    what they are fitted on the other). A data.path given
     explicitly is kept when the model's file is not there (see `_moved`)."""
     out = copy.deepcopy(cfg)  # DictConfig.copy() shares child nodes with the caller's cfg
     with open_dict(out):
@@ -96,8 +97,9 @@ def adopt(cfg: DictConfig, model_cfg: DictConfig, groups=("data",),
                 for key in RUNTIME_TRAINER_KEYS:
                     node[key] = cfg.trainer[key]
             out[group] = node
-        if "trainer" not in groups:
+        if "trainer" not in groups:  # what the baselines are fitted and tuned like
             out.trainer.selection_metric = model_cfg.trainer.selection_metric
+            out.trainer.cv_folds = int(model_cfg.trainer.get("cv_folds", 0) or 0)
         keys = explicit_data_keys(overrides)
         if ("path" in keys or "source" in keys) and _moved(cfg.data.path, model_cfg.data.path):
             out.data.path = cfg.data.path

@@ -23,13 +23,15 @@ from ids.artifact import bounds
 from ids.artifact.scorer import Scorer
 from ids.config import baseline_seeds, validate
 from ids.data.copies import overlap_line, unseen_mask
+from ids.data.folds import joined
 from ids.data.prepare import prepare
 from ids.data.splits import Prepared
 from ids.data.windows import check_window
 from ids.evaluation import plots, scorecard
-from ids.evaluation.baselines import split_baseline_scores, split_baselines
+from ids.evaluation.baselines import cv_baseline_scores, split_baseline_scores, split_baselines
 from ids.evaluation.metrics import compute_metrics, format_report
 from ids.model.budget import Budget, part
+from ids.model.crossval import CrossResult, cross_fit
 from ids.model.feed import score
 from ids.model.fit import FitResult, fit
 from ids.model.runtime import setup_runtime
@@ -81,20 +83,24 @@ def train(
             store.log_config(cfg)
             store.log_data(prepared.info)
 
-        bar = progress.TrainingProgress(int(cfg.trainer.epochs), cfg.trainer.selection_metric,
+        folds, epochs = cv_folds(cfg), int(cfg.trainer.epochs)
+        bar = progress.TrainingProgress(epochs * max(folds, 1), cfg.trainer.selection_metric,
                                         quiet=bool(cfg.quiet))
 
         def epoch_hook(epoch: int, record: dict) -> None:
-            if enabled:
-                store.log_metrics(runpage.epoch_metrics(record), step=epoch)
-            bar.on_epoch(epoch, record)
+            fold = record.get("fold")
+            if enabled:  # a fold's curves: fold<f>/train/loss, fold<f>/val/mcc, ...
+                prefix = f"fold{fold}/" if fold else ""
+                store.log_metrics(runpage.epoch_metrics(record), prefix=prefix, step=epoch)
+            bar.on_epoch(epoch + epochs * (fold - 1) if fold else epoch, record)
             if on_epoch is not None:
                 on_epoch(epoch, record)
 
         with bar:
-            result = fit(cfg, prepared, on_epoch=epoch_hook,
-                         checkpoint_dir=cfg.trainer.checkpoint_dir or scratch,
-                         on_batch=bar.on_batch, budget=budget)
+            result = (cross_fit if folds else fit)(
+                cfg, prepared, on_epoch=epoch_hook,
+                checkpoint_dir=cfg.trainer.checkpoint_dir or scratch,
+                on_batch=bar.on_batch, budget=budget)
         progress.step("scoring and logging the results")
         with part(budget, "val"):
             summary = summarise(cfg, prepared, result)
@@ -107,8 +113,15 @@ def train(
     return summary
 
 
+def cv_folds(cfg) -> int:
+    """`trainer.cv_folds` (0: none; configs logged before it existed have none)."""
+    return int(cfg.trainer.get("cv_folds", 0) or 0)
+
+
 def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
-    """Validation figures of the best epoch, and the test figures when the run may use test."""
+    """Validation figures of the best epoch (cross-validated: of the out-of-fold scores of
+    train+val), and the test figures when the run may use test."""
+    folds = cv_folds(cfg)
     summary = {
         "best_epoch": result.best_epoch,
         "threshold": result.threshold,
@@ -117,7 +130,8 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "val": result.val_metrics,
-        "val_loss": float(result.history[result.best_epoch - 1]["val/loss"]),
+        "val_loss": float(result.val_loss),
+        "cv_folds": folds,
     }
     split = "test" if cfg.trainer.evaluate_test else "val"
     target = prepared.split(split)
@@ -130,8 +144,9 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
                        int(cfg.trainer.eval_batch_size), str(cfg.trainer.distinct))
         preds = {scorecard.MODEL: (scores, result.threshold)}
         if cfg.trainer.baselines:
-            preds.update(split_baseline_scores(prepared, split, baseline_seeds(cfg), metric))
-        card = scorecard.build(target.y, target.attack, unseen_mask(prepared.train, target),
+            preds.update(baseline_draws(prepared, folds, split, baseline_seeds(cfg), metric))
+        card = scorecard.build(target.y, target.attack, unseen_mask(learnt_from(prepared, folds),
+                                                                    target),
                                preds, seed=seed, split=split)
         summary["card"] = card
         summary["test"] = card["all"][scorecard.MODEL]
@@ -139,12 +154,34 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
         summary["test_scores"] = scores
         summary["baselines"] = {k: v for k, v in card["all"].items() if k != scorecard.MODEL}
         return summary
+    if folds:  # out-of-fold: each flow's own fold model never saw it; the forests alike
+        seq = joined(prepared)
+        base = cv_baseline_scores(prepared, folds, "val", (seed,), metric) \
+            if cfg.trainer.baselines else {}
+        summary["val_unseen"] = {}
+        summary["baselines"] = {
+            name: compute_metrics(seq.y, *(draw[seed] if name == "extra_trees" else draw),
+                                  seq.attack) for name, draw in base.items()}
+        return summary
     unseen = unseen_mask(prepared.train, target)
     summary["val_unseen"] = (compute_metrics(target.y[unseen], result.val_scores[unseen],
                                              result.threshold) if unseen.any() else {})
     summary["baselines"] = split_baselines(prepared, split, seed, metric) \
         if cfg.trainer.baselines else {}
     return summary
+
+
+def learnt_from(prepared: Prepared, folds: int):
+    """The flows a run's model learnt from: train, or train+val for a cross-validated bag
+    (copies of them in test are not unseen)."""
+    return joined(prepared) if folds else prepared.train
+
+
+def baseline_draws(prepared: Prepared, folds: int, split: str, seeds, metric: str) -> dict:
+    """The baselines' scores on `split`, fitted on what the model learnt from."""
+    if folds:
+        return cv_baseline_scores(prepared, folds, split, seeds, metric)
+    return split_baseline_scores(prepared, split, seeds, metric)
 
 
 def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
@@ -175,7 +212,10 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
         log_plots(cfg, prepared, result, summary)
     if not (artifacts and cfg.tracking.log_model):
         return None
-    scorer = Scorer(prepared.preprocessor, dict(cfg.model), int(cfg.data.window),
+    model_cfg = dict(cfg.model)
+    if isinstance(result, CrossResult):
+        model_cfg["members"] = len(result.folds)
+    scorer = Scorer(prepared.preprocessor, model_cfg, int(cfg.data.window),
                     float(result.threshold), result.checkpoint, int(cfg.trainer.eval_batch_size),
                     store.model_config(cfg))
     return models.log_scorer(scorer)
@@ -183,7 +223,7 @@ def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,
 
 def log_plots(cfg, prepared: Prepared, result: FitResult, summary: dict) -> None:
     metric = cfg.trainer.selection_metric
-    y_val = prepared.val.y
+    y_val = result.val_y if result.val_y is not None else prepared.val.y
     store.log_figure(plots.plot_history(result.history, ["train/loss", "val/loss"]), "loss")
     store.log_figure(plots.plot_history(
         result.history, [f"val/{m}" for m in ("f1", "mcc", "balanced_accuracy", "benign_recall")]),
@@ -205,6 +245,10 @@ def report_text(cfg, summary: dict) -> str:
     title = (f"{split} split, best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
              f"threshold {summary['threshold']:.4f} (tuned on val for "
              f"{summary['selection_metric']})")
+    if summary.get("cv_folds"):
+        title = (f"{split} split, the bag of {summary['cv_folds']} fold models (median best "
+                 f"epoch {summary['best_epoch']}), threshold {summary['threshold']:.4f} (tuned "
+                 f"on the out-of-fold scores of train+val for {summary['selection_metric']})")
     if "card" in summary:
         text = scorecard.text(summary["card"], f"this run ({split})", paper=cfg.get("paper"),
                               overlap=summary.get("overlap"), title=title)

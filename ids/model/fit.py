@@ -49,6 +49,8 @@ class FitResult:
     val_metrics: dict = field(default_factory=dict)
     checkpoint: Path | None = None
     stopped_early: bool = False
+    val_y: np.ndarray | None = None  # labels of val_scores (None: the val split's)
+    val_loss: float | None = None  # val loss of the best model (None: its epoch's record's)
 
 
 def bce(y: np.ndarray, p: np.ndarray) -> float:
@@ -96,6 +98,27 @@ def train_step(model: nn.Cell, optimizer: nn.Optimizer) -> nn.Cell:
     return nn.TrainOneStepCell(WeightedLoss(model), optimizer)
 
 
+def steps_per_epoch(n_rows: int, bs: int, t_cfg) -> int:
+    """Optimizer steps of one epoch: `epoch_plan`'s batches (flows dropped to whole batches,
+    distinct pairs filled up to them)."""
+    n = min(n_rows, int(t_cfg.epoch_flows) or n_rows)
+    return max(1, n // bs if str(t_cfg.distinct) != "on" else -(-n // bs))
+
+
+def learning_rate(t_cfg, steps: int):
+    """`trainer.lr`, or with `lr_schedule=cosine` one rate per step: a cosine from lr down to
+    lr / 100 at the last step of `trainer.epochs` (large steps to find the region, small ones to
+    settle in it: on real flows the single model fitted its training copies with 33 errors at a
+    constant rate, docs/results/sweeps.md). Early stopping may end before the low rates."""
+    lr = float(t_cfg.lr)
+    if str(getattr(t_cfg, "lr_schedule", "constant")) != "cosine":
+        return lr
+    total = steps * int(t_cfg.epochs)
+    t = np.arange(total, dtype=np.float64) / max(total - 1, 1)
+    rates = lr / 100 + (lr - lr / 100) * 0.5 * (1 + np.cos(np.pi * t))
+    return ms.Tensor(rates.astype(np.float32))
+
+
 def compile_graphs(step: nn.Cell, model: nn.Cell, shape: tuple[int, ...],
                    eval_batch_size: int) -> None:
     """Compile the training step for batches of `shape` and the scoring graph for
@@ -132,7 +155,8 @@ def fit(
     bs = min(int(t_cfg.batch_size), n_rows, int(t_cfg.epoch_flows) or n_rows)
     with part(budget, "compile"):
         model = build_model(train_w.shape[2], window, cfg.model)
-        optimizer = nn.Adam(model.trainable_params(), learning_rate=float(t_cfg.lr),
+        optimizer = nn.Adam(model.trainable_params(),
+                            learning_rate=learning_rate(t_cfg, steps_per_epoch(n_rows, bs, t_cfg)),
                             weight_decay=float(t_cfg.weight_decay))
         step = train_step(model, optimizer)
         if t_cfg.mode == "graph":
@@ -194,4 +218,5 @@ def fit(
     model.set_train(False)
     return FitResult(model=model, best_epoch=best["epoch"], threshold=best["threshold"],
                      best_value=best["value"], history=history, val_scores=best["scores"],
-                     val_metrics=best["metrics"], checkpoint=ckpt, stopped_early=stopped_early)
+                     val_metrics=best["metrics"], checkpoint=ckpt, stopped_early=stopped_early,
+                     val_y=y_val, val_loss=best["record"]["val/loss"])

@@ -124,9 +124,35 @@ class CNNBiLSTM(nn.Cell):
         return self.head(self.features(x)).squeeze(-1)[:n]
 
 
-def build_model(n_features: int, window: int, model_cfg: Any) -> CNNBiLSTM:
+class Bag(nn.Cell):
+    """The fold models of a cross-validated run as one network: (N, T, F) -> (N,) logits of
+    the members' mean probability, so everything that scores a CNNBiLSTM (sigmoid of its
+    output) scores the bag's mean probability. Parameters are named `members.<i>.<name>`."""
+
+    def __init__(self, members: list[nn.Cell]) -> None:
+        super().__init__()
+        self.members = nn.CellList(members)
+        self.count = len(members)
+
+    def construct(self, x):
+        p = ops.sigmoid(self.members[0](x))
+        for i in range(1, self.count):
+            p = p + ops.sigmoid(self.members[i](x))
+        p = ops.clip_by_value(p / self.count, 1e-7, 1 - 1e-7)
+        return ops.log(p) - ops.log(1 - p)
+
+
+def build_model(n_features: int, window: int, model_cfg: Any) -> nn.Cell:
     """A `CNNBiLSTM` from a ModelConfig-like object (DictConfig or dataclass); a config without
-    `lstm_impl` (a model saved before it existed) gets the default."""
+    `lstm_impl` (a model saved before it existed) gets the default. A model file's settings
+    with `members` = k > 1 (a cross-validated run's bag) build a `Bag` of k of them."""
+    members = int(getattr(model_cfg, "members", 1) or 1)
+    if members > 1:
+        return Bag([_network(n_features, window, model_cfg) for _ in range(members)])
+    return _network(n_features, window, model_cfg)
+
+
+def _network(n_features: int, window: int, model_cfg: Any) -> CNNBiLSTM:
     return CNNBiLSTM(
         n_features=int(n_features),
         window=int(window),

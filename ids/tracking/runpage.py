@@ -25,7 +25,7 @@ from ids.tracking.redact import redact
 
 # Confusion counts per epoch would be 5 more charts among the curves; the best epoch's are
 # logged under val_best/ and every epoch's stay in the run's history record.
-_NOT_CURVES = {"epoch", "val/n", "val/tn", "val/fp", "val/fn", "val/tp"}
+_NOT_CURVES = {"epoch", "fold", "val/n", "val/tn", "val/fp", "val/fn", "val/tp"}
 
 
 def epoch_metrics(record: dict) -> dict:

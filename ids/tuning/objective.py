@@ -98,6 +98,8 @@ class Objective:
         gate = PruneGate(int(tcfg.trainer.epochs), int(tcfg.trainer.patience))
 
         def on_epoch(epoch: int, record: dict) -> None:
+            if record.get("fold", 1) > 1:  # cross-validated: the rungs are the first fold's
+                return
             with budget.part("search"):
                 m = tcfg.trainer.selection_metric
                 prune = gate.should_prune(
