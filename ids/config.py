@@ -35,12 +35,14 @@ SYNTHETIC_MIX = {**NF_BOT_IOT_MIX, "Benign": 51000}
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | nf_bot_iot
+    source: str = "synthetic"  # synthetic | synthetic_v3 (hosts and time) | nf_bot_iot (a file)
     path: str | None = None  # nf_bot_iot: CSV, CSV.gz, zip (one CSV inside) or parquet
     n_flows: int = 100_000  # synthetic: number of flows to generate
     class_mix: dict[str, float] = field(default_factory=lambda: dict(SYNTHETIC_MIX))
     seed: int = 0  # synthetic generator and chunk assignment
     window: int = 10  # T: flows per sample (flow i and the T-1 before it, same split)
+    window_by: str = "none"  # none: the previous rows | host: same source | pair: same src+dst
+    order: str = "auto"  # auto: time where flows have start times (NF-v3), else file | time | file
     split: str = "contiguous"  # contiguous | chunks
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     chunk_size: int = 5_000  # split=chunks: flows per contiguous chunk
@@ -149,6 +151,7 @@ class ServeConfig:
     port: int = 5001
     workers: int = 0  # scoring processes; 0: one per core
     threads: int = 0  # MindSpore kernel threads per worker; 0: cores / workers
+    max_body_mb: int = 16  # the largest request body, in MiB (413 beyond it)
 
 
 @dataclass
@@ -173,6 +176,8 @@ class Config:
     alerts_only: bool = False  # ids.predict input=- output=-: write only flows labelled attack
     score_memo_mb: int = 256  # ids.predict / ids.serve: MB per scorer for scores of windows
     # already seen (ids.artifact.memo), kept across chunks, stream batches and requests; 0: off
+    score_max_hosts: int = 50_000  # a model with data.window_by=host|pair: hosts (or pairs)
+    # whose last window-1 flows are kept across chunks, lines and requests; least recent dropped
 
 
 def register() -> None:
@@ -294,7 +299,9 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "serve.port": (1, 65_535, ""),
     "serve.workers": (0, _per_core, f"0: one per core; at most {MAX_PER_CORE} a core"),
     "serve.threads": (0, _per_core, f"0: cores / workers; at most {MAX_PER_CORE} a core"),
+    "serve.max_body_mb": (1, 4096, ""),
     "chunk_size": (1, None, ""), "score_memo_mb": (0, None, "0: no memo"),
+    "score_max_hosts": (1, None, ""),
 }
 
 
@@ -307,7 +314,11 @@ def validate(cfg: Config | DictConfig) -> None:
         _in_range(key, _get(cfg, key), low, high() if callable(high) else high, note)
     _finite(cfg)
     d, m, t, s = cfg.data, cfg.model, cfg.trainer, cfg.sweep
-    _check(d.source in ("synthetic", "nf_bot_iot"), "data.source", "synthetic or nf_bot_iot", d.source)
+    _check(d.source in ("synthetic", "synthetic_v3", "nf_bot_iot"), "data.source",
+           "synthetic, synthetic_v3 or nf_bot_iot", d.source)
+    _check(d.window_by in ("none", "host", "pair"), "data.window_by", "none, host or pair",
+           d.window_by)
+    _check(d.order in ("auto", "time", "file"), "data.order", "auto, time or file", d.order)
     _check(d.split in ("contiguous", "chunks"), "data.split", "contiguous or chunks", d.split)
     fr = list(d.split_fractions)
     _check(len(fr) == 3 and all(f > 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
@@ -325,6 +336,9 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.lr_schedule in ("constant", "cosine"), "trainer.lr_schedule", "constant or cosine",
            t.lr_schedule)
     _check(t.cv_folds != 1, "trainer.cv_folds", "0 (none) or 2 and more folds", t.cv_folds)
+    _check(not t.cv_folds or d.window_by == "none", "trainer.cv_folds",
+           f"0 with data.window_by={d.window_by} (folds of host windows: not supported yet)",
+           t.cv_folds)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
            t.distinct)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -202,6 +203,22 @@ CASES: dict[str, Case] = {
     "PostgreSQL cluster without its password file": Case(
         lambda t: ["postgres", "--data-dir", str(_bare_cluster(t))],
         ("holds a PostgreSQL cluster", "ids-password"), module="ids.tools.servers"),
+    "password with a slash in a store URL": Case(
+        lambda t: ["model_uri=models:/ids-cnn-bilstm@champion",
+                   "tracking.uri=postgresql://u:S3/cr@t@127.0.0.1:1/db"],
+        ("tracking.uri=postgresql://u:***@127.0.0.1:1/db cannot be reached",)),
+    "unreachable tracking server": Case(
+        lambda t: ["model_uri=models:/ids-cnn-bilstm@champion",
+                   "tracking.uri=http://u:S3cr3t@127.0.0.1:1"],
+        ("tracking.uri=http://u:***@127.0.0.1:1 cannot be reached (ConnectionRefusedError",)),
+    "store lock file is a FIFO": Case(
+        lambda t: ["model_uri=models:/ids-cnn-bilstm@champion", f"tracking.uri={_fifo_lock(t)}"],
+        ("mlflow.db.lock is a FIFO (named pipe); a SQLite store, its journals and its lock file "
+         "must be regular files",)),
+    "server port in use": Case(
+        lambda t: [f"serve.port={_busy_port()}", f"model_uri={t}/no-model"],
+        ("on 127.0.0.1 cannot be used (Address already in use): another server listens there",),
+        module="ids.serve"),
 }
 
 _MODEL: dict[str, str] = {}
@@ -228,6 +245,21 @@ def _nan_model(tmp: Path) -> Path:
 
 
 _PG = "postgresql://u:S3cr3t@127.0.0.1:1/db"  # port 1: nothing listens
+_HELD: list[socket.socket] = []  # ports kept busy until the session ends
+
+
+def _busy_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    _HELD.append(sock)
+    return sock.getsockname()[1]
+
+
+def _fifo_lock(tmp: Path) -> str:
+    uri = mlflow_store(tmp / "mlruns" / "mlflow.db")
+    os.mkfifo(tmp / "mlruns" / "mlflow.db.lock")
+    return uri
 
 
 def _store_file(tmp: Path) -> Path:

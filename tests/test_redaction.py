@@ -23,6 +23,11 @@ SECRET = "S3cr3t-pw"
     (f"postgresql://ids@db/optuna?sslmode=require&password={SECRET}",
      "postgresql://ids@db/optuna?sslmode=require&password=***"),
     (f"mysql://u:p@{SECRET}@h/d", "mysql://u:***@h/d"),  # '@' inside the password
+    (f"postgresql://u:p/{SECRET}@h/d", "postgresql://u:***@h/d"),  # '/' (escaped the regex)
+    (f"http://u:{SECRET}#?a=b:c@h:5000/#/x", "http://u:***@h:5000/#/x"),  # '#', '?', ':'
+    (f"http://u:%2F{SECRET}%40@h", "http://u:***@h"),  # %-escapes
+    (f"View run tiny at: http://u:a/b@{SECRET}@h/#/experiments/1/runs/9",
+     "View run tiny at: http://u:***@h/#/experiments/1/runs/9"),  # MLflow's run link
     (f"error: sweep.storage='postgresql://a:{SECRET}@c/d' is unreachable",
      "error: sweep.storage='postgresql://a:***@c/d' is unreachable"),
     ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db"),

@@ -7,6 +7,7 @@ are `python -m ids.tools.bench --sections serve`."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -27,7 +28,8 @@ def server(tiny_model, tmp_path_factory):
     if not V1_SAMPLE.exists():
         pytest.skip(f"{V1_SAMPLE} is absent: the real NF-BoT-IoT samples live in ../shared/data/")
     tmp = tmp_path_factory.mktemp("serve-load")
-    with make_serve(tiny_model[0], free_port(), tmp / "serve.log") as url:
+    with make_serve(tiny_model[0], free_port(), tmp / "serve.log",
+                    overrides=("serve.max_body_mb=1",)) as url:  # requests here: < 0.5 MB
         yield {"url": url, "tmp": tmp, "scorer": tiny_model[1],
                "flows": pd.read_csv(V1_SAMPLE, nrows=2000)}
 
@@ -76,3 +78,52 @@ def test_malformed_request_gets_400_with_the_reason_in_message(server):
     assert status == 400 and "JSON" in answer["message"]
     status, _ = _post(server["url"], request_bodies(server["flows"], 1, count=1)[0])
     assert status == 200  # still serving
+
+
+def _raw(url: str, head: bytes, chunks: list[bytes]) -> tuple[int, dict, bytes]:
+    """Send a request's head, then `chunks` (stopping if the server has answered), over a
+    socket; (status, headers, body) of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head)
+        for chunk in chunks:
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + int(
+                dict(_headers(data)).get("content-length", "0")):
+            more = sock.recv(65536)
+            if not more:
+                break
+            data += more
+    status = int(data.split(b" ", 2)[1])
+    return status, dict(_headers(data)), data.split(b"\r\n\r\n", 1)[1]
+
+
+def _headers(data: bytes) -> list[tuple[str, str]]:
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return [(k.strip().lower(), v.strip()) for k, _, v in (ln.partition(":") for ln in lines)]
+
+
+def test_the_servers_limits_over_real_http(server):
+    """serve.max_body_mb=1: a Content-Length over it is answered before any body is sent, a
+    chunked body once it passes it (413, JSON, the connection closed); deep JSON is a JSON
+    400; MLflow 1.x content types are read; the server keeps serving."""
+    url = server["url"]
+    head = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+    status, headers, body = _raw(url, head + b"Content-Length: 2097152\r\n\r\n", [])
+    assert status == 413 and headers.get("connection") == "close"
+    assert json.loads(body)["error_code"] == "REQUEST_TOO_LARGE"
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"  # 64 KiB a chunk, 1.25 MiB in all
+    status, _, body = _raw(url, head + b"Transfer-Encoding: chunked\r\n\r\n", [chunk] * 20)
+    assert status == 413 and "the body is longer" in json.loads(body)["message"]
+    status, answer = _post(url, b"[" * 100_000)
+    assert status == 400 and "nests more than 64 levels" in answer["message"]
+    part = server["flows"].iloc[:5]
+    req = urllib.request.Request(
+        f"{url}/invocations", data=part.to_json(orient="records").encode(), method="POST",
+        headers={"Content-Type": "application/json; charset=utf-8; format=pandas-records"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 200 and len(json.loads(resp.read())["predictions"]) == 5

@@ -19,12 +19,13 @@ import mindspore as ms
 import numpy as np
 import pandas as pd
 
-from ids.artifact import modelfile
+from ids.artifact import hosts, modelfile
 from ids.artifact.bounds import params
 from ids.artifact.memo import ScoreMemo
 from ids.data import encoding
 from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
+from ids.data.flows import validate_frame
 from ids.data.windows import windows
 from ids.model.network import build_model
 from ids.model.runtime import predict_proba, warm_up
@@ -58,6 +59,7 @@ class Scorer:
         weakref.finalize(self, _give_back, key, model)
         self._lock = threading.Lock()  # MLflow's server scores requests in threads
         self.memo = ScoreMemo()  # scores of windows seen before; ScoreMemo(0): none kept
+        self.hosts = self.host_state()  # a grouped model's per-host context across requests
 
     @property
     def context_rows(self) -> int:
@@ -91,6 +93,49 @@ class Scorer:
             return distinct.expand(self.memo.scores(full, distinct.first + len(ctx),
                                                     self.window, compute))
 
+    @property
+    def window_by(self) -> str:
+        """What a window holds: `none` (the previous rows), `host` or `pair` (the previous
+        flows of the same source, or source and destination: `ids.artifact.hosts`)."""
+        return str(((self.config or {}).get("data") or {}).get("window_by") or "none")
+
+    def host_state(self, max_hosts: int = hosts.MAX_HOSTS) -> hosts.HostState:
+        """A new, empty per-host context for a file or a stream of this model's flows."""
+        return hosts.HostState(self.context_rows, max_hosts)
+
+    def score_flows(self, flows: pd.DataFrame, X: np.ndarray, context: np.ndarray | None = None,
+                    state: hosts.HostState | None = None) -> np.ndarray:
+        """Scores of validated `flows` (encoded: `X`): over the previous rows (`context`:
+        the rows just before) or, for a grouped model, over each group's previous flows
+        (`state`: what earlier chunks, lines or requests left; default the Scorer's own)."""
+        if self.window_by == "none":
+            return self.score_matrix(X, context)
+        keys = hosts.group_keys(flows, self.window_by)
+        return self.score_grouped(X, keys, self.hosts if state is None else state)
+
+    def score_grouped(self, X: np.ndarray, keys: np.ndarray,
+                      state: hosts.HostState) -> np.ndarray:
+        """Scores for the rows of X, flow i's window holding the previous flows of group
+        `keys[i]` (`state`, then this batch); each distinct window once, the memo as ever."""
+        with self._lock:  # the state too: MLflow's server scores requests in threads
+            full, ends = state.layout(np.asarray(X, np.float32), keys)
+            w = windows(full, self.window)
+            distinct = distinct_windows(full, self.window, ends=ends)
+
+            def compute(at: np.ndarray) -> np.ndarray:
+                return predict_proba(self.model, w[at], self.eval_batch_size)
+
+            return distinct.expand(self.memo.scores(full, ends[distinct.first], self.window,
+                                                    compute))
+
+    def scores(self, flows: pd.DataFrame) -> np.ndarray:
+        """Scores of raw `flows` (a request); a grouped model's host state lives on across
+        calls."""
+        if self.window_by == "none":
+            return self.score_matrix(self.transform(flows))
+        valid = validate_frame(flows, require_label=False)
+        return self.score_flows(valid, self.transform(valid))
+
     def warm_up(self) -> list[int]:
         """Compile every batch shape scoring can use, before the first flow arrives."""
         n_features = len(self.preprocessor.feature_names_)
@@ -98,7 +143,8 @@ class Scorer:
             return warm_up(self.model, (self.window, n_features), self.eval_batch_size)
 
     def predict(self, flows: pd.DataFrame) -> pd.DataFrame:
-        scores = self.score_matrix(self.transform(flows))
+        """Scores and labels of raw `flows` (`scores`)."""
+        scores = self.scores(flows)
         return pd.DataFrame({SCORE: scores, PRED_LABEL: (scores >= self.threshold).astype(np.int64)},
                             index=flows.index)
 

@@ -9,7 +9,8 @@ the file again, and share their pages. An entry is `<cache_dir>/<key>/`:
   feature hash (`ids.data.copies`);
 - per split `<split>.ids.npy` (the table row of every flow, in flow order), `.y.npy` (float32
   labels), `.attack.npy` (int16 codes into the categories of `meta.json`), `.rows.npy` (int64
-  rows in the file);
+  rows in the file); NF-v3 flows also `.start.npy` (int64 start time in ms), `.src.npy` and
+  `.dst.npy` (int32 address codes): what host windows group by (`Split.grouped`);
 - `pre.npz` (the preprocessor's arrays), `meta.json` (its settings, the feature names, the
   categories, the data info) and `loads.log` (one line per process that opened it without
   building it: what the tests count);
@@ -56,10 +57,12 @@ FORMAT = 3  # 3: checksums.json
 CHECKSUMS, VERIFIED, LOADS = "checksums.json", "verified.json", "loads.log"
 FILES = ("meta.json", "pre.npz", "table.npy", "hashes.npy",
          *(f"{split}.{field}.npy" for split in SPLITS for field in ("ids", "y", "attack", "rows")))
+CONTEXT = ("start", "src", "dst")  # NF-v3 only: `<split>.start.npy` (int64 ms), .src/.dst (int32)
 _DIGESTS: dict[str, dict[str, list]] = {}  # folder -> {file: [bytes, digest]} of its writers
 HASHING = {"seconds": 0.0, "bytes": 0}  # time spent hashing in this process (the bench's figure)
 # The code that turns settings into prepared data: an entry made by other code is not reused.
 _CODE = ("prepare.py", "splits.py", "windows.py", "flows.py", "encoding.py", "synthetic.py",
+         "synthetic_v2.py", "synthetic_v3.py",
          "copies.py", "cache.py", "reader.py", "ingest.py", "errors.py")
 
 
@@ -102,6 +105,9 @@ def load(folder: Path, in_memory: bool = False, record: bool = True,
         splits = {name: Split.stored(table, array(f"{name}.ids"), array(f"{name}.y"),
                                      array(f"{name}.attack"), meta["categories"],
                                      array(f"{name}.rows"), hashes) for name in SPLITS}
+        context = {name: {k: array(f"{name}.{k}") for k in CONTEXT
+                          if (folder / f"{name}.{k}.npy").exists()} for name in SPLITS}
+        context = {name: c for name, c in context.items() if c}
     except Changed:
         raise
     except (OSError, ValueError, KeyError, EOFError):
@@ -111,7 +117,7 @@ def load(folder: Path, in_memory: bool = False, record: bool = True,
     elif record:
         _log_load(folder / LOADS)
     return Prepared(preprocessor=pre, feature_names=list(meta["feature_names"]),
-                    info=meta["info"], **splits)
+                    info=meta["info"], context=context, **splits)
 
 
 def _log_load(path: Path) -> None:

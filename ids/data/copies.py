@@ -15,15 +15,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ids.data.flows import ATTACK, ID_COLUMNS, LABEL
+from ids.data.flows import ATTACK, ID_COLUMNS, LABEL, TIME_COLUMNS
 
 MIN_CLASS_FLOWS = 30  # below this many flows of a class, a rate on the unseen part is not shown
 
 
 def feature_columns(df: pd.DataFrame, keep_identifiers: bool) -> list[str]:
-    """The raw columns the model reads: every validated column but Label/Attack, and the
-    identifiers only when they are kept as features."""
-    return [c for c in df.columns if c not in (LABEL, ATTACK)
+    """The raw columns the model reads: every validated column but Label/Attack and the times
+    (NF-v3), and the identifiers only when they are kept as features."""
+    return [c for c in df.columns if c not in (LABEL, ATTACK, *TIME_COLUMNS)
             and (keep_identifiers or c not in ID_COLUMNS)]
 
 

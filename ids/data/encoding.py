@@ -1,6 +1,7 @@
 """Encoding flows into model inputs: `Preprocessor`, fitted on the training split only.
 
-- counts, bytes, packets, durations and every other numeric v2 column: log1p(clip(x, 0)), then
+- counts, bytes, packets, durations and every other numeric v2 column (and NF-v3's
+  inter-arrival statistics; never its start and end times): log1p(clip(x, 0)), then
   standardised with the train mean/std (std 0 -> 1).
 - with numeric_bins = K > 0, each such column also gets K piecewise-linear bin features
   (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep Learning", 2022):
@@ -30,13 +31,12 @@ import numpy as np
 import pandas as pd
 
 from ids.data.flows import (
+    FEATURES,
     FLAG_BITS,
     FLAG_COLUMNS,
     ID_COLUMNS,
     IP_COLUMNS,
     PORT_COLUMNS,
-    V1_FEATURES,
-    V2_FEATURES,
     DataError,
     _layout,
     _numeric,
@@ -93,8 +93,8 @@ class Preprocessor:
         `CHUNK_ROWS`; the result does not depend on it)."""
         chunk = int(chunk_rows) or CHUNK_ROWS
         first = rows[0:1]
-        self.layout_ = _layout(first.columns)
-        feats = V2_FEATURES if self.layout_ == "v2" else V1_FEATURES
+        self.layout_ = _layout(first.columns, times=False)
+        feats = FEATURES[self.layout_]
         self.flag_columns_ = [c for c in feats if c in FLAG_COLUMNS]
         self.log_columns_ = [c for c in feats if c not in FLAG_COLUMNS + ["PROTOCOL", "L7_PROTO"]]
         self.input_columns_ = (ID_COLUMNS if self.keep_identifiers else []) + feats
@@ -274,7 +274,7 @@ def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Preprocessor:
     for key in ("protocols_", "l7_values_"):
         _state_check(all(isinstance(v, (int, float)) and not isinstance(v, bool)
                      for v in meta.get(key, [])), f"{key} must hold numbers")
-    _state_check(meta.get("layout_") in ("v1", "v2"), "preprocessor layout_ must be v1 or v2")
+    _state_check(meta.get("layout_") in FEATURES, "preprocessor layout_ must be v1, v2 or v3")
     pre = Preprocessor(**{k: v for k, v in meta.items() if k in fields},
                        **{k: np.asarray(v, np.float64) for k, v in arrays.items()})
     k = len(pre.log_columns_)

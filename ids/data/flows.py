@@ -9,7 +9,7 @@ generator), `load_rows(data_cfg, rows)` some rows of a file (a test split).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,22 +34,43 @@ V2_FEATURES = V1_FEATURES[:6] + [
     "NUM_PKTS_512_TO_1024_BYTES", "NUM_PKTS_1024_TO_1514_BYTES", "TCP_WIN_MAX_IN",
     "TCP_WIN_MAX_OUT", "ICMP_TYPE", "ICMP_IPV4_TYPE", "DNS_QUERY_ID", "DNS_QUERY_TYPE",
     "DNS_TTL_ANSWER", "FTP_COMMAND_RET_CODE"]
+# NF-v3 (2024-2025): the v2 features, the flow's start and end times and 8 inter-arrival
+# statistics. The times are context (order, splits, windows), never model features.
+TIME_COLUMNS = ["FLOW_START_MILLISECONDS", "FLOW_END_MILLISECONDS"]
+START = TIME_COLUMNS[0]
+IAT_COLUMNS = [f"{d}_IAT_{s}" for d in ("SRC_TO_DST", "DST_TO_SRC")
+               for s in ("MIN", "MAX", "AVG", "STDDEV")]
+V3_FEATURES = V2_FEATURES + IAT_COLUMNS
+FEATURES = {"v1": V1_FEATURES, "v2": V2_FEATURES, "v3": V3_FEATURES}
+# NF-v3 spells most attack names in lower case; they are read as the names of the v1/v2 files
+# and of the generator (a name not listed here is kept as it is).
+ATTACK_NAMES = {"benign": "Benign", "dos": "DoS", "ddos": "DDoS", "reconnaissance":
+                "Reconnaissance", "scanning": "Scanning", "theft": "Theft", "backdoor": "Backdoor",
+                "injection": "Injection", "mitm": "MITM", "password": "Password",
+                "ransomware": "Ransomware", "xss": "XSS", "infilteration": "Infilteration",
+                "infiltration": "Infiltration", "bot": "Bot", "brute force": "Brute Force",
+                "bruteforce": "Brute Force", "exploits": "Exploits", "fuzzers": "Fuzzers",
+                "generic": "Generic", "analysis": "Analysis", "shellcode": "Shellcode",
+                "worms": "Worms"}
 FLAG_COLUMNS = ["TCP_FLAGS", "CLIENT_TCP_FLAGS", "SERVER_TCP_FLAGS"]
 FLAG_BITS = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
 SPLITS = ("train", "val", "test")
 PUBLISHED = "https://espace.library.uq.edu.au/view/UQ:62e6d80"
 
 
-def _layout(columns) -> str:
-    """'v2' if any v2-only feature is present (then all must be), else 'v1'; DataError naming
-    the missing columns otherwise. Columns of neither layout are ignored."""
+def _layout(columns, times: bool = True) -> str:
+    """'v3' if any v3-only column is present (times, inter-arrival statistics: then all v3
+    columns must be), else 'v2' if any v2-only feature is (then all must be), else 'v1';
+    DataError naming the missing columns otherwise. Columns of no layout are ignored. `times`:
+    a v3 layout needs its times (a file does; the model's input columns never hold them)."""
     cols = set(columns)
-    expected = "v2" if cols & (set(V2_FEATURES) - set(V1_FEATURES)) else "v1"
-    feats = V2_FEATURES if expected == "v2" else V1_FEATURES
+    expected = ("v3" if cols & set(TIME_COLUMNS + IAT_COLUMNS) else
+                "v2" if cols & (set(V2_FEATURES) - set(V1_FEATURES)) else "v1")
+    feats = FEATURES[expected] + (TIME_COLUMNS if expected == "v3" and times else [])
     missing = [c for c in feats if c not in cols]
     if not missing:
         return expected
-    odd = sorted(cols - set(V2_FEATURES + ID_COLUMNS + [LABEL, ATTACK]))
+    odd = sorted(cols - set(V3_FEATURES + TIME_COLUMNS + ID_COLUMNS + [LABEL, ATTACK]))
     seps = [s for s in (";", "\t", "|") if len(cols) == 1 and s in str(next(iter(cols)))]
     if seps:
         raise DataError(f"only one column, {str(odd[0])[:60]!r}...: the file looks "
@@ -123,7 +144,8 @@ def _strings(s: pd.Series) -> np.ndarray:
 
 
 # Counts that cannot be negative, and TCP flag fields (whole numbers, bit sets).
-NON_NEGATIVE = ["IN_BYTES", "OUT_BYTES", "IN_PKTS", "OUT_PKTS", "FLOW_DURATION_MILLISECONDS"]
+NON_NEGATIVE = ["IN_BYTES", "OUT_BYTES", "IN_PKTS", "OUT_PKTS", "FLOW_DURATION_MILLISECONDS",
+                *TIME_COLUMNS]
 
 
 def _check_counts(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> None:
@@ -152,7 +174,7 @@ def _check_names(columns) -> None:
     pandas renames to NAME.1 when a CSV header repeats NAME. Which one holds the flows would
     be a guess (pandas would silently take the first)."""
     names = Counter(str(c).strip() for c in columns)
-    known = set(V2_FEATURES + ID_COLUMNS + [LABEL, ATTACK])
+    known = set(V3_FEATURES + TIME_COLUMNS + ID_COLUMNS + [LABEL, ATTACK])
     for name in list(names):
         base, _, n = name.rpartition(".")
         if n.isdigit() and base in known and base in names:
@@ -166,7 +188,7 @@ def _check_names(columns) -> None:
 
 
 def check_header(columns) -> str:
-    """The layout ('v1' or 'v2') of a header; DataError for missing, renamed or repeated
+    """The layout ('v1', 'v2' or 'v3') of a header; DataError for missing, renamed or repeated
     columns (a stream checks its header before any flow arrives)."""
     _check_names(columns)
     return _layout([str(c).strip() for c in columns])
@@ -183,10 +205,11 @@ def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame
         df = df.rename(columns=lambda c: str(c).strip(), copy=False)
     if not require_label and LABEL in df.columns and df[LABEL].isna().all():
         df = df.drop(columns=[c for c in (LABEL, ATTACK) if c in df.columns])  # labels optional
-    feats = V2_FEATURES if _layout(df.columns) == "v2" else V1_FEATURES
-    ids = [c for c in ID_COLUMNS if c in df.columns]
+    layout = _layout(df.columns)
+    feats = FEATURES[layout]
+    ids = [c for c in ID_COLUMNS if c in df.columns] + (TIME_COLUMNS if layout == "v3" else [])
     cols = {c: _strings(df[c]) for c in ids if c in IP_COLUMNS}
-    cols.update(_columns(df, [c for c in ids if c in PORT_COLUMNS] + feats))
+    cols.update(_columns(df, [c for c in ids if c not in IP_COLUMNS] + feats))
     _check_counts(df, cols)
     if LABEL in df.columns:
         lab = pd.to_numeric(df[LABEL], errors="coerce").to_numpy(np.float64)
@@ -204,8 +227,24 @@ def validate_frame(df: pd.DataFrame, require_label: bool = True) -> pd.DataFrame
         cols[ATTACK] = _strings(att)
     elif require_label:
         raise DataError("column 'Label' (0 benign, 1 attack) is missing; it is the target")
+    renamed = {}
+    if layout == "v3" and ATTACK in cols:
+        cols[ATTACK], renamed = attack_names(cols[ATTACK])
     order = ids + feats + [c for c in (LABEL, ATTACK) if c in cols]
-    return pd.DataFrame({c: cols[c] for c in order}, index=pd.RangeIndex(len(df)), copy=False)
+    out = pd.DataFrame({c: cols[c] for c in order}, index=pd.RangeIndex(len(df)), copy=False)
+    out.attrs["renamed"] = renamed  # {name in the file: name read} of this batch (v3 only)
+    return out
+
+
+def attack_names(names: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    """(the Attack names of an NF-v3 file as the v1/v2 files and the generator spell them,
+    {name in the file: name read} for the names that changed). Only the case changes (and
+    `ATTACK_NAMES`' spellings): `dos` -> `DoS`, `scanning` -> `Scanning`; unknown names stay."""
+    codes, uniques = pd.factorize(np.asarray(names, dtype=object))  # hashing: a batch in ms
+    uniques = [str(u) for u in uniques]
+    read = np.array([ATTACK_NAMES.get(u.strip().lower(), u) for u in uniques], dtype=object)
+    renamed = {u: str(r) for u, r in zip(uniques, read, strict=True) if u != r}
+    return (read[codes] if len(read) else np.asarray(names, dtype=object)), renamed
 
 
 def flow_file(path, key: str = "data.path") -> FlowFile:
@@ -243,6 +282,11 @@ def read_flows(path, max_rows: int | None = None, require_label: bool = True,
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
+# Generators of the other layouts, by data.source: registered by their own modules (which read
+# this one's column names; `ids.data.prepare` imports them).
+GENERATORS: dict[str, Callable[[int, int], pd.DataFrame]] = {}
+
+
 def load_frame(data_cfg) -> pd.DataFrame:
     """The validated flows of `data_cfg`: generated (data.source=synthetic) or read from a file."""
     if data_cfg.source == "synthetic":
@@ -252,12 +296,19 @@ def load_frame(data_cfg) -> pd.DataFrame:
         except ValueError as e:
             raise DataError(str(e)) from e
         return validate_frame(df)
+    if data_cfg.source in GENERATORS:  # synthetic_v3: NF-v3 layout, hosts and time
+        try:
+            df = GENERATORS[data_cfg.source](int(data_cfg.n_flows), int(data_cfg.seed))
+        except ValueError as e:
+            raise DataError(str(e)) from e
+        return validate_frame(df)
     if data_cfg.source == "nf_bot_iot":
         if not data_cfg.path:
             raise DataError(f"data.path is not set: download NF-BoT-IoT from {PUBLISHED} and set "
                             "data.path=..., or run with data=synthetic")
         return read_flows(data_cfg.path, data_cfg.max_rows)
-    raise DataError(f"data.source={data_cfg.source!r} is unknown: use synthetic or nf_bot_iot")
+    raise DataError(f"data.source={data_cfg.source!r} is unknown: use synthetic, synthetic_v3 or "
+                    "nf_bot_iot")
 
 
 def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.DataFrame:

@@ -40,6 +40,9 @@ def fold_bounds(n: int, k: int) -> list[tuple[int, int]]:
 
 def joined(prepared: Prepared) -> Split:
     """The flows outside test as one sequence: train then val, in flow order."""
+    if prepared.info.get("window_by", "none") != "none":
+        raise DataError(f"trainer.cv_folds with data.window_by={prepared.info['window_by']} is "
+                        "not supported yet: use data.window_by=none or no folds")
     return Split.concat([prepared.train, prepared.val])
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ids.data import copies
-from ids.data.flows import ATTACK, IP_COLUMNS, LABEL
+from ids.data.flows import ATTACK, IP_COLUMNS, LABEL, START
 
 
 class Spool:
@@ -90,6 +90,13 @@ class Ingested:
     attack_counts: dict[str, int]  # category -> flows, duplicates included
     digest: str  # sha1 of every validated flow (`pandas.util.hash_pandas_object`)
     layout_columns: list[str]  # the validated columns
+    # NF-v3 context of each kept flow (None when the file lacks the column): its start time
+    # (ms) and its source and destination addresses as codes into `addresses`.
+    start: np.ndarray | None = None  # (n,) int64
+    src: np.ndarray | None = None  # (n,) int32
+    dst: np.ndarray | None = None  # (n,) int32
+    addresses: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # Attack name in the file -> read
 
 
 def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
@@ -101,6 +108,8 @@ def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
     ips: dict[str, dict[str, int]] = {}
     digest, table, columns = hashlib.sha1(), None, []
     n_flows, per_code = 0, np.zeros(0, np.int64)
+    addresses: dict[str, int] = {}  # source and destination addresses, one numbering
+    renamed: dict[str, str] = {}
     for df in frames:
         if table is None:
             columns = list(df.columns)
@@ -125,6 +134,13 @@ def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
         for name, a in (("ids", number[keep]), ("y", y[keep]), ("codes", codes[keep]),
                         ("rows", n_flows + keep)):
             spool.append(name, a.astype(np.int64) if name in ("ids", "rows") else a)
+        if START in df.columns:
+            spool.append("start", df[START].to_numpy().astype(np.int64)[keep])
+        for name, c in (("src", IP_COLUMNS[0]), ("dst", IP_COLUMNS[1])):
+            if c in df.columns and START in df.columns:
+                spool.append(name, _codes(df[c].to_numpy(object), addresses)[keep]
+                             .astype(np.int32))
+        renamed.update(df.attrs.get("renamed") or {})
         n_flows += len(df)
     if table is None:
         return None
@@ -134,7 +150,10 @@ def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
                     y=spool.array("y"), codes=spool.array("codes"), rows=spool.array("rows"),
                     categories=categories, n_flows=n_flows,
                     attack_counts={categories[i]: int(c) for i, c in enumerate(per_code)},
-                    digest=digest.hexdigest(), layout_columns=columns)
+                    digest=digest.hexdigest(), layout_columns=columns,
+                    **{k: spool.array(k) if (spool.folder / f"{k}.bin").exists() else None
+                       for k in ("start", "src", "dst")},
+                    addresses=list(addresses), renamed=renamed)
 
 
 def _codes(values: np.ndarray, seen: dict) -> np.ndarray:

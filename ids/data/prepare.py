@@ -14,6 +14,10 @@ pad the first T-1 windows of a split: zero is the train mean of every scaled col
 
 With `cache_dir` the result is the prepared store (`ids.data.cache`), built once and
 memory-mapped by every later process; without it, the same arrays in memory.
+`data.order` (NF-v3): flows with start times are put in time order (stable on ties) before the
+split, so the contiguous 70/15/15 split is a split in time (`info["time_range"]`).
+`data.window_by=host|pair` then groups each split's windows by source (and destination):
+the same store serves every `window_by`, as every window length.
 `data.max_train_flows` then keeps a stratified, seeded subset of the training split (val and
 test stay whole), taken from the same store.
 """
@@ -30,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ids.data import cache, copies
+from ids.data import cache, copies, synthetic_v3  # noqa: F401 - registers source synthetic_v3
 from ids.data.encoding import CHUNK_ROWS, Preprocessor
-from ids.data.flows import DataError, flow_file, load_frame, validated
+from ids.data.flows import SPLITS, DataError, flow_file, load_frame, validated
 from ids.data.ingest import Ingested, ingest
 from ids.data.prefetch import prefetch
 from ids.data.reader import BATCH_ROWS
@@ -61,9 +65,10 @@ def _cache_key(data_cfg, store: bool = False) -> str:
     """The settings and the file's identity; for the store (`store`) without the training
     subset, which is drawn from the same prepared flows."""
     d = _settings(data_cfg)
-    if store:
+    if store:  # both are views of the same prepared flows
         d.pop("max_train_flows", None)
-    if d.get("source") != "synthetic" and d.get("path") and os.path.exists(d["path"]):
+        d.pop("window_by", None)
+    if d.get("source") == "nf_bot_iot" and d.get("path") and os.path.exists(d["path"]):
         st = os.stat(d["path"])  # a rewritten file is read again
         d["_file"] = [os.path.abspath(d["path"]), st.st_size, st.st_mtime_ns]
     return json.dumps(d, sort_keys=True, default=str)
@@ -78,7 +83,8 @@ def prepare(data_cfg, cache_dir: str | os.PathLike | None = None,
     check_window(data_cfg.window)
     key = _cache_key(data_cfg)
     if key not in _CACHE:
-        _CACHE[key] = _subset(_prepare_or_load(data_cfg, cache_dir, int(batch_rows)), data_cfg)
+        _CACHE[key] = _subset(_grouped(_prepare_or_load(data_cfg, cache_dir, int(batch_rows)),
+                                       data_cfg), data_cfg)
     check_window(data_cfg.window, _CACHE[key].sizes())
     return _CACHE[key]
 
@@ -134,6 +140,10 @@ def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
 def _build(data_cfg, folder: Path, batch_rows: int) -> None:
     """Write the prepared store of `data_cfg` into `folder` (`ids.data.cache` lists its files)."""
     ing = _ingest(data_cfg, folder / "spool", batch_rows)
+    if ing.renamed:
+        print("note: NF-v3 attack names read as "
+              + ", ".join(f"{a} -> {b}" for a, b in sorted(ing.renamed.items())), file=sys.stderr)
+    ing, order = _ordered(ing, data_cfg)
     pos = split_indices(len(ing.ids), data_cfg)
     counts = {}
     for name, p in pos.items():
@@ -160,14 +170,22 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
         for field, src, dtype in (("ids", ing.ids, id_type), ("y", ing.y, np.float32),
                                   ("attack", ing.codes, np.int16), ("rows", ing.rows, np.int64)):
             cache.write_array(folder / f"{name}.{field}.npy", _take(src, p), dtype)
+        for field, src, dtype in (("start", ing.start, np.int64), ("src", ing.src, np.int32),
+                                  ("dst", ing.dst, np.int32)):
+            if src is not None:  # NF-v3: what orders flows in time and groups them by host
+                cache.write_array(folder / f"{name}.{field}.npy", _take(src, p), dtype)
     flows = {name: (ing.hashes[_take(ing.ids, p)], _take(ing.y, p)) for name, p in pos.items()}
     kept = len(ing.ids)
     info = {"source": data_cfg.source,
-            "path": None if data_cfg.source == "synthetic" else str(data_cfg.path),
+            "path": None if data_cfg.source != "nf_bot_iot" else str(data_cfg.path),
             "layout": "synthetic" if data_cfg.source == "synthetic" else pre.layout_,
+            "attack_renamed": dict(sorted(ing.renamed.items())),
             "n_flows": ing.n_flows, "n_features": len(pre.feature_names_), "counts": counts,
             "attack_counts": dict(sorted(ing.attack_counts.items(), key=lambda kv: -kv[1])),
-            "hash": ing.digest, "split": data_cfg.split,
+            "hash": ing.digest, "split": data_cfg.split, "order": order,
+            "time_range": None if ing.start is None else {
+                name: time_range(_take(ing.start, p)) for name, p in pos.items()},
+            "hosts": len(ing.addresses) if ing.src is not None else None,
             "keep_identifiers": pre.keep_identifiers,
             "dedup": {"mode": str(getattr(data_cfg, "dedup", "none")),
                       "dropped": ing.n_flows - kept, "kept": kept},
@@ -175,6 +193,76 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
             "settings": _settings(data_cfg)}
     cache.write_meta(folder, pre, list(pre.feature_names_), info, ing.categories)
     shutil.rmtree(folder / "spool")
+
+
+def _grouped(prepared: Prepared, data_cfg) -> Prepared:
+    """`prepared` with windows over each host's (`data.window_by=host`: same source) or each
+    pair's (`pair`: same source and destination) previous flows, within each split
+    (`Split.grouped`); as it is for `none`."""
+    by = str(getattr(data_cfg, "window_by", "none"))
+    if by not in ("none", "host", "pair"):
+        raise DataError(f"data.window_by={by!r} is unknown: use none, host or pair")
+    if by == "none":
+        return prepared
+    if any("src" not in prepared.context.get(s, {}) for s in SPLITS):
+        raise DataError(f"data.window_by={by} needs each flow's start time and addresses (the "
+                        "NF-v3 columns FLOW_START_MILLISECONDS, IPV4_SRC_ADDR, IPV4_DST_ADDR), "
+                        "which these flows lack: use data.window_by=none, an NF-v3 file or "
+                        "data=nf_v3")
+    splits = {}
+    for s in SPLITS:
+        c = prepared.context[s]
+        keys = (np.asarray(c["src"], np.int64) if by == "host" else
+                (np.asarray(c["src"], np.int64) << 32) | np.asarray(c["dst"], np.int64))
+        splits[s] = prepared.split(s).grouped(keys, c["start"])
+    return dataclasses.replace(prepared, **splits, info={**prepared.info, "window_by": by})
+
+
+def _ordered(ing: Ingested, data_cfg) -> tuple[Ingested, str]:
+    """(the kept flows in the order of `data.order`, "time" or "file"): by start time (stable
+    on ties) where the flows have one and the order is `auto` or `time`; as read otherwise."""
+    order = str(getattr(data_cfg, "order", "auto"))
+    if order not in ("auto", "time", "file"):
+        raise DataError(f"data.order={order!r} is unknown: use auto, time or file")
+    if ing.start is None:
+        if order == "time":
+            raise DataError("data.order=time needs the flows' start times (the NF-v3 column "
+                            "FLOW_START_MILLISECONDS), which these flows lack: use "
+                            "data.order=file (or auto)")
+        return ing, "file"
+    if order == "file":
+        return ing, "file"
+    start = np.asarray(ing.start)
+    if len(start) < 2 or bool((start[1:] >= start[:-1]).all()):
+        return ing, "time"  # already in time order (as the published v3 files are)
+    perm = np.argsort(start, kind="stable")
+    moved = {k: np.asarray(getattr(ing, k))[perm] for k in ("ids", "y", "codes", "rows",
+                                                            "start", "src", "dst")
+             if getattr(ing, k) is not None}
+    return dataclasses.replace(ing, **moved), "time"
+
+
+def time_range(start: np.ndarray) -> dict | None:
+    """{first, last: start times in ms and as UTC text} of a split's flows (None if none)."""
+    if not len(start):
+        return None
+    lo, hi = int(np.min(start)), int(np.max(start))
+    return {"first_ms": lo, "last_ms": hi, "first": _utc(lo), "last": _utc(hi)}
+
+
+def time_ranges(info: dict) -> str:
+    """'flows in time order (by start): train 2019-04-23T...Z .. ..., val ..., test ...' or
+    'flows in file order' for the prepared data's `info`."""
+    spans = info.get("time_range") or {}
+    if info.get("order") != "time" or not spans:
+        return "flows in file order"
+    return "flows in time order (by start): " + ", ".join(
+        f"{name} {span['first']} .. {span['last']}" if span else f"{name} (none)"
+        for name, span in spans.items())
+
+
+def _utc(ms: int) -> str:
+    return np.datetime64(int(ms), "ms").astype(str) + "Z"
 
 
 def _overlap(flows: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:

@@ -114,15 +114,16 @@ class FlowFile:
             if self.parquet:
                 yield from self._parquet()
                 return
-            with self._reading(ragged, state) as reader:
-                try:
-                    self._check_columns(len(reader.schema.names))
-                    self.types = {**dict(zip(reader.schema.names, reader.schema.types,
-                                             strict=True)), **self.types}
-                    for batch in reader:
+            with self._reading(ragged, state) as held:
+                try:  # `held` is the only holder: emptied before `_reading` waits for it
+                    schema = held[0].schema
+                    self._check_columns(len(schema.names))
+                    self.types = {**dict(zip(schema.names, schema.types, strict=True)),
+                                  **self.types}
+                    for batch in held[0]:
                         yield pa.Table.from_batches([batch])
-                finally:  # this frame lives on in an error's traceback: let go of the reader
-                    reader = None  # (and its source), or `_released` waits for it in vain
+                finally:
+                    held.clear()
         except DataError:
             raise
         except pa.ArrowInvalid as exc:
@@ -157,10 +158,10 @@ class FlowFile:
             raise self._unreadable(exc) from exc
 
     def _check_columns(self, n: int) -> None:
-        """DataError for more columns than any flow layout has (NF-v2: 45)."""
+        """DataError for more columns than any flow layout has (NF-v3: 55)."""
         if n > limits.MAX_COLUMNS:
             raise DataError(f"{self.path} has {n:,} columns (at most {limits.MAX_COLUMNS:,} are "
-                            "read; a NetFlow layout has 14-45): is it a file of flows?")
+                            "read; a NetFlow layout has 14-55): is it a file of flows?")
 
     def _plain(self, table: pa.Table, text: list[str]) -> pa.Table:
         """The batch with its text columns decoded from dictionaries, once the text they
@@ -221,8 +222,11 @@ class FlowFile:
 
     @contextmanager
     def _reading(self, ragged: list, state: _State, threads: bool = True):
-        """pyarrow's streaming CSV reader; lines with the wrong number of fields go to `ragged`.
-        A compressed file is read through a `_Source`, stopped and released on the way out."""
+        """[pyarrow's streaming CSV reader], a list the caller empties when it is done with the
+        reader (a local name would keep it, and the `_Source` it reads, alive while this waits
+        for the source's release: 10 s per compressed file); lines with the wrong number of
+        fields go to `ragged`. A compressed file is read through a `_Source`, stopped and
+        released on the way out."""
         _quiet_undecodable_rows()
         with ExitStack() as stack:
             source = self._open(stack, state)
@@ -243,12 +247,12 @@ class FlowFile:
                     parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
                     convert_options=pacsv.ConvertOptions(column_types=self.types))
                 source = None  # from here on, only the reader holds it
-                yield reader
+                held = [reader]
+                reader = None
+                yield held
             finally:
                 state.stopped = True  # every further read is the end of the file
                 reader = source = handler = None
-                if state.error is not None:  # its traceback holds the source's read frame
-                    state.error.__traceback__ = None
                 _released(watches, settle=sys.exc_info()[0] is not None)
 
     def _ragged(self, rows: list) -> str | None:
@@ -258,12 +262,12 @@ class FlowFile:
         if rows and rows[0].number is None:
             again: list = []
             try:
-                with self._reading(again, _State(), threads=False) as reader:
+                with self._reading(again, _State(), threads=False) as held:
                     try:
-                        for _ in reader:
+                        for _ in held[0]:
                             pass
-                    finally:  # as in `_tables`: an error's traceback keeps this frame
-                        reader = None
+                    finally:
+                        held.clear()
             except (pa.ArrowInvalid, *_DECODER_ERRORS):
                 rows = again or rows
         if not rows:
@@ -404,11 +408,16 @@ class _Source(io.RawIOBase):
                 self.check()
         except BaseException as exc:
             self.state.error = self.state.error or exc
+            del self  # the error's traceback keeps this frame, never the source (`_released`)
             raise
         return data
 
     def readinto(self, b) -> int:
-        data = self.read(len(b))
+        try:
+            data = self.read(len(b))
+        except BaseException:
+            del self
+            raise
         b[: len(data)] = data
         return len(data)
 

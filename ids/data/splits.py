@@ -1,15 +1,18 @@
 """Train/validation/test splits of flows and the prepared data that holds them.
 
-Split first, window second: train/val/test are contiguous blocks in flow order (or, with
+Split first, window second: train/val/test are contiguous blocks in flow order (time order for
+NF-v3 flows, `data.order`), or, with
 `data.split=chunks`, fixed-size contiguous chunks dealt to the splits at random by `data.seed`,
 each split the concatenation of its chunks in file order). Windows are built per split, so none
 straddles two splits; with chunks a window MAY span two chunks of the same split (the flows
 before a chunk start are then the end of that split's previous chunk, not zero padding).
+With `data.window_by=host|pair` (`Split.grouped`) a window holds the previous flows of the
+same source (and destination) within the split instead of the previous rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -76,6 +79,39 @@ class Split:
         if self._hashes is not None:
             out._hashes = self._hashes[pos]
         return out
+
+    def grouped(self, keys: np.ndarray, start: np.ndarray | None = None) -> Split:
+        """This whole split with windows over each group's own flows (`data.window_by`): the
+        window of flow i holds the T-1 flows of i's group (`keys[i]`: its source, or its
+        source and destination) before it in this split, ordered by `start` time (ties, and
+        no times: flow order), zero-padded before the group's first flow. Flows, labels and
+        their order stay as they are; the windows never reach another split or group.
+
+        Built from what `select` already does: the split's flows re-sequenced group by group
+        (a group's flows contiguous, in time order), each flow then selected at its position
+        there with its group's first position as its segment start (`starts`)."""
+        if self._ends is not None or self._starts is not None:
+            raise ValueError("windows are grouped on a whole split")
+        n = len(self.y)
+        keys = np.asarray(keys).reshape(-1)
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} group keys for {n} flows")
+        at = np.arange(n, dtype=np.int64)
+        order = (np.lexsort((at, keys)) if start is None
+                 else np.lexsort((at, np.asarray(start).reshape(-1), keys)))
+        where = np.empty(n, np.int64)
+        where[order] = at  # each flow's position in the grouped sequence
+        new = np.ones(n, bool)
+        new[1:] = keys[order][1:] != keys[order][:-1]
+        first = np.maximum.accumulate(np.where(new, at, 0))  # its group's first position
+        if self._ids is None:
+            seq = Split(np.asarray(self._table)[order], self.y[order], self.attack[order],
+                        self.rows[order], None if self.hashes is None else self.hashes[order])
+        else:
+            seq = Split.stored(self._table, np.asarray(self._ids)[order], self.y[order],
+                               np.asarray(self._codes)[order], self._categories,
+                               self.rows[order], self._table_hashes)
+        return seq.select(where, starts=first[where])
 
     @classmethod
     def concat(cls, parts: list[Split]) -> Split:
@@ -172,6 +208,9 @@ class Prepared:
     preprocessor: Preprocessor
     feature_names: list[str]
     info: dict
+    # NF-v3 per split, one entry per flow of the whole split in flow order: "start" (int64 ms),
+    # "src", "dst" (int32 address codes); empty for flows without times.
+    context: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def split(self, name: str) -> Split:
         return {s: getattr(self, s) for s in SPLITS}[name]

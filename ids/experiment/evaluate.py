@@ -61,14 +61,19 @@ def _test_split(cfg, scorer) -> dict:
     """Model scores, truth and baselines on the configured data's test split."""
     prepared = prepare(cfg.data, cache_dir=cfg.cache_dir)
     test = prepared.test
-    raw = load_rows(cfg.data, test.rows)
+    ascending = np.argsort(test.rows, kind="stable")  # time order (NF-v3) is not file order
+    raw = load_rows(cfg.data, test.rows[ascending])
+    if not np.array_equal(ascending, np.arange(len(ascending))):
+        back = np.empty_like(ascending)
+        back[ascending] = np.arange(len(ascending))
+        raw = raw.iloc[back]
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
         raise DataError("the data changed while it was read (test labels differ); rerun")
     folds = cv_folds(cfg)
     base = (baseline_draws(prepared, folds, "test", baseline_seeds(cfg),
                            cfg.trainer.selection_metric) if cfg.trainer.baselines else {})
     info = prepared.info
-    return {"scores": scorer.score_matrix(scorer.transform(raw)), "y": test.y,
+    return {"scores": _scores(scorer, raw), "y": test.y,
             "attack": test.attack, "baselines": base, "baseline_note": None,
             "unseen": unseen_mask(learnt_from(prepared, folds), test),
             "overlap": info["overlap"]["test"],
@@ -77,6 +82,12 @@ def _test_split(cfg, scorer) -> dict:
             "source": f"test split of {info.get('path') or info['source']} "
                       f"({info['n_flows']:,} flows, split={info['split']})",
             "dataset": f"{info['source']}-test", "path": info.get("path")}
+
+
+def _scores(scorer, flows: pd.DataFrame) -> np.ndarray:
+    """The model's scores of validated `flows` in their order: over the previous rows, or over
+    each host's previous flows (a grouped model, from a fresh host state)."""
+    return scorer.score_flows(flows, scorer.transform(flows), state=scorer.host_state())
 
 
 def read_input(path: str) -> pd.DataFrame:
@@ -127,7 +138,7 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
                                        y_val=va.y, metric=metric)
                 note = (f"baselines: trained on the train split of {src} (the model's data "
                         "config), threshold tuned on its val split, scored on this file")
-    return {"scores": scorer.score_matrix(scorer.transform(flows)), "y": y, "attack": attack,
+    return {"scores": _scores(scorer, flows), "y": y, "attack": attack,
             "baselines": base, "baseline_note": note, "where": "test", "hash": _digest(flows),
             "unseen": unseen, "overlap": stats, "rows": np.arange(len(y)),
             "source": f"{path} (whole file, {len(flows):,} flows)",

@@ -24,7 +24,7 @@ from ids.artifact.scorer import Scorer
 from ids.config import baseline_seeds, validate
 from ids.data.copies import overlap_line, unseen_mask
 from ids.data.folds import joined
-from ids.data.prepare import prepare
+from ids.data.prepare import prepare, time_ranges
 from ids.data.splits import Prepared
 from ids.data.windows import check_window
 from ids.evaluation import plots, scorecard
@@ -138,6 +138,8 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     summary["report_split"] = split
     summary["overlap"] = prepared.info.get("overlap", {}).get(split)
     summary["overlap_val"] = prepared.info.get("overlap", {}).get("val")
+    if prepared.info.get("time_range"):  # NF-v3: each split's period
+        summary["time_ranges"] = time_ranges(prepared.info)
     seed, metric = int(cfg.seed), cfg.trainer.selection_metric
     if split == "test":
         scores = score(result.model, target, int(cfg.data.window),
@@ -249,6 +251,8 @@ def report_text(cfg, summary: dict) -> str:
         title = (f"{split} split, the bag of {summary['cv_folds']} fold models (median best "
                  f"epoch {summary['best_epoch']}), threshold {summary['threshold']:.4f} (tuned "
                  f"on the out-of-fold scores of train+val for {summary['selection_metric']})")
+    if summary.get("time_ranges"):
+        title += f"\n{summary['time_ranges']}"
     if "card" in summary:
         text = scorecard.text(summary["card"], f"this run ({split})", paper=cfg.get("paper"),
                               overlap=summary.get("overlap"), title=title)

@@ -22,6 +22,10 @@ Output columns, in input order:
   score                  attack probability (float32)
   label                  1 = attack (score >= the model's own threshold, tuned on validation)
 
+A model whose windows are grouped (`data.window_by=host|pair`) takes a flow's window from the
+flows of the same source (and destination) before it in the file, carried across chunks for
+at most `score_max_hosts` hosts (`ids.artifact.hosts`).
+
 Scores are computed in blocks of the model's `eval_batch_size` flows counted from the file
 start, whatever `chunk_size` is, each distinct window of a block once, and a window an earlier
 block already had is looked up instead (`ids.artifact.scorer.Scorer.score_matrix`, its memo of
@@ -37,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ids import outputs, progress
+from ids.artifact.hosts import MAX_HOSTS
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data.flows import DataError, validate_frame
@@ -75,11 +80,16 @@ def predict_file(model_uri: str, input: str | Path, output: str | Path,
 
 def score_file(scorer: Scorer, input: str | Path, output: str | Path,
                chunk_size: int = 100_000, overwrite: bool = False,
-               keep_out: tuple[tuple[str, str], ...] = ()) -> tuple[int, int]:
+               keep_out: tuple[tuple[str, str], ...] = (),
+               max_hosts: int = MAX_HOSTS) -> tuple[int, int]:
     """(flows scored, attack alerts): the work of `predict_file` with a loaded scorer. Writes
     `<output>.partial` beside the output and renames it when complete: an error or an
     interrupt leaves no output, and never a truncated one under the final name
-    (`ids.outputs.replacing`); `keep_out`: folders the output may not be inside."""
+    (`ids.outputs.replacing`); `keep_out`: folders the output may not be inside. A grouped
+    model (`data.window_by=host|pair`) carries each host's last flows from chunk to chunk,
+    for at most `max_hosts` hosts (`ids.artifact.hosts`)."""
+    if scorer.window_by != "none":
+        return _score_grouped(scorer, input, output, chunk_size, overwrite, keep_out, max_hosts)
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
     pending_X: list[np.ndarray] = []
@@ -117,6 +127,30 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
             n_rows += len(raw)
             flush(fh, final=False)
         flush(fh, final=True)
+        if n_rows == 0:
+            raise DataError(f"{input} has no flows (only a header?): nothing to score")
+    return n_rows, n_alerts
+
+
+def _score_grouped(scorer: Scorer, input, output, chunk_size: int, overwrite: bool,
+                   keep_out: tuple[tuple[str, str], ...], max_hosts: int) -> tuple[int, int]:
+    """`score_file` for a grouped model: each chunk scored over each host's previous flows."""
+    state = scorer.host_state(max_hosts)
+    n_rows = n_alerts = 0
+    with outputs.replacing(output, overwrite=overwrite, inputs=(input,), keep_out=keep_out) as fh:
+        for raw in progress.rows(read_chunks(input, chunk_size), f"scoring {input}"):
+            if len(raw) == 0:
+                continue
+            try:
+                flows = validate_frame(raw, require_label=False)
+                scores = scorer.score_flows(flows, scorer.transform(flows), state=state)
+            except DataError as exc:
+                raise DataError(f"{input}: {exc}") from exc
+            alert = (scores >= scorer.threshold).astype(np.int8)
+            write_csv(passthrough(raw, n_rows, **{SCORE: scores, PRED_LABEL: alert}), fh,
+                      header=n_rows == 0)
+            n_rows += len(raw)
+            n_alerts += int(alert.sum())
         if n_rows == 0:
             raise DataError(f"{input} has no flows (only a header?): nothing to score")
     return n_rows, n_alerts

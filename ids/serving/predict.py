@@ -62,9 +62,11 @@ def predict(cfg: DictConfig) -> None:
         return stream.main(cfg, scorer, ref, keep_out)
     started = time.perf_counter()
     n, alerts = score_file(scorer, cfg.input, cfg.output, int(cfg.chunk_size),
-                           bool(cfg.overwrite), keep_out=keep_out)
+                           bool(cfg.overwrite), keep_out=keep_out,
+                           max_hosts=int(cfg.score_max_hosts))
     seconds = time.perf_counter() - started
-    print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}, "
+    by = "" if scorer.window_by == "none" else f" over each {scorer.window_by}'s flows"
+    print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}{by}, "
           f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "
           f"({n / max(seconds, 1e-9):,.0f} flows/s)")
     print(f"attack alerts: {alerts:,} ({alerts / n:.2%}); written to {cfg.output}")

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ids import outputs
+from ids.artifact.hosts import MAX_HOSTS
 from ids.artifact.scorer import PRED_LABEL, SCORE, Scorer
 from ids.config import ConfigError
 from ids.data import limits
@@ -34,6 +35,7 @@ from ids.data.flows import DataError, validate_frame
 from ids.data.limits import size
 from ids.data.reader import not_a_file
 from ids.serving.rows import carry, passthrough, write_csv
+from ids.tracking.redact import unwrapped
 
 READ_BYTES = 1 << 16
 MAX_BATCH_BYTES = 1 << 22  # score at least every 4 MB even when the input never pauses
@@ -74,9 +76,11 @@ def _check_lengths(lines: list[bytes], first: int) -> None:
 
 
 def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
-                 alerts_only: bool = False) -> tuple[int, int]:
+                 alerts_only: bool = False, max_hosts: int = MAX_HOSTS) -> tuple[int, int]:
     """(flows scored, attack alerts): score the CSV lines of `source` as they arrive into
-    `sink` (same columns as `ids.predict` file output)."""
+    `sink` (same columns as `ids.predict` file output); a grouped model keeps each host's
+    last flows from batch to batch (at most `max_hosts` hosts)."""
+    state = scorer.host_state(max_hosts) if scorer.window_by != "none" else None
     fd = source.fileno()
     header: str | None = None
     rest = b""
@@ -106,11 +110,12 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
             raise DataError(f"standard input, flows {n_rows}-{n_rows + len(text) - 1}: not CSV "
                             f"in the header's layout ({exc})") from exc
         try:
-            X = scorer.transform(validate_frame(raw, require_label=False))
+            flows = validate_frame(raw, require_label=False)
+            X = scorer.transform(flows)
+            scores = scorer.score_flows(flows, X, context, state)
         except DataError as exc:
             raise DataError(f"standard input, flows {n_rows}-{n_rows + len(raw) - 1} (0-based): "
                             f"{exc}") from exc
-        scores = scorer.score_matrix(X, context)
         alert = (scores >= scorer.threshold).astype(np.int8)
         part = passthrough(raw, n_rows, **{SCORE: scores, PRED_LABEL: alert})
         if alerts_only:
@@ -154,16 +159,20 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
     src = sys.stdin.buffer if inp == "-" else open(inp, "rb")  # noqa: SIM115
     try:
         if out == "-":
-            n, alerts = score_stream(scorer, src, sys.stdout, bool(cfg.alerts_only))
+            # the scores are data, written as they are (not through the redacting stream)
+            n, alerts = score_stream(scorer, src, unwrapped(sys.stdout), bool(cfg.alerts_only),
+                                     int(cfg.score_max_hosts))
         else:  # a file: the rules and the .partial of ids.outputs, as in file mode
             with outputs.replacing(out, overwrite=bool(cfg.overwrite), inputs=(inp,),
                                    keep_out=keep_out) as sink:
-                n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only))
+                n, alerts = score_stream(scorer, src, sink, bool(cfg.alerts_only),
+                                         int(cfg.score_max_hosts))
     finally:
         if src is not sys.stdin.buffer:
             src.close()
     if not cfg.quiet:
         seconds = time.perf_counter() - started
+        by = "" if scorer.window_by == "none" else f" over each {scorer.window_by}'s flows"
         print(f"scored {n:,} flows from {'standard input' if inp == '-' else inp} with "
-              f"{ref.label} (window {scorer.window}, threshold {scorer.threshold:.4f}) in "
+              f"{ref.label} (window {scorer.window}{by}, threshold {scorer.threshold:.4f}) in "
               f"{seconds:.1f} s; attack alerts: {alerts:,}", file=sys.stderr)

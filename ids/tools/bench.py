@@ -72,6 +72,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                    help="big: file sizes in flows (default 37800000,76000000)")
     p.add_argument("--big-subset", type=int, default=None,
                    help="big: training flows of the trial (default 1000000; 0: no trial)")
+    p.add_argument("--big-layout", choices=("v2", "v3"), default="v2",
+                   help="big: v2 files (default) or v3 files with hosts and time "
+                        "(ids.data.synthetic_v3), whose trial also trains on host windows")
     p.add_argument("--flows", type=int, default=None, help="flows of the data step (600000)")
     p.add_argument("--batch-sizes", default="256,1024", help="training batch sizes")
     p.add_argument("--threads", default=None,
@@ -111,6 +114,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
         sizes["big_flows"] = [int(float(n)) for n in args.big_flows.split(",")]
     if args.big_subset is not None:
         sizes["big_subset"] = int(args.big_subset)
+    sizes["big_layout"] = args.big_layout
     if args.flows:
         sizes["flows"] = int(args.flows)
     if args.jobs:

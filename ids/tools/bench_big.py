@@ -2,7 +2,9 @@
 
     python -m ids.tools.bench --sections big --big-dir ../scratch --big-flows 37800000,76000000
 
-For each size: a v2-layout file written by `ids.data.synthetic_v2.write_flows` (kept in
+For each size: a v2-layout file written by `ids.data.synthetic_v2.write_flows` (or with
+`--big-layout v3` a v3 file of `ids.data.synthetic_v3.write_flows`: hosts and time; its trial
+also trains on host windows, row `trial.host_vs_rows`) (kept in
 `--big-dir` and reused; its size and share of copies reported), then in fresh processes:
 `prepare` into an empty prepared store (seconds, flows/s, peak RSS, store size, and the
 seconds of it spent hashing the store's checksums), a second command opening that store
@@ -34,19 +36,23 @@ FULL_BIG = {"big_flows": [37_800_000, 76_000_000], "big_subset": 1_000_000, "big
 QUICK_BIG = {"big_flows": [60_000], "big_subset": 8_000, "big_epochs": 1}
 
 
-def _file(folder: Path, n: int) -> Path:
-    return folder / f"ids-v2-{n}.csv"
+def _file(folder: Path, n: int, layout: str = "v2") -> Path:
+    return folder / f"ids-{layout}-{n}.csv"
 
 
 def _data(path: Path, *extra: str) -> list[str]:
     return ["data=nf_bot_iot", f"data.path={path}", *extra]
 
 
-def generate_job(folder: str, n: int) -> dict:
-    """Write the file unless it is there (it is deterministic); its size and copies."""
-    from ids.data.synthetic_v2 import write_flows
+def generate_job(folder: str, n: int, layout: str = "v2") -> dict:
+    """Write the file unless it is there (it is deterministic); its size and copies. `layout`
+    v3: `ids.data.synthetic_v3` (hosts and time; its flows are not replayed copies)."""
+    if layout == "v3":
+        from ids.data.synthetic_v3 import write_flows
+    else:
+        from ids.data.synthetic_v2 import write_flows
 
-    path = _file(Path(folder), n)
+    path = _file(Path(folder), n, layout)
     t = time.perf_counter()
     if not path.exists():
         tmp = path.with_suffix(".partial.csv")
@@ -56,7 +62,7 @@ def generate_job(folder: str, n: int) -> dict:
 
 
 def prepare_job(folder: str, n: int, overrides: list[str], fresh: bool,
-                copied: bool = False) -> dict:
+                copied: bool = False, layout: str = "v2") -> dict:
     """prepare() into the store under `folder` (emptied first when `fresh`; with `copied`, its
     checksum stamps are dropped first, as a copy of the store has none that match)."""
     t_start = time.perf_counter()
@@ -69,7 +75,7 @@ def prepare_job(folder: str, n: int, overrides: list[str], fresh: bool,
         shutil.rmtree(store, ignore_errors=True)
     for stamps in store.glob(f"*/{cache.VERIFIED}") if copied else ():
         stamps.unlink()
-    cfg = compose(overrides + _data(_file(Path(folder), n)))
+    cfg = compose(overrides + _data(_file(Path(folder), n, layout)))
     t, cpu = time.perf_counter(), time.process_time()
     p = prepare(cfg.data, cache_dir=store)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -98,23 +104,29 @@ def _fit(cfg, prepared) -> dict:
             "val_windows_per_s": len(prepared.val.y) / statistics.median(val[1:] or val)}
 
 
-def trial_job(folder: str, n: int, overrides: list[str], subset: int, epochs: int) -> dict:
+def trial_job(folder: str, n: int, overrides: list[str], subset: int, epochs: int,
+              layout: str = "v2") -> dict:
     """Training windows/s, one after the other in this process: a file prefix of `subset`
     training flows in memory (today's path), the same prefix from a store, the full store with
-    a `subset` training subset, the in-memory prefix again (the load may have changed)."""
+    a `subset` training subset, the in-memory prefix again (the load may have changed); for a
+    v3 file also the store's subset with host windows (`data.window_by=host`)."""
     from ids.config import compose
     from ids.data.prepare import clear_cache, prepare
     from ids.model.runtime import setup_runtime
 
-    path = _file(Path(folder), n)
+    path = _file(Path(folder), n, layout)
     store = Path(folder) / "store"
     common = overrides + [f"trainer.epochs={epochs}", "trainer.patience=0"]
     prefix = [f"data.max_rows={int(round(subset / 0.7))}"]  # a 70 % training split of `subset`
     setup_runtime(compose(common).trainer)
     out = {}
-    for name, over, cache in (("memory_prefix", prefix, None), ("store_prefix", prefix, store),
-                              ("store_subset", [f"data.max_train_flows={subset}"], store),
-                              ("memory_prefix_again", prefix, None)):
+    runs = [("memory_prefix", prefix, None), ("store_prefix", prefix, store),
+            ("store_subset", [f"data.max_train_flows={subset}"], store),
+            ("memory_prefix_again", prefix, None)]
+    if layout == "v3":
+        runs.insert(3, ("store_subset_host", [f"data.max_train_flows={subset}",
+                                              "data.window_by=host"], store))
+    for name, over, cache in runs:
         cfg = compose(common + _data(path, *over))
         clear_cache()
         t = time.perf_counter()
@@ -127,15 +139,18 @@ def trial_job(folder: str, n: int, overrides: list[str], subset: int, epochs: in
 def big_job(folder: str, sizes: dict, overrides: list[str]) -> dict:
     """Every step of the section in order, each in its own fresh process (own peak RSS)."""
     out = {"sizes": {}}
+    layout = sizes.get("big_layout", "v2")
     for n in sizes["big_flows"]:
-        out["sizes"][n] = {"generate": in_fresh_process(generate_job, folder, n),
-                           "prepare": in_fresh_process(prepare_job, folder, n, overrides, True),
-                           "reuse": in_fresh_process(prepare_job, folder, n, overrides, False),
+        out["sizes"][n] = {"generate": in_fresh_process(generate_job, folder, n, layout),
+                           "prepare": in_fresh_process(prepare_job, folder, n, overrides, True,
+                                                       False, layout),
+                           "reuse": in_fresh_process(prepare_job, folder, n, overrides, False,
+                                                     False, layout),
                            "copied": in_fresh_process(prepare_job, folder, n, overrides, False,
-                                                      True)}
+                                                      True, layout)}
     if sizes["big_subset"]:  # --big-subset 0: no trial
         out["trial"] = in_fresh_process(trial_job, folder, max(sizes["big_flows"]), overrides,
-                                        sizes["big_subset"], sizes["big_epochs"])
+                                        sizes["big_subset"], sizes["big_epochs"], layout)
     return out
 
 
@@ -185,5 +200,8 @@ def plan_big(rows: Rows, overrides: list[str], sizes: dict, folder: str | None) 
         for name in ("store_subset", "store_prefix"):
             rows.add(f"{tag}.trial.{name}_vs_memory", t[name]["windows_per_s"] / memory, "x",
                      load=load)
+        if "store_subset_host" in t:  # v3: host windows against the rows' windows
+            rows.add(f"{tag}.trial.host_vs_rows", t["store_subset_host"]["windows_per_s"]
+                     / t["store_subset"]["windows_per_s"], "x", load=load)
 
     return [Job(big_job, (folder, sizes, overrides), handle, 10.0)]

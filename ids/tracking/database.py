@@ -1,7 +1,9 @@
 """The databases behind the MLflow store and the Optuna storage: reachable, and created once.
 
-- `check_reachable`: a database URL (postgresql://, mysql://) that cannot be connected to fails
-  within seconds, with one line; MLflow itself retries for minutes, then prints a traceback.
+- `check_reachable`: a database URL (postgresql://, mysql://) or a tracking server (http://,
+  https://) that cannot be reached fails within seconds, with one line (MLflow itself retries
+  for minutes, then prints a traceback); a SQLite store whose file, journals or lock file is
+  a FIFO, a device or a folder fails at once (opening a FIFO blocked the command forever).
 - `first_use`: any number of workers started together on a new store all get it. On SQLite they
   create its tables one after the other (an exclusive lock on `<db>.lock` beside the file);
   elsewhere (PostgreSQL) the losers of the race to create tables and types retry.
@@ -9,8 +11,15 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import http.client
+import os
+import ssl
+import stat
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +30,11 @@ from ids.tracking.redact import redact
 
 T = TypeVar("T")
 ATTEMPTS = 6
+PROBE_SECONDS = 5.0  # a tracking server answers its /health at once; an address that drops
+# packets (a firewall, a host that is down) is given this long
+SQLITE_FILES = ("", "-journal", "-wal", "-shm", ".lock")  # a database, its journals, ids' lock
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 _RACE = ("already exists", "duplicate key", "database is locked", "no such table",
          "UniqueViolation", "DuplicateTable", "DuplicateObject", "could not serialize")
 
@@ -37,8 +51,13 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_reachable(uri: str, key: str) -> None:
-    """StoreError naming `key` when the database URL `uri` cannot be connected to (URLs of
-    other kinds are left to their clients)."""
+    """StoreError naming `key` when the database or tracking server of `uri` cannot be
+    reached, or when a file of its SQLite store is not a regular file (URLs of other kinds
+    are left to their clients)."""
+    if uri.startswith(("http://", "https://")):
+        return _probe_server(uri, key)
+    if (db := sqlite_path(uri)) is not None:
+        return check_sqlite_files(db, uri, key)
     if not uri.startswith(("postgresql", "mysql", "mssql")):
         return
     import sqlalchemy
@@ -55,6 +74,59 @@ def check_reachable(uri: str, key: str) -> None:
         raise StoreError(f"{key}={redact(uri)} cannot be reached ({type(exc).__name__}: "
                          f"{redact(first)[:300]}); start the database or fix the URL (keep the "
                          "password in PGPASSWORD, not in the URL)") from exc
+
+
+def check_sqlite_files(db: Path, uri: str, key: str) -> None:
+    """StoreError when the SQLite file `db`, a journal of it or its lock file exists and is
+    not a regular file: SQLite and `first_use_lock` would block on a FIFO forever."""
+    for end in SQLITE_FILES:
+        path = db.with_name(db.name + end)
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"{key}={redact(uri)}: {path} cannot be read ({exc.strerror or exc})"
+                             ) from exc
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise StoreError(f"{key}={redact(uri)}: {path} is {kind}; a SQLite store, its "
+                             "journals and its lock file must be regular files: remove it or "
+                             "choose another store")
+
+
+def _probe_server(uri: str, key: str) -> None:
+    """One request to the tracking server's /health, within PROBE_SECONDS: any HTTP answer
+    (even 401 or 404) is a server; no answer is a StoreError in one line. MLflow would retry
+    each request for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, _TIMEOUT: 7 tries of up to
+    120 s). Skipped when a proxy serves the URL (the proxy, not this host, reaches it)."""
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # its text would quote the "port": a password's first part
+        raise StoreError(f"{key}={redact(uri)} is not a valid URL: what follows its host is "
+                         "not a port number (in a password, write / # ? @ as %2F %23 %3F %40)"
+                         ) from exc
+    if not host:
+        raise StoreError(f"{key}={redact(uri)} names no host")
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return
+    if parts.scheme == "https":  # reachability only: MLflow checks the certificate itself
+        conn = http.client.HTTPSConnection(host, port, timeout=PROBE_SECONDS,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=PROBE_SECONDS)
+    try:
+        conn.request("GET", parts.path.rstrip("/") + "/health")
+        conn.getresponse().read(1 << 16)
+    except (OSError, http.client.HTTPException) as exc:
+        why = (f"no answer within {PROBE_SECONDS:g} s" if isinstance(exc, TimeoutError)
+               else f"{type(exc).__name__}: {exc}")
+        raise StoreError(f"{key}={redact(uri)} cannot be reached ({redact(why)[:300]}); start "
+                         "the tracking server (`make server`) or fix the URL (keep the password "
+                         "in MLFLOW_TRACKING_PASSWORD, not in the URL)") from exc
+    finally:
+        conn.close()
 
 
 def first_use(uri: str, open_store: Callable[[], T]) -> T:
@@ -107,9 +179,24 @@ def first_use_lock(db: Path | None) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    lock = db.with_name(db.name + ".lock")
+    # never blocks on a FIFO (O_NONBLOCK: ENXIO without a reader) nor follows a link
+    not_a_file = StoreError(f"{lock} is not a regular file (a FIFO, a device or a link?); it is "
+                            "the lock file of the SQLite store beside it: remove it")
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK
+                     | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:  # ENXIO: a FIFO nobody reads; ELOOP: a link
+        if exc.errno in (errno.ENXIO, errno.ELOOP):
+            raise not_a_file from exc
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise not_a_file
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

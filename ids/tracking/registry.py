@@ -89,12 +89,12 @@ def needs_store(uri: str) -> bool:
 def connect(tracking_uri: str) -> MlflowClient:
     """Point MLflow at an EXISTING store: a missing SQLite file is an error here, not a new empty
     store in which every model is then 'not found'."""
+    database.check_reachable(str(tracking_uri), "tracking.uri")  # first: a FIFO is no file
     db = store.sqlite_path(str(tracking_uri))
     if db is not None and not db.is_file():
         raise RegistryError(
             f"tracking.uri={tracking_uri!r}: no MLflow store at {db.resolve()}. Run `make sweep` "
             "(or `python -m ids.run`) first, or set tracking.uri to the store that holds the model")
-    database.check_reachable(str(tracking_uri), "tracking.uri")
     mlflow.set_tracking_uri(str(tracking_uri))
     return MlflowClient()
 

@@ -226,9 +226,12 @@ def log_config(cfg: DictConfig) -> None:
 def log_data(info: dict) -> None:
     """Source, path, size, class mix and content hash of the data, as tags and a JSON file."""
     info = redacted(info)
-    for key in ("source", "path", "layout", "n_flows", "n_features", "hash", "split"):
+    for key in ("source", "path", "layout", "n_flows", "n_features", "hash", "split", "order"):
         if key in info and info[key] is not None:
             mlflow.set_tag(f"data.{key}", str(info[key]))
+    for split, span in (info.get("time_range") or {}).items():  # NF-v3: a split in time
+        if span:
+            mlflow.set_tag(f"data.time_range.{split}", f"{span['first']} .. {span['last']}")
     if info.get("attack_counts"):  # the class mix, readable in the runs table
         mix = sorted(info["attack_counts"].items(), key=lambda kv: -kv[1])
         mlflow.set_tag("data.class_mix", ", ".join(f"{k} {v}" for k, v in mix))

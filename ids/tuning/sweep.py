@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ids import progress
 from ids.config import validate
+from ids.data.folds import joined
 from ids.data.prepare import prepare
 from ids.tracking import store
 from ids.tuning import runs
@@ -38,7 +39,7 @@ from ids.tuning.workers import run_workers, worker_loop
 MIN_BENIGN = 100  # fewer benign validation flows than this: the objective is coarse
 
 
-def resolution_note(y_val) -> str:
+def resolution_note(y_val, what: str = "validation") -> str:
     """How finely validation can tell trials apart: one benign flow more or less moves benign
     recall by 1/benign and, near a perfect model, MCC by about as much as printed here."""
     n = len(y_val)
@@ -48,7 +49,7 @@ def resolution_note(y_val) -> str:
     if benign > 1 and attack > 0:  # a perfect model vs. the same with one false alarm
         tp, fp, tn = attack, 1, benign - 1
         mcc_one = 1.0 - (tp * tn) / math.sqrt((tp + fp) * attack * benign * (tn + 0.0))
-    note = (f"validation: {n} flows, {benign} benign; one benign flow is {1 / max(benign, 1):.4f} "
+    note = (f"{what}: {n} flows, {benign} benign; one benign flow is {1 / max(benign, 1):.4f} "
             f"of benign recall and about {mcc_one:.4f} of MCC")
     if benign < MIN_BENIGN:
         note = (f"WARNING: {note}. Trials closer than that cannot be told apart: use more flows "
@@ -67,7 +68,12 @@ def sweep(cfg: DictConfig) -> dict:
         for point in points:
             study.enqueue_trial(point, skip_if_exists=True)
     prepared = prepare(cfg.data, cache_dir=cfg.cache_dir)  # bad data fails here; workers reuse it
-    print(resolution_note(prepared.val.y), file=sys.stderr)
+    folds = int(cfg.sweep.fixed.get("trainer.cv_folds", cfg.trainer.cv_folds) or 0)
+    if folds:  # trials choose on the out-of-fold scores of train+val
+        print(resolution_note(joined(prepared).y, f"out-of-fold scores of train+val ({folds} "
+                              "folds)"), file=sys.stderr)
+    else:
+        print(resolution_note(prepared.val.y), file=sys.stderr)
     parent = runs.parent_run(cfg)
     try:
         if int(cfg.sweep.workers) > 1:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ids import progress
 from ids.config import Config
-from ids.tracking import signals
+from ids.tracking import redact, signals
 from ids.tuning.objective import Objective, trial_line
 from ids.tuning.study import SweepError, counts, open_study
 
@@ -62,6 +62,7 @@ def _worker_process(cfg_container: dict, parent_run_id: str | None, worker: int,
                     workers: int) -> None:
     """Entry point of a spawned worker: rebuild the typed config and run the loop."""
     signals.end_runs_killed_on_sigterm()
+    redact.install()  # its trials' "View run ... at:" lines hold the tracking URI too
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_container)
     worker_loop(cfg, parent_run_id, worker, workers)

@@ -1,0 +1,148 @@
+"""Does the sweep's selection agree with test? A check run once, after the study.
+
+    python -m ids.sweep [overrides]                                 # the study first
+    python -m ids.tools.selection [overrides] --top 8 --seeds 3     # same overrides
+
+For the study `sweep.study`: the `--top` COMPLETE trials by value, each trial's logged model
+scored on the test split (`ids.evaluate`, no evaluation run logged: this is a check of the
+method, not a promotion), and the Spearman rank correlation between the trials' values and
+their test MCC (the selection is worth trusting at >= 0.8). Then the champion's configuration
+retrained with `--seeds` training seeds (the data split fixed) and scored on test: the seed
+spread of the champion, and each seed's verdict against Extra-Trees. `--budgets M ...`: the
+champion the study had after M minutes (the best trial complete by then) and its test MCC,
+champion quality against budget. `--json FILE` writes every figure.
+
+Test flows are read here, after the study: the sweep itself never scores them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import open_dict
+from optuna.trial import TrialState
+
+from ids.config import compose
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation of two equally long lists (ties share their mean rank)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic) if len(a) >= 2 else float("nan")
+
+
+def test_figures(cfg, model_uri: str) -> dict:
+    """Test MCC of a logged model and its paired verdict against Extra-Trees (`ids.evaluate`,
+    nothing logged)."""
+    from ids.experiment.evaluate import evaluate
+
+    ecfg = cfg.copy()
+    ecfg.tracking.enabled = False
+    out = evaluate(ecfg, model_uri)
+    return {"test_mcc": float(out["metrics"]["mcc"]), "verdict": _verdict(out["card"]),
+            "extra_trees_mcc": float(out["baselines"]["extra_trees"]["mcc"])}
+
+
+def _verdict(card: dict) -> str:
+    """'+0.002 [-0.031, 0.035] no evidence either way' on all test flows, '-' without one."""
+    p = (card.get("paired") or {}).get("all")
+    return f"{p['diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}] {p['verdict']}" if p else "-"
+
+
+def retrain(cfg, params: dict, seed: int) -> dict:
+    """The configuration `params` trained with training seed `seed` (same data split), scored
+    on test with its baselines; nothing logged."""
+    from ids.experiment.train import train
+    from ids.tuning.space import apply
+
+    tcfg = apply(cfg, params)
+    with open_dict(tcfg):
+        tcfg.seed = seed
+    tcfg.tracking.enabled = False
+    tcfg.trainer.evaluate_test = True
+    tcfg.quiet = True
+    summary = train(tcfg)
+    return {"seed": seed, "value": float(summary["value"]),
+            "test_mcc": float(summary["test"]["mcc"]), "verdict": _verdict(summary["card"]),
+            "extra_trees_mcc": float(summary["baselines"]["extra_trees"]["mcc"])}
+
+
+def champion_at(trials: list, minutes: float):
+    """The best COMPLETE trial finished within `minutes` of the study's first trial's start."""
+    start = min(t.datetime_start for t in trials if t.datetime_start)
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete
+            and (t.datetime_complete - start).total_seconds() <= 60 * minutes]
+    return max(done, key=lambda t: t.value) if done else None
+
+
+def measure(cfg, top: int = 8, seeds: int = 3, budgets: list[float] | None = None) -> dict:
+    from ids.tuning.promote import existing_study
+
+    study = existing_study(cfg.sweep)
+    complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE
+                       and t.user_attrs.get("model_uri")), key=lambda t: -t.value)
+    if len(complete) < 2:
+        raise SystemExit(f"study {study.study_name!r} has {len(complete)} COMPLETE trial(s) with "
+                         "a logged model; run the sweep with sweep.log_artifacts=all first")
+    rows = []
+    for t in complete[:top]:
+        rows.append({"trial": t.number, "value": float(t.value),
+                     **test_figures(cfg, t.user_attrs["model_uri"])})
+        print(f"  trial {t.number:3d}: value {t.value:.4f} -> test MCC {rows[-1]['test_mcc']:.4f} "
+              f"({rows[-1]['verdict']})", flush=True)
+    out = {"study": study.study_name, "top": rows,
+           "spearman": spearman([r["value"] for r in rows], [r["test_mcc"] for r in rows])}
+    best = complete[0]
+    out["champion"] = {"trial": best.number, "params": best.params, "seeds": []}
+    for seed in range(1, seeds):  # seed 0 is the study's own run (rows[0])
+        out["champion"]["seeds"].append(retrain(cfg, best.params, int(cfg.seed) + seed))
+        s = out["champion"]["seeds"][-1]
+        print(f"  champion, seed {s['seed']}: test MCC {s['test_mcc']:.4f} ({s['verdict']})",
+              flush=True)
+    out["budgets"] = []
+    for minutes in budgets or []:
+        t = champion_at(study.trials, minutes)
+        row = next((r for r in rows if t is not None and r["trial"] == t.number), None)
+        if t is not None and row is None:
+            row = {"trial": t.number, "value": float(t.value),
+                   **test_figures(cfg, t.user_attrs["model_uri"])}
+        out["budgets"].append({"minutes": minutes, **(row or {"trial": None})})
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top", type=int, default=8, help="trials scored on test (by value)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="training seeds of the champion's config, its own run included")
+    parser.add_argument("--budgets", type=float, nargs="*", default=[],
+                        help="minutes: the champion the study had by then, scored on test")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to ids.sweep")
+    args = parser.parse_args(argv)
+    cfg = compose(args.overrides)
+    m = measure(cfg, args.top, args.seeds, args.budgets)
+    own = m["top"][0]
+    spread = [own["test_mcc"]] + [s["test_mcc"] for s in m["champion"]["seeds"]]
+    print(f"\nrank correlation of value and test MCC over the top {len(m['top'])} trials: "
+          f"{m['spearman']:.2f} (trust the selection at >= 0.8)")
+    print(f"champion (trial {m['champion']['trial']}) over {len(spread)} seeds: test MCC "
+          f"{min(spread):.4f}-{max(spread):.4f}; verdicts: "
+          f"{', '.join([own['verdict']] + [s['verdict'] for s in m['champion']['seeds']])}")
+    for b in m["budgets"]:
+        if b.get("trial") is None:
+            print(f"after {b['minutes']:g} min: no complete trial yet")
+        else:
+            print(f"after {b['minutes']:g} min: champion trial {b['trial']} (value "
+                  f"{b['value']:.4f}), test MCC {b['test_mcc']:.4f} ({b['verdict']})")
+    if args.json:
+        args.json.write_text(json.dumps(m, indent=1, default=str))
+    return m
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
