@@ -15,6 +15,9 @@ WORKERS ?=
 TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 PYTEST_ARGS ?=
 TEST_WORKERS ?= $(CORES)
+# worksteal: a worker that runs out takes half of the busiest one's queue, so no test waits
+# behind a long one (tests/conftest.py deals the long ones out first, one share per worker)
+TEST_DIST ?= worksteal
 MARKS ?= not slow
 MODEL ?= models:/ids-cnn-bilstm@champion
 SERVE_PORT ?= 5001
@@ -59,13 +62,13 @@ predict: $(STAMP) ## score flows: ARGS="input=flows.csv output=alerts.csv" (mode
 	$(BIN)/python -m ids.predict $(ARGS)
 
 test: $(STAMP) ## fast test suite: real training on tiny data, one worker per core (TEST_WORKERS=N; MARKS="slow or not slow": every test)
-	$(BIN)/python -m pytest -m "$(MARKS)" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(MARKS)" -n $(TEST_WORKERS) --dist $(TEST_DIST) $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## the slow tests: servers, PostgreSQL, killed workers, serving, processes
-	$(BIN)/python -m pytest -m slow -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow -n $(TEST_WORKERS) --dist $(TEST_DIST) $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test (make test + make test-slow in one run)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist $(TEST_DIST) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check ids tests

@@ -29,7 +29,8 @@ Which fixture for what (take the cheapest that still tests your behaviour):
 
 `make test` runs the tests not marked `slow`; `make test-slow` the slow ones (servers, kills,
 serving, PostgreSQL, several processes); CI runs both, with `IDS_TESTS_NO_SKIP=1`: there a skip
-(no PostgreSQL, no ../shared/data) is a failure. `pytest --durations=20` shows what costs.
+(no PostgreSQL, no ../shared/data) is a failure. `pytest --durations=20` shows what costs in wall
+time, `--cpu-durations=20` in CPU seconds (tests/cputime.py); waits on the clock use `patience(s)`.
 """
 
 from __future__ import annotations
@@ -56,8 +57,22 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gett
 SHARED_DATA = ROOT.parent / "shared" / "data"
 V1_SAMPLE = SHARED_DATA / "nf-bot-iot-sample.csv.gz"
 V2_SAMPLE = SHARED_DATA / "nf-bot-iot-v2-sample.csv.gz"
-__all__ = ["ROOT", "V1_SAMPLE", "V2_SAMPLE", "run_cli", "run_cli_status", "stop_group",
-           "tiny_overrides"]
+pytest_plugins = ["cputime"]  # --cpu-durations=N: CPU seconds per test (tests/cputime.py)
+__all__ = ["ROOT", "SLOWDOWN", "V1_SAMPLE", "V2_SAMPLE", "patience", "run_cli", "run_cli_status",
+           "stop_group", "tiny_overrides"]
+
+
+# A test that waits on the wall clock (a process to start writing, a server to answer) waits
+# `patience(s)`: s is what an idle 2-core host needs with room to spare; a shared CI host at
+# load 16 is ~8x slower. A hang is caught by the per-test timeout (pyproject.toml, 900 s),
+# which the waits stay under. IDS_TEST_SLOWDOWN=1 keeps the idle figures.
+SLOWDOWN = float(os.environ.get("IDS_TEST_SLOWDOWN", "4"))
+LONGEST_WAIT = 840.0
+
+
+def patience(seconds: float) -> float:
+    """Seconds to wait for something that takes `seconds` at most on an idle host."""
+    return min(seconds * SLOWDOWN, max(seconds, LONGEST_WAIT))
 
 
 def _need(path: Path) -> Path:
@@ -173,6 +188,16 @@ def _outside_the_checkout(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _sys_path_kept():
+    """sys.path as it was before the test: loading an MLflow model puts the model's code folder
+    first on it (its copy of `ids`), and a `spawn` process started later in the same worker
+    (the bench's measurements) imported `ids` from there and found no conf/."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+
+
 _TOOL_CACHES = (".venv", ".pytest_cache", ".ruff_cache")
 _BEFORE = pytest.StashKey[object]()  # the checkout's untracked and ignored paths at the start
 
@@ -203,12 +228,53 @@ def pytest_configure(config) -> None:
         setup_runtime(OmegaConf.create({"mode": "graph", "threads": 1}))
 
 
+# What a test costs, roughly, for dealing them out: a slow one (servers, several processes:
+# 5-25 CPU-s) against a fast one (a fraction of a second to 3 s); the few longest as measured
+# (`--cpu-durations`, docs/results/tests-ci.md). Only the order depends on these.
+_SLOW_WEIGHT, _FAST_WEIGHT = 15.0, 0.4
+_MEASURED = {"test_quick_bench_reports_every_figure_and_logs_it": 90.0,
+             "test_context_length_moves_val_mcc_more_than_seeds": 25.0,
+             "test_two_workers_share_one_study_exactly": 25.0,
+             "test_two_sweep_commands_share_one_postgres_study_and_mlflow_server": 25.0,
+             "test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing": 23.0,
+             "test_two_sweeps_started_together_on_a_new_sqlite_store_both_finish": 20.0}
+
+
+def _cost(item) -> float:
+    slow = item.get_closest_marker("slow") is not None
+    return _MEASURED.get(item.originalname, _SLOW_WEIGHT if slow else _FAST_WEIGHT)
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k have deselected: the slices are counted in tests
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """Modules with slow tests (servers, killed workers, the quick bench) first: pytest-xdist
-    deals the first tests out round-robin, so the long ones start early instead of ending the
-    session with one worker busy and the other idle. Modules stay together (their fixtures)."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)
+    """Deal the tests out so that the workers finish together. `make test` runs pytest-xdist's
+    `worksteal` schedule: worker k first gets the k-th of N equal slices of this order, and a
+    worker that runs out takes half of the queue of the busiest one, from its end. So each
+    slice starts with its share of the modules holding slow tests (servers, killed workers, the
+    quick bench: the long ones start early, spread over the workers) and ends with fast ones
+    (what is stolen). Modules stay together (their fixtures)."""
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, []).append(item)
+
+    def weight(group: list) -> float:
+        return sum(_cost(item) for item in group)
+
+    slow = [m for m, group in modules.items() if any(i.get_closest_marker("slow") for i in group)]
+    fast = [m for m in modules if m not in slow]
+    n = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slices: list[list[str]] = [[] for _ in range(max(n, 1))]
+    load = [0.0] * len(slices)
+    for m in sorted(slow, key=lambda m: -weight(modules[m])):  # longest first, to the lightest
+        k = load.index(min(load))
+        slices[k].append(m)
+        load[k] += weight(modules[m])
+    size = [sum(len(modules[m]) for m in s) for s in slices]
+    for m in sorted(fast, key=lambda m: -len(modules[m])):  # then even counts: the split is by
+        k = size.index(min(size))  # count, and a slice's end is what the others steal
+        slices[k].append(m)
+        size[k] += len(modules[m])
+    items[:] = [item for s in slices for m in s for item in modules[m]]
 
 
 def pytest_collection_finish(session) -> None:

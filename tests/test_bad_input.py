@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, patience, run_cli
 from ids.data import limits, synthetic
 from ids.tools import servers
 from world import mlflow_store
@@ -417,13 +417,13 @@ def test_an_interrupted_predict_leaves_no_output(tiny_model, tmp_path, sig):
                             text=True)
     partial = tmp_path / "alerts.csv.partial"
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + patience(240)
         while not (partial.exists() and partial.stat().st_size > 100_000):  # mid-file
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "predict never started writing"
             time.sleep(0.2)
         proc.send_signal(sig)
-        output = proc.communicate(timeout=60)[0]
+        output = proc.communicate(timeout=patience(60))[0]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, patience, tiny_overrides
 from ids.data import synthetic
 
 PY = f'"{sys.executable}" -m'
@@ -50,7 +50,8 @@ def on_small_disk(tmp_path: Path, size: str, script: str) -> dict[str, str]:
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DISK": str(disk), "OUT": str(out)}
     cmd = [*_namespace(), "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "$DISK" && {script}']
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=patience(300))
     assert done.returncode == 0, done.stderr[-3000:]
     return {p.name: p.read_text(errors="replace") for p in out.iterdir() if p.is_file()}
 

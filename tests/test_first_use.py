@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, patience, tiny_overrides
 
 WORKER = """
 import sys, time
@@ -49,12 +49,12 @@ def _race(tmp_path: Path, tracking: str, storage: str, n: int, env: dict | None 
                                str(i)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(n)]
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + patience(120)
         while len(list(barrier.glob("ready-*"))) < n:  # all imported: start them at once
             assert time.monotonic() < deadline, [p.poll() for p in procs]
             time.sleep(0.05)
         (barrier / "go").touch()
-        outs = [p.communicate(timeout=120)[0] for p in procs]
+        outs = [p.communicate(timeout=patience(120))[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -108,7 +108,7 @@ def test_two_sweeps_started_together_on_a_new_sqlite_store_both_finish(tmp_path)
                               env={**os.environ, "PYTHONPATH": str(ROOT)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=patience(300))[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(o[-2000:] for o in outs)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("ids").experiment_id])

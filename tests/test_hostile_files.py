@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_hostile import assert_one_line
 
-from conftest import ROOT, run_cli_status
+from conftest import ROOT, patience, run_cli_status
 from ids import outputs
 from ids.data import limits, reader, synthetic
 from ids.data.flows import DataError, read_flows
@@ -106,19 +106,19 @@ def test_two_predict_processes_on_one_output_one_wins_whole(tiny_model, tmp_path
         lines = flows_csv.read_bytes().splitlines(keepends=True)
         first.stdin.write(b"".join(lines[:101]))  # the header and 100 flows
         first.stdin.flush()
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + patience(240)
         while not partial.exists():
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the first predict never started writing"
             time.sleep(0.1)
         second = subprocess.run([*base, f"input={flows_csv}", f"hydra.run.dir={tmp_path}/h2"],
-                                cwd=ROOT, capture_output=True, text=True, timeout=240)
+                                cwd=ROOT, capture_output=True, text=True, timeout=patience(240))
         errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error")]
         assert second.returncode == 2 and len(errors) == 1, second.stderr[-3000:]
         assert "is being written by another command" in errors[0]
         assert first.poll() is None and partial.exists() and not out.exists()
         first.stdin.write(b"".join(lines[101:]))
-        _, err = first.communicate(timeout=240)
+        _, err = first.communicate(timeout=patience(240))
     finally:
         if first.poll() is None:
             first.kill()
@@ -290,7 +290,7 @@ def test_a_zip_of_zeros_never_aborts_the_process(tmp_path, flows_csv):
               "try:\n    read_flows(sys.argv[1])\nexcept Exception as exc:\n    fail(exc)\n")
     for _ in range(4):
         done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=patience(120))
         assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
         assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
 

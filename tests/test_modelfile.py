@@ -17,7 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
+from conftest import patience, run_cli
 from ids.artifact.modelfile import FORMAT, VERSION, ModelFormatError
 from ids.artifact.scorer import Scorer
 from ids.data import synthetic
@@ -101,7 +101,7 @@ print(ids.__file__)
 out.to_csv('scores.csv', index=False)
 """
     proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=patience(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].startswith(str(Path(folder) / "code"))
     got = pd.read_csv(tmp_path / "scores.csv")

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, patience, tiny_overrides
 from ids.config import compose
 from ids.tools import servers
 
@@ -80,7 +80,7 @@ def test_two_sweep_commands_share_one_postgres_study_and_mlflow_server(team, tmp
                f"hydra.run.dir={cwd}/hydra"]
         procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + patience(600)
     outputs = []
     for p in procs:
         try:
@@ -88,7 +88,7 @@ def test_two_sweep_commands_share_one_postgres_study_and_mlflow_server(team, tmp
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            pytest.fail("the sweep commands did not finish within 10 minutes")
+            pytest.fail(f"the sweep commands did not finish within {patience(600):.0f} s")
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-4000:]
 

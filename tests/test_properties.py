@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_hostile_models import lying_npz
 
-from conftest import run_cli
+from conftest import SLOWDOWN, run_cli
 from ids import cli
 from ids.config import InputError
 from ids.data import synthetic
@@ -44,7 +44,7 @@ KEEP = "keep me\n"
 
 
 def _settings(n: int, deadline_ms: int):
-    return settings(max_examples=n, deadline=deadline_ms, database=None,
+    return settings(max_examples=n, deadline=deadline_ms * SLOWDOWN, database=None,  # a busy host
                     suppress_health_check=list(HealthCheck), derandomize=False)
 
 

@@ -18,7 +18,7 @@ from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_cli_status, tiny_overrides
+from conftest import ROOT, patience, run_cli_status, tiny_overrides
 from ids.config import ConfigError, compose, validate
 from ids.data.flows import PUBLISHED, DataError
 from ids.experiment.train import train
@@ -213,7 +213,7 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path, sig):
     log = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        deadline, epochs = time.monotonic() + 90, 0
+        deadline, epochs = time.monotonic() + patience(90), 0
         while not epochs:  # wait for epoch 1 to be logged: the run is RUNNING, mid-training
             assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
             assert time.monotonic() < deadline, "training never started"
@@ -226,7 +226,7 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path, sig):
             except sqlite3.Error:  # not created or still migrating
                 epochs = 0
         proc.send_signal(sig)
-        proc.wait(timeout=60)
+        proc.wait(timeout=patience(60))
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import V1_SAMPLE
+from conftest import V1_SAMPLE, patience
 from ids.serving.files import predict_file
 from ids.tools.loadtest import make_serve, request_bodies, run_load
 from ids.tools.servers import free_port
@@ -38,7 +38,7 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
     req = urllib.request.Request(f"{url}/invocations", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=patience(60)) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

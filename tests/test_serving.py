@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, V1_SAMPLE, run_cli, stop_group
+from conftest import ROOT, V1_SAMPLE, patience, run_cli, stop_group
 from ids.data import synthetic
 from ids.serving.files import predict_file
 from ids.serving.stream import score_stream
@@ -30,7 +30,7 @@ from ids.tracking.registry import load_scorer, resolve_model
 
 NAME = "ids-cnn-bilstm"
 CHAMPION = f"models:/{NAME}@champion"
-SERVE_WAIT_SECONDS = 240  # import MindSpore + MLflow, load the model, on 2 busy cores
+SERVE_WAIT_SECONDS = patience(240)  # import MindSpore + MLflow, load the model, on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_stream_in_pieces_equals_whole_file_and_alerts_only(champion):
             assert 0 < len(got) < 1500 or ref["label"].all()
 
 
-def _read_lines(proc: subprocess.Popen, n: int, timeout: float = 300) -> list[bytes]:
+def _read_lines(proc: subprocess.Popen, n: int, timeout: float = patience(300)) -> list[bytes]:
     """n lines from the subprocess's stdout; fails (instead of hanging) if they never come."""
     lines, deadline = [], time.monotonic() + timeout
     fd = proc.stdout.fileno()
@@ -130,7 +130,7 @@ def test_predict_cli_streams_through_a_pipe(champion):
             proc.stdin.flush()
         proc.stdin.close()
         tail = proc.stdout.read()
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+        assert proc.wait(timeout=patience(300)) == 0, proc.stderr.read()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -206,7 +206,7 @@ def served(champion):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"no scoring server on 127.0.0.1:{port} after "
-                            f"{SERVE_WAIT_SECONDS} s:\n{logged()}")
+                            f"{SERVE_WAIT_SECONDS:.0f} s:\n{logged()}")
             time.sleep(1)
         yield {"port": port, "log": logged}
     finally:

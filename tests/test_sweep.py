@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import ROOT, run_cli, tiny_overrides
+from conftest import ROOT, patience, run_cli, tiny_overrides
 from ids.config import compose
 from ids.tuning.space import SpaceError
 from ids.tuning.study import FINISHED, SweepError, open_study
@@ -209,7 +209,7 @@ def test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing(tmp_path)
                             stderr=subprocess.DEVNULL, start_new_session=True)
     cfg = compose(tiny_overrides(tmp_path) + ["sweep.heartbeat_seconds=2", *extra])
     storage = tmp_path / "sweeps" / "optuna.db"
-    deadline = time.time() + 240
+    deadline = time.time() + patience(240)
     try:
         while time.time() < deadline:  # kill once a trial runs after one has finished
             time.sleep(0.5)
@@ -232,7 +232,7 @@ def test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing(tmp_path)
     killed = open_study(cfg).trials[-1].number
     time.sleep(5)  # past the heartbeat grace period (2 x 2 s)
     out = subprocess.run(_sweep_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=patience(600))
     assert out.returncode == 0, out.stderr[-3000:]
     study = open_study(cfg)
     numbers = [t.number for t in study.trials]
@@ -255,7 +255,7 @@ def test_worker_killed_mid_trial_then_resume_loses_and_doubles_nothing(tmp_path)
 def test_two_workers_share_one_study_exactly(tmp_path):
     out = subprocess.run(_sweep_cmd(tmp_path, "sweep.n_trials=4", "sweep.workers=2",
                                     "trainer.epochs=1"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+                         cwd=ROOT, capture_output=True, text=True, timeout=patience(600))
     assert out.returncode == 0, out.stderr[-3000:]
     cfg = compose(tiny_overrides(tmp_path))
     study = open_study(cfg)

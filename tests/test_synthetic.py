@@ -104,7 +104,8 @@ def test_context_beats_per_flow():
     a, b = int(0.7 * n), int(0.85 * n)
     scores = []
     for M in (X, np.hstack([X, ctx])):
-        et = ExtraTreesClassifier(200, n_jobs=-1, random_state=0).fit(M[:a], y[:a])
+        # 50 trees: MCC 0.633 and 0.871 (200 trees: 0.622, 0.881) for a quarter of the CPU
+        et = ExtraTreesClassifier(50, n_jobs=-1, random_state=0).fit(M[:a], y[:a])
         scores.append(matthews_corrcoef(y[b:], et.predict(M[b:])))
     print(f"per-flow MCC {scores[0]:.3f}, with context {scores[1]:.3f}")
     assert 0.3 < scores[0] < 0.8

@@ -18,7 +18,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli_status, tiny_overrides
+from conftest import patience, run_cli_status, tiny_overrides
 from ids.tools import servers
 from ids.tools.auth import ADMIN, init_auth
 
@@ -48,7 +48,8 @@ def _get(url: str, user: str | None = None, password: str | None = None) -> int:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=patience(30)) as r:
             return r.status
     except urllib.error.HTTPError as exc:
         return exc.code

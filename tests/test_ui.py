@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, stop_group, tiny_overrides
+from conftest import ROOT, patience, stop_group, tiny_overrides
 from ids.config import compose
 from ids.tools.servers import free_port
 from ids.tracking import store as tracking_store
@@ -22,7 +22,7 @@ from world import mlflow_store
 pytestmark = pytest.mark.slow  # starts a server (the project's `slow` marker lists servers)
 
 MLFLOW = ROOT / ".venv" / "bin" / "mlflow"
-WAIT_SECONDS = 90  # `mlflow ui` defaults to 4 workers: 30-80 s to answer on 2 busy cores
+WAIT_SECONDS = patience(90)  # `mlflow ui` defaults to 4 workers: 30-80 s to answer on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def server(store):
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"no MLflow UI on 127.0.0.1:{port} after {WAIT_SECONDS} s:\n"
+                    pytest.fail(f"no MLflow UI on 127.0.0.1:{port} after {WAIT_SECONDS:.0f} s:\n"
                                 f"{(store['tmp'] / 'ui.log').read_text()[-3000:]}")
                 time.sleep(0.5)
         yield {"port": port, "log": store["tmp"] / "ui.log", "cmd": cmd}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, stop_group
+from conftest import ROOT, patience, stop_group
 from ids.config import compose
 from ids.tools.servers import free_port
 from ids.tracking import store
@@ -31,7 +31,7 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1400,900"]
-WAIT_SECONDS = 90  # the UI's server and the page's first render, on 2 busy cores
+WAIT_SECONDS = patience(90)  # the UI's server and the page's first render, on 2 busy cores
 
 
 def test_experiments_ids_makes_or_reuses_declare_model_training(tmp_path):

@@ -105,7 +105,12 @@ def _columns(df: pd.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
                             f"{_NOT_NUMBERS[s.dtype.kind]} ({_row(df, 0)} holds "
                             f"{str(s.iloc[0])!r}); fix the column or drop it")
         if not pd.api.types.is_numeric_dtype(s):
-            num = pd.to_numeric(s.astype(str), errors="coerce")  # text, never True or a date
+            try:
+                text = s.astype(str)
+            except UnicodeDecodeError:  # bytes that are not UTF-8 (a binary column): not numbers
+                text = s.map(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes)
+                             else str(v))
+            num = pd.to_numeric(text, errors="coerce")  # text, never True or a date
             bad = np.flatnonzero(num.isna().to_numpy() & s.notna().to_numpy())
             if len(bad):
                 raise DataError(f"column {c!r} must be numeric, but {_row(df, bad[0])} holds "

@@ -230,14 +230,21 @@ class FlowFile:
         _quiet_undecodable_rows()
         with ExitStack() as stack:
             source = self._open(stack, state)
-            watch = None if isinstance(source, str) else weakref.ref(source)
+
+            def handler(row) -> str:  # called from pyarrow's parsing threads
+                ragged.append(row)
+                return "error"
+
+            # What pyarrow's threads call into: the stream and the ragged-row handler; neither
+            # may be in use when the interpreter exits (SIGABRT), so both are waited for.
+            watches = [weakref.ref(handler)] + ([] if isinstance(source, str)
+                                                else [weakref.ref(source)])
             reader = None
             try:
                 reader = pacsv.open_csv(
                     source, read_options=pacsv.ReadOptions(block_size=self.block_bytes,
                                                            use_threads=threads),
-                    parse_options=pacsv.ParseOptions(
-                        invalid_row_handler=lambda row: ragged.append(row) or "error"),
+                    parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
                     convert_options=pacsv.ConvertOptions(column_types=self.types))
                 source = None  # from here on, only the reader holds it
                 held = [reader]
@@ -245,8 +252,8 @@ class FlowFile:
                 yield held
             finally:
                 state.stopped = True  # every further read is the end of the file
-                reader = source = None
-                _released(watch)
+                reader = source = handler = None
+                _released(watches, settle=sys.exc_info()[0] is not None)
 
     def _ragged(self, rows: list) -> str | None:
         """'Expected 14 fields in line 5, saw 15' for the first ragged line, if that was the
@@ -440,12 +447,19 @@ def _expands(expanded: int, packed: int) -> bool:
     return expanded > limits.RATIO_FLOOR and expanded > limits.MAX_RATIO * max(packed, 1)
 
 
-def _released(watch: weakref.ref | None, seconds: float = 10.0) -> None:
-    """Wait until pyarrow's threads have let go of a stopped `_Source` (a few ms), so that
-    none is left reading a Python stream when the interpreter exits."""
+SETTLE_SECONDS = 0.2  # after a read cut short, for pyarrow's threads to drop what they read
+
+
+def _released(watches: list[weakref.ref], seconds: float = 10.0, settle: bool = False) -> None:
+    """Wait until pyarrow's threads have let go of a stopped `_Source` and of the row handler
+    (a few ms), so that none is left calling into Python when the interpreter exits. A read
+    cut short by an error leaves them blocks read ahead, whose release needs the interpreter
+    too (SIGABRT at exit, about 1 run in 20 on a busy host): then `settle` waits a little more."""
     deadline = time.monotonic() + seconds
-    while watch is not None and watch() is not None and time.monotonic() < deadline:
+    while any(w() is not None for w in watches) and time.monotonic() < deadline:
         time.sleep(0.002)
+    if settle and watches[1:]:  # a compressed read (a `_Source`) that ended in an error
+        time.sleep(SETTLE_SECONDS)
 
 
 def _rebatch(tables: Iterator[pa.Table], rows: int, skip: int = 0) -> Iterator[pa.Table]:
