@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_hostile import assert_one_line
 
-from conftest import V1_SAMPLE, run_cli_status
+from conftest import V1_SAMPLE, patience, run_cli_status
 from ids.serving import http as serving
 from ids.tracking import database, redact, registry
 from ids.tracking.database import StoreError
@@ -177,7 +177,7 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds(monkeypatch, 
     code, _, err = run_cli_status(monkeypatch, capsys, "ids.predict", f"hydra.run.dir={tmp_path}/h",
                                   "model_uri=models:/ids-cnn-bilstm@champion", "input=a.csv",
                                   f"output={tmp_path}/o.csv", f"tracking.uri={uri}")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < patience(10)  # MLflow's own retries take minutes
     assert_one_line(code, err, "tracking.uri=http://ids:***@127.0.0.1:", "cannot be reached",
                     "ConnectionRefusedError")
     assert SECRET not in err
@@ -192,7 +192,7 @@ def test_a_server_that_never_answers_fails_after_the_probe_timeout(monkeypatch):
         started = time.monotonic()
         with pytest.raises(StoreError, match=r"cannot be reached \(no answer within 0.3 s\)") as e:
             database.check_reachable(uri, "tracking.uri")
-    assert time.monotonic() - started < 5 and SECRET not in str(e.value)
+    assert time.monotonic() - started < patience(5) and SECRET not in str(e.value)
 
 
 def test_any_http_answer_is_a_server(monkeypatch):
