@@ -202,6 +202,11 @@ def baseline_seeds(cfg) -> list[int]:
     return [int(cfg.seed) + i for i in range(int(cfg.trainer.baseline_seeds))]
 
 
+def cv_folds(cfg) -> int:
+    """`trainer.cv_folds` of a config (0: none; configs logged before it existed have none)."""
+    return int(cfg.trainer.get("cv_folds", 0) or 0)
+
+
 class InputError(Exception):
     """What the outside world got wrong (a setting, a file, a model, a store, diverging data):
     every error of this kind names the problem and the fix, and the commands print it as one

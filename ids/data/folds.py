@@ -46,6 +46,12 @@ def joined(prepared: Prepared) -> Split:
     return Split.concat([prepared.train, prepared.val])
 
 
+def learnt_from(prepared: Prepared, folds: int) -> Split:
+    """The flows a run's model learnt from: train, or train+val for a bag cross-validated over
+    `folds` folds (copies of them in test are not unseen)."""
+    return joined(prepared) if folds else prepared.train
+
+
 def make_folds(prepared: Prepared, k: int) -> list[Fold]:
     """The k folds of `prepared` (see the module docstring); each fold's `data` is a Prepared
     whose train and val are the fold's training blocks and its held-out block."""

@@ -164,13 +164,38 @@ def cv_baseline_scores(prepared: Prepared, k: int, split: str, seeds: Sequence[i
                        metric: str = "f1") -> dict:
     """The baselines of a run cross-validated over `k` folds (`trainer.cv_folds`), on what its
     model learnt from: split "val" -> the out-of-fold scores of train+val (`oof_draws`);
-    "test" -> forests fitted on train+val (as the bag's members together were), each seed's
-    threshold from its own out-of-fold scores (as the bag's), scored on test."""
+    "test" -> `oof_baseline_scores` on the test flows."""
+    if split != "val":
+        return oof_baseline_scores(prepared, k, prepared.split(split).X, seeds, metric)
     oof = oof_draws(prepared, k, seeds, metric)
-    if split == "val":
-        n = len(next(iter(oof.values()))[0])
-        return {"all_attack": (np.ones(n), 0.5), "extra_trees": oof}
-    seq, target = joined(prepared), prepared.split(split)
-    draws = extra_trees_draws(seq.X, seq.y, target.X, seeds, metric=metric,
+    n = len(next(iter(oof.values()))[0])
+    return {"all_attack": (np.ones(n), 0.5), "extra_trees": oof}
+
+
+def cv_baselines(prepared: Prepared, k: int, seed: int,
+                 metric: str = "f1") -> dict[str, dict[str, float]]:
+    """Metrics of all-attack and of the Extra-Trees of `seed` on the out-of-fold scores of
+    train+val (`split_baselines` of a run cross-validated over `k` folds)."""
+    seq = joined(prepared)
+    scores = cv_baseline_scores(prepared, k, "val", (seed,), metric)
+    one = {"all_attack": scores["all_attack"], "extra_trees": scores["extra_trees"][int(seed)]}
+    return {name: compute_metrics(seq.y, s, t, seq.attack) for name, (s, t) in one.items()}
+
+
+def oof_baseline_scores(prepared: Prepared, k: int, X_target, seeds: Sequence[int],
+                        metric: str = "f1") -> dict:
+    """Forests fitted on train+val (as a `k`-fold bag's members together were), each seed's
+    threshold from its own out-of-fold scores (as the bag's), scored on `X_target`."""
+    oof, seq = oof_draws(prepared, k, seeds, metric), joined(prepared)
+    draws = extra_trees_draws(seq.X, seq.y, X_target, seeds, metric=metric,
                               thresholds={s: t for s, (_, t) in oof.items()})
-    return {"all_attack": (np.ones(len(target.y)), 0.5), "extra_trees": draws}
+    return {"all_attack": (np.ones(len(X_target)), 0.5), "extra_trees": draws}
+
+
+def learnt_baseline_scores(prepared: Prepared, folds: int, split: str, seeds: Sequence[int],
+                           metric: str = "f1") -> dict:
+    """The baselines' scores on `split`, fitted on what the model learnt from: the train split
+    (`split_baseline_scores`), or train+val for a bag cross-validated over `folds` folds."""
+    if folds:
+        return cv_baseline_scores(prepared, folds, split, seeds, metric)
+    return split_baseline_scores(prepared, split, seeds, metric)

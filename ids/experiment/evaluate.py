@@ -38,16 +38,19 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ids import progress
-from ids.config import baseline_seeds, validate
+from ids.config import baseline_seeds, cv_folds, validate
 from ids.data.copies import copy_mask, overlap_stats, row_hashes, unseen_mask
 from ids.data.flows import ATTACK, LABEL, DataError, load_rows, read_flows
-from ids.data.folds import joined
+from ids.data.folds import learnt_from
 from ids.data.prepare import prepare
 from ids.evaluation import scorecard
-from ids.evaluation.baselines import baseline_scores, extra_trees_draws, oof_draws
+from ids.evaluation.baselines import (
+    baseline_scores,
+    learnt_baseline_scores,
+    oof_baseline_scores,
+)
 from ids.evaluation.metrics import PAPER_METRICS, REPORT_METRICS
 from ids.experiment import lineage
-from ids.experiment.train import baseline_draws, cv_folds, learnt_from
 from ids.model.runtime import setup_runtime
 from ids.tracking import registry, runpage
 
@@ -70,8 +73,8 @@ def _test_split(cfg, scorer) -> dict:
     if not np.array_equal(raw[LABEL].to_numpy(np.float32), test.y):
         raise DataError("the data changed while it was read (test labels differ); rerun")
     folds = cv_folds(cfg)
-    base = (baseline_draws(prepared, folds, "test", baseline_seeds(cfg),
-                           cfg.trainer.selection_metric) if cfg.trainer.baselines else {})
+    base = (learnt_baseline_scores(prepared, folds, "test", baseline_seeds(cfg),
+                                   cfg.trainer.selection_metric) if cfg.trainer.baselines else {})
     info = prepared.info
     return {"scores": _scores(scorer, raw), "y": test.y,
             "attack": test.attack, "baselines": base, "baseline_note": None,
@@ -125,11 +128,7 @@ def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
             tr, va, metric = prepared.train, prepared.val, cfg.trainer.selection_metric
             src = prepared.info.get("path") or prepared.info["source"]
             if folds := cv_folds(cfg):
-                seeds, seq = baseline_seeds(cfg), joined(prepared)
-                oof = oof_draws(prepared, folds, seeds, metric)
-                base = {"all_attack": (np.ones(len(Xb)), 0.5),
-                        "extra_trees": extra_trees_draws(
-                            seq.X, seq.y, Xb, seeds, thresholds={s: t for s, (_, t) in oof.items()})}
+                base = oof_baseline_scores(prepared, folds, Xb, baseline_seeds(cfg), metric)
                 note = (f"baselines: trained on train+val of {src} (the model's data config; "
                         "the model is a bag cross-validated on it), each threshold tuned on its "
                         "own out-of-fold scores, scored on this file")

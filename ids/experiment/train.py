@@ -21,14 +21,14 @@ from omegaconf import DictConfig
 from ids import progress
 from ids.artifact import bounds
 from ids.artifact.scorer import Scorer
-from ids.config import baseline_seeds, validate
+from ids.config import baseline_seeds, cv_folds, validate
 from ids.data.copies import overlap_line, unseen_mask
-from ids.data.folds import joined
+from ids.data.folds import learnt_from
 from ids.data.prepare import prepare, time_ranges
 from ids.data.splits import Prepared
 from ids.data.windows import check_window
 from ids.evaluation import plots, scorecard
-from ids.evaluation.baselines import cv_baseline_scores, split_baseline_scores, split_baselines
+from ids.evaluation.baselines import cv_baselines, learnt_baseline_scores, split_baselines
 from ids.evaluation.metrics import compute_metrics, format_report
 from ids.model.budget import Budget, part
 from ids.model.crossval import CrossResult, cross_fit
@@ -113,11 +113,6 @@ def train(
     return summary
 
 
-def cv_folds(cfg) -> int:
-    """`trainer.cv_folds` (0: none; configs logged before it existed have none)."""
-    return int(cfg.trainer.get("cv_folds", 0) or 0)
-
-
 def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     """Validation figures of the best epoch (cross-validated: of the out-of-fold scores of
     train+val), and the test figures when the run may use test."""
@@ -146,7 +141,8 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
                        int(cfg.trainer.eval_batch_size), str(cfg.trainer.distinct))
         preds = {scorecard.MODEL: (scores, result.threshold)}
         if cfg.trainer.baselines:
-            preds.update(baseline_draws(prepared, folds, split, baseline_seeds(cfg), metric))
+            preds.update(learnt_baseline_scores(prepared, folds, split, baseline_seeds(cfg),
+                                                metric))
         card = scorecard.build(target.y, target.attack, unseen_mask(learnt_from(prepared, folds),
                                                                     target),
                                preds, seed=seed, split=split)
@@ -157,13 +153,9 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
         summary["baselines"] = {k: v for k, v in card["all"].items() if k != scorecard.MODEL}
         return summary
     if folds:  # out-of-fold: each flow's own fold model never saw it; the forests alike
-        seq = joined(prepared)
-        base = cv_baseline_scores(prepared, folds, "val", (seed,), metric) \
-            if cfg.trainer.baselines else {}
         summary["val_unseen"] = {}
-        summary["baselines"] = {
-            name: compute_metrics(seq.y, *(draw[seed] if name == "extra_trees" else draw),
-                                  seq.attack) for name, draw in base.items()}
+        summary["baselines"] = cv_baselines(prepared, folds, seed, metric) \
+            if cfg.trainer.baselines else {}
         return summary
     unseen = unseen_mask(prepared.train, target)
     summary["val_unseen"] = (compute_metrics(target.y[unseen], result.val_scores[unseen],
@@ -171,19 +163,6 @@ def summarise(cfg, prepared: Prepared, result: FitResult) -> dict:
     summary["baselines"] = split_baselines(prepared, split, seed, metric) \
         if cfg.trainer.baselines else {}
     return summary
-
-
-def learnt_from(prepared: Prepared, folds: int):
-    """The flows a run's model learnt from: train, or train+val for a cross-validated bag
-    (copies of them in test are not unseen)."""
-    return joined(prepared) if folds else prepared.train
-
-
-def baseline_draws(prepared: Prepared, folds: int, split: str, seeds, metric: str) -> dict:
-    """The baselines' scores on `split`, fitted on what the model learnt from."""
-    if folds:
-        return cv_baseline_scores(prepared, folds, split, seeds, metric)
-    return split_baseline_scores(prepared, split, seeds, metric)
 
 
 def log_results(cfg, prepared: Prepared, result: FitResult, summary: dict,

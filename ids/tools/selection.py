@@ -18,6 +18,7 @@ Test flows are read here, after the study: the sweep itself never scores them.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_figures(cfg, model_uri: str) -> dict:
     nothing logged)."""
     from ids.experiment.evaluate import evaluate
 
-    ecfg = cfg.copy()
+    ecfg = copy.deepcopy(cfg)  # DictConfig.copy() would share the caller's tracking node
     ecfg.tracking.enabled = False
     out = evaluate(ecfg, model_uri)
     return {"test_mcc": float(out["metrics"]["mcc"]), "verdict": _verdict(out["card"]),

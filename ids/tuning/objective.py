@@ -15,9 +15,9 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from ids.config import validate
+from ids.config import cv_folds, validate
 from ids.data.prepare import prepare
-from ids.evaluation.baselines import split_baselines
+from ids.evaluation.baselines import cv_baselines, split_baselines
 from ids.experiment.train import train
 from ids.model.budget import Budget
 from ids.tracking import store, sweeprun
@@ -117,8 +117,12 @@ class Objective:
                 validate(tcfg)
                 prepared = prepare(tcfg.data, cache_dir=tcfg.cache_dir)
                 if tcfg.trainer.baselines:  # fitted once per process and data setting
-                    split_baselines(prepared, "val", int(tcfg.seed),
-                                    tcfg.trainer.selection_metric)
+                    if folds := cv_folds(tcfg):  # what the trial's report compares with
+                        cv_baselines(prepared, folds, int(tcfg.seed),
+                                     tcfg.trainer.selection_metric)
+                    else:
+                        split_baselines(prepared, "val", int(tcfg.seed),
+                                        tcfg.trainer.selection_metric)
             with budget.part("tracking"):  # what train() leaves to its parts is MLflow
                 summary = train(tcfg, prepared=prepared, on_epoch=on_epoch,
                                 parent_run_id=self.parent_run_id, tags=tags,
