@@ -163,6 +163,17 @@ def test_cosine_schedule_runs_from_lr_to_a_hundredth_at_the_last_step(tiny_cfg):
     assert learning_rate(tiny_cfg("trainer.lr=0.01").trainer, steps=5) == 0.01
 
 
+def test_the_selection_check_filters_trials_by_their_params():
+    from ids.tools.selection import matches
+
+    params = {"data.window": 10, "data.window_by": "host"}
+    assert matches(params, "data.window_by=host,data.window!=1")
+    assert not matches(params, "data.window=1")
+    assert matches({"data.window": 1}, "data.window=1") and matches(params, "")
+    with pytest.raises(SystemExit, match="not key=value"):
+        matches(params, "data.window")
+
+
 @pytest.mark.slow
 def test_a_cross_validated_sweep_promotes_its_bag_and_the_selection_check_reads_it(tmp_path):
     """A 2-trial study of 2-fold trials: each trial's value is its out-of-fold MCC, ids.promote
@@ -184,6 +195,13 @@ def test_a_cross_validated_sweep_promotes_its_bag_and_the_selection_check_reads_
     card = out["evaluation"]["card"]
     assert card["counts"]["all"]["n"] == len(prepare(cfg.data).test.y)
     assert "out-of-fold scores of train+val, a bag of 2 fold models" in out["evaluation"]["report"]
-    m = selection.measure(compose(overrides), top=2, seeds=1, budgets=[60])
+    m = selection.measure(compose(overrides), top=2, seeds=1, budgets=[60],
+                          against=("", "trainer.epochs!=7"))
     assert [r["trial"] for r in m["top"]] and -1 <= m["spearman"] <= 1
     assert m["budgets"][0]["trial"] == m["top"][0]["trial"]
+    # Both filters match every trial: the champion against itself, on the same test flows.
+    v, m_best = m["versus"], m["top"][0]
+    best = m_best["trial"]
+    assert v["a"]["trial"] == v["b"]["trial"] == best and v["champion"] == "a"
+    assert v["paired"]["diff"] == 0 and v["paired"]["verdict"] == "no evidence either way"
+    assert v["a"]["test_mcc"] == pytest.approx(m_best["test_mcc"])

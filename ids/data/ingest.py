@@ -13,6 +13,7 @@ exactly the columns the model reads), the same rule as the copies accounting.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,13 @@ class Table:
 
     def __len__(self) -> int:
         return self.n
+
+    def only(self, columns: list[str]) -> Table:
+        """This table reading only `columns` (each is a file of its own)."""
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise KeyError(f"the table has no columns {missing}")
+        return dataclasses.replace(self, columns=list(columns))
 
     def __getitem__(self, rows: slice) -> pd.DataFrame:
         lo, hi, _ = rows.indices(self.n)

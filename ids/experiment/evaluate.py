@@ -205,7 +205,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
                                          tags or {})
     return {"metrics": metrics, "baselines": base, "run_id": run_id,
             "unseen_metrics": card["unseen"][scorecard.MODEL], "card": card,
-            "rows": part["rows"], "config": cfg,
+            "rows": part["rows"], "scores": part["scores"], "y": part["y"], "config": cfg,
             "report": report, "model_uri": uri, "model": ref, "threshold": scorer.threshold,
             "window": scorer.window, "n": n, "source": part["source"],
             "same_data_as_training": same_data}

@@ -72,6 +72,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                    help="big: file sizes in flows (default 37800000,76000000)")
     p.add_argument("--big-subset", type=int, default=None,
                    help="big: training flows of the trial (default 1000000; 0: no trial)")
+    p.add_argument("--serve-layout", choices=("v2", "v3"), default="v2",
+                   help="serve: the shared sample with a model over the previous rows (default), "
+                        "or generated v3 flows with a model over each host's flows "
+                        "(data=nf_v3, data.window_by=host: host state in every figure)")
     p.add_argument("--big-layout", choices=("v2", "v3"), default="v2",
                    help="big: v2 files (default) or v3 files with hosts and time "
                         "(ids.data.synthetic_v3), whose trial also trains on host windows")
@@ -115,6 +119,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     if args.big_subset is not None:
         sizes["big_subset"] = int(args.big_subset)
     sizes["big_layout"] = args.big_layout
+    sizes["serve_layout"] = args.serve_layout
     if args.flows:
         sizes["flows"] = int(args.flows)
     if args.jobs:

@@ -16,6 +16,11 @@ depends on, not its accuracy.
   100-flow bodies at 1, 4 and 16 clients for `serve_seconds` each, then 16 clients with 1-flow
   bodies for `serve_long_seconds` (60): requests/s, p50/p95/p99 and errors.
 
+With `--serve-layout v3` the model is trained on generated NF-v3 flows (`data=nf_v3`: its
+windows over each source host's previous flows, `data.window_by=host`) and every figure scores
+generated v3 flows with host state: the file is `serve_flows` fresh flows of another seed (not
+a tiled sample: a host's flows do not repeat), the rows are named `serve.host.*`.
+
 The in-process and server figures are measured with no score memo (`score_memo_mb=0`): they
 replay the same flows, which a memo would only look up; they are the network's figures.
 """
@@ -40,8 +45,9 @@ SAMPLE = ROOT.parent / "shared" / "data" / "nf-bot-iot-sample.csv.gz"
 SIZES, CLIENTS = (1, 100), (1, 4, 16)
 
 
-def _model(overrides: list[str], folder: Path) -> str:
-    """Train one epoch and save the model as an MLflow pyfunc folder; returns its path."""
+def _model(overrides: list[str], folder: Path, layout: str = "v2") -> str:
+    """Train one epoch and save the model as an MLflow pyfunc folder; returns its path
+    (`layout` v3: on generated v3 flows, windows over each host's flows)."""
     from ids.artifact.scorer import Scorer
     from ids.config import compose
     from ids.data.prepare import prepare
@@ -50,7 +56,8 @@ def _model(overrides: list[str], folder: Path) -> str:
     from ids.tracking.models import save_scorer_model
     from ids.tracking.store import model_config
 
-    data = (["data=nf_bot_iot", f"data.path={SAMPLE}"] if SAMPLE.exists()
+    data = (["data=nf_v3", "data.window_by=host"] if layout == "v3" else
+            ["data=nf_bot_iot", f"data.path={SAMPLE}"] if SAMPLE.exists()
             else with_flows([], 20_000))
     cfg = compose(data + ["trainer.epochs=1", "trainer.baselines=false", "cache_dir=null",
                           "trainer.evaluate_test=false", "tracking.enabled=false"] + overrides)
@@ -87,12 +94,17 @@ def _predict_cmd(model: str, tmp: Path, *args: str) -> list[str]:
             f"hydra.run.dir={tmp}/hydra", *args]
 
 
-def _file(model: str, flows, n_flows: int, tmp: Path) -> dict:
+def _file(model: str, flows, n_flows: int, tmp: Path, layout: str = "v2") -> dict:
     """`n_flows` of the sample (tiled when more) scored twice: as `ids.predict` does by default,
     then with no memo (`score_memo_mb=0`: each block's distinct windows computed, as before the
-    memo). Tiles repeat the sample, the memo's best case: `windows_looked_up` says how much."""
+    memo). Tiles repeat the sample, the memo's best case: `windows_looked_up` says how much.
+    `layout` v3: `n_flows` generated v3 flows of seed 1 instead (hosts and time, no tiles)."""
     big, out = tmp / "tiled.csv", tmp / "tiled-scored.csv"
-    reps = -(-n_flows // len(flows))
+    if layout == "v3":
+        from ids.data.synthetic_v3 import write_flows
+
+        write_flows(big, n_flows, seed=1)
+    reps = 0 if layout == "v3" else -(-n_flows // len(flows))
     for k in range(reps):
         part = flows.iloc[: n_flows - k * len(flows)]
         part.to_csv(big, mode="a" if k else "w", header=k == 0, index=False)
@@ -175,14 +187,21 @@ def serve_job(overrides: list[str], sizes: dict) -> dict:
     from ids.config import compose
     from ids.data import synthetic
 
+    layout = sizes.get("serve_layout", "v2")
     with tempfile.TemporaryDirectory(prefix="ids-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
-        model = _model(overrides + list(sizes["serve_overrides"]), tmp)
-        flows = (pd.read_csv(SAMPLE) if SAMPLE.exists() else synthetic.generate(
-            50_000, 1, dict(compose([]).data.class_mix)))
-        out = {"in_process": _in_process(model, flows), "load_in_process": load1()}
-        out["file"] = _file(model, flows, int(sizes["serve_flows"]), tmp)
-        if int(sizes["serve_flows"]) > len(flows):  # the memo's worst case: nothing repeats
+        model = _model(overrides + list(sizes["serve_overrides"]), tmp, layout)
+        if layout == "v3":
+            from ids.data import synthetic_v3
+
+            flows = synthetic_v3.generate(50_000, 1)
+        else:
+            flows = (pd.read_csv(SAMPLE) if SAMPLE.exists() else synthetic.generate(
+                50_000, 1, dict(compose([]).data.class_mix)))
+        out = {"in_process": _in_process(model, flows), "load_in_process": load1(),
+               "layout": layout}
+        out["file"] = _file(model, flows, int(sizes["serve_flows"]), tmp, layout)
+        if layout == "v2" and int(sizes["serve_flows"]) > len(flows):  # nothing repeats
             out["file"]["untiled"] = _file(model, flows, len(flows), tmp)
         out["load_file"] = load1()
         out["stream"] = _stream(model, flows, int(sizes["serve_trickle"]), tmp)
@@ -194,39 +213,55 @@ def serve_job(overrides: list[str], sizes: dict) -> dict:
 
 def plan_serve(rows: Rows, overrides: list[str], sizes: dict) -> list[Job]:
     def handle(r: dict) -> None:
-        load = r["load_in_process"]
-        for n, v in r["in_process"].items():
-            for k, x in v.items():
-                rows.add(f"serve.predict.{n}flow.{k}", x, "ms", best="min", load=load)
-        f, load = r["file"], r["load_file"]
-        rows.add("serve.file.flows_per_s", f["memo"]["flows_per_s"], "flows/s", load=load)
-        rows.add("serve.file.flows", f["memo"]["flows"], "flows", load=load)
-        rows.add("serve.file.startup_seconds", f["memo"]["startup_seconds"], "s", best="min",
-                 load=load)
-        for k in ("windows_computed", "windows_looked_up"):
-            rows.add(f"serve.file.{k}", f["memo"][k], "windows", load=load)
-        rows.add("serve.file.no_memo.flows_per_s", f["no_memo"]["flows_per_s"], "flows/s",
-                 load=load)
-        rows.add("serve.file.memo_vs_none", f["memo"]["flows_per_s"]
-                 / f["no_memo"]["flows_per_s"], "x", load=load)
-        if "untiled" in f:
-            u = f["untiled"]
-            for k in ("memo", "no_memo"):
-                rows.add(f"serve.file.untiled.{k}.flows_per_s", u[k]["flows_per_s"], "flows/s",
-                         load=load)
-            rows.add("serve.file.untiled.memo_vs_none", u["memo"]["flows_per_s"]
-                     / u["no_memo"]["flows_per_s"], "x", load=load)
-        for k, x in r["stream"].items():
-            rows.add(f"serve.stream.{k}", x, "ms", best="min", load=r["load_stream"])
-        srv = r["server"]
-        rows.add("serve.http.start_seconds", srv["start_seconds"], "s", best="min")
-        for key, v in srv.items():
-            if key == "start_seconds":
-                continue
-            name = "serve.http.long16" if key == "long" else f"serve.http.{key.replace('x', 'flow.c')}"
-            for k, unit, best in (("rps", "req/s", "max"), ("p50_ms", "ms", "min"),
-                                  ("p95_ms", "ms", "min"), ("p99_ms", "ms", "min"),
-                                  ("errors", "errors", "max")):
-                rows.add(f"{name}.{k}", v[k], unit, best=best, load=v["load"])
+        # v3: host state in every figure, rows of their own (serve.host.*)
+        _rows(r, _Renamed(rows, "serve.", "serve.host.") if r.get("layout") == "v3" else rows)
 
     return [Job(serve_job, (overrides, sizes), handle, 4.0)]
+
+
+class _Renamed:
+    """`Rows` whose names start `new` instead of `old`."""
+
+    def __init__(self, rows: Rows, old: str, new: str) -> None:
+        self.rows, self.old, self.new = rows, old, new
+
+    def add(self, name: str, *args, **kwargs) -> None:
+        self.rows.add(self.new + name.removeprefix(self.old), *args, **kwargs)
+
+
+def _rows(r: dict, rows) -> None:
+    """The bench rows of one serve job's result (`rows.add`)."""
+    load = r["load_in_process"]
+    for n, v in r["in_process"].items():
+        for k, x in v.items():
+            rows.add(f"serve.predict.{n}flow.{k}", x, "ms", best="min", load=load)
+    f, load = r["file"], r["load_file"]
+    rows.add("serve.file.flows_per_s", f["memo"]["flows_per_s"], "flows/s", load=load)
+    rows.add("serve.file.flows", f["memo"]["flows"], "flows", load=load)
+    rows.add("serve.file.startup_seconds", f["memo"]["startup_seconds"], "s", best="min",
+             load=load)
+    for k in ("windows_computed", "windows_looked_up"):
+        rows.add(f"serve.file.{k}", f["memo"][k], "windows", load=load)
+    rows.add("serve.file.no_memo.flows_per_s", f["no_memo"]["flows_per_s"], "flows/s",
+             load=load)
+    rows.add("serve.file.memo_vs_none", f["memo"]["flows_per_s"]
+             / f["no_memo"]["flows_per_s"], "x", load=load)
+    if "untiled" in f:
+        u = f["untiled"]
+        for k in ("memo", "no_memo"):
+            rows.add(f"serve.file.untiled.{k}.flows_per_s", u[k]["flows_per_s"], "flows/s",
+                     load=load)
+        rows.add("serve.file.untiled.memo_vs_none", u["memo"]["flows_per_s"]
+                 / u["no_memo"]["flows_per_s"], "x", load=load)
+    for k, x in r["stream"].items():
+        rows.add(f"serve.stream.{k}", x, "ms", best="min", load=r["load_stream"])
+    srv = r["server"]
+    rows.add("serve.http.start_seconds", srv["start_seconds"], "s", best="min")
+    for key, v in srv.items():
+        if key == "start_seconds":
+            continue
+        name = "serve.http.long16" if key == "long" else f"serve.http.{key.replace('x', 'flow.c')}"
+        for k, unit, best in (("rps", "req/s", "max"), ("p50_ms", "ms", "min"),
+                              ("p95_ms", "ms", "min"), ("p99_ms", "ms", "min"),
+                              ("errors", "errors", "max")):
+            rows.add(f"{name}.{k}", v[k], unit, best=best, load=v["load"])

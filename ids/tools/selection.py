@@ -10,7 +10,11 @@ their test MCC (the selection is worth trusting at >= 0.8). Then the champion's 
 retrained with `--seeds` training seeds (the data split fixed) and scored on test: the seed
 spread of the champion, and each seed's verdict against Extra-Trees. `--budgets M ...`: the
 champion the study had after M minutes (the best trial complete by then) and its test MCC,
-champion quality against budget. `--json FILE` writes every figure.
+champion quality against budget. `--versus A B`: the best COMPLETE trial matching filter A
+(`key=value` or `key!=value`, comma-joined: `data.window=1`) against the best matching B
+(`data.window_by=host,data.window!=1`), both scored on the same test flows: the paired MCC
+difference A - B, its interval and verdict (one study, one budget: which kind of model won it).
+`--json FILE` writes every figure.
 
 Test flows are read here, after the study: the sweep itself never scores them.
 """
@@ -20,9 +24,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 from omegaconf import open_dict
 from optuna.trial import TrialState
 
@@ -36,16 +42,57 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic) if len(a) >= 2 else float("nan")
 
 
-def test_figures(cfg, model_uri: str) -> dict:
+def test_figures(cfg, model_uri: str, keep: bool = False) -> dict:
     """Test MCC of a logged model and its paired verdict against Extra-Trees (`ids.evaluate`,
-    nothing logged)."""
+    nothing logged); with `keep`, also its test decisions (`pred`), labels and file rows."""
     from ids.experiment.evaluate import evaluate
 
     ecfg = copy.deepcopy(cfg)  # DictConfig.copy() would share the caller's tracking node
     ecfg.tracking.enabled = False
     out = evaluate(ecfg, model_uri)
-    return {"test_mcc": float(out["metrics"]["mcc"]), "verdict": _verdict(out["card"]),
-            "extra_trees_mcc": float(out["baselines"]["extra_trees"]["mcc"])}
+    figures = {"test_mcc": float(out["metrics"]["mcc"]), "verdict": _verdict(out["card"]),
+               "extra_trees_mcc": float(out["baselines"]["extra_trees"]["mcc"])}
+    if keep:
+        figures.update(pred=out["scores"] >= out["threshold"], y=out["y"], rows=out["rows"])
+    return figures
+
+
+def matches(params: dict, spec: str) -> bool:
+    """Whether a trial's `params` satisfy `spec`: `key=value` / `key!=value`, comma-joined
+    (values compared as text: `data.window=1`, `data.window_by=host,data.window!=1`)."""
+    for term in filter(None, (t.strip() for t in spec.split(","))):
+        key, neq, value = re.fullmatch(r"([^!=]+)(!?)=(.*)", term).groups() if re.fullmatch(
+            r"[^!=]+!?=.*", term) else (None, None, None)
+        if key is None:
+            raise SystemExit(f"--versus {spec!r}: {term!r} is not key=value or key!=value")
+        same = str(params.get(key.strip())) == value.strip()
+        if same == bool(neq):
+            return False
+    return True
+
+
+def versus(cfg, complete: list, spec_a: str, spec_b: str) -> dict:
+    """The best trial matching `spec_a` against the best matching `spec_b` on the same test
+    flows: paired MCC difference (A - B), its bootstrap interval and verdict."""
+    from ids.evaluation.intervals import paired_difference
+
+    picked = []
+    for spec in (spec_a, spec_b):
+        t = next((t for t in complete if matches(t.params, spec)), None)  # `complete`: by value
+        if t is None:
+            raise SystemExit(f"--versus: no COMPLETE trial with a logged model matches {spec!r}")
+        picked.append((spec, t, test_figures(cfg, t.user_attrs["model_uri"], keep=True)))
+    (_, ta, a), (_, tb, b) = picked
+    if not np.array_equal(a["rows"], b["rows"]):
+        raise SystemExit("--versus: the two trials' test splits hold different flows (their data "
+                         "settings split the file differently); compare trials of one split")
+    paired = paired_difference(a["y"], a["pred"], b["pred"], seed=int(cfg.seed))
+    side = {s: {"spec": spec, "trial": t.number, "value": float(t.value), "params": t.params,
+                **{k: v for k, v in f.items() if k in ("test_mcc", "verdict", "extra_trees_mcc")}}
+            for s, (spec, t, f) in zip("ab", picked, strict=True)}
+    best = complete[0].number
+    return {**side, "paired": paired,
+            "champion": "a" if best == ta.number else "b" if best == tb.number else None}
 
 
 def _verdict(card: dict) -> str:
@@ -80,7 +127,8 @@ def champion_at(trials: list, minutes: float):
     return max(done, key=lambda t: t.value) if done else None
 
 
-def measure(cfg, top: int = 8, seeds: int = 3, budgets: list[float] | None = None) -> dict:
+def measure(cfg, top: int = 8, seeds: int = 3, budgets: list[float] | None = None,
+            against: tuple[str, str] | None = None) -> dict:
     from ids.tuning.promote import existing_study
 
     study = existing_study(cfg.sweep)
@@ -112,6 +160,8 @@ def measure(cfg, top: int = 8, seeds: int = 3, budgets: list[float] | None = Non
             row = {"trial": t.number, "value": float(t.value),
                    **test_figures(cfg, t.user_attrs["model_uri"])}
         out["budgets"].append({"minutes": minutes, **(row or {"trial": None})})
+    if against:
+        out["versus"] = versus(cfg, complete, *against)
     return out
 
 
@@ -122,11 +172,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="training seeds of the champion's config, its own run included")
     parser.add_argument("--budgets", type=float, nargs="*", default=[],
                         help="minutes: the champion the study had by then, scored on test")
+    parser.add_argument("--versus", nargs=2, metavar=("A", "B"), default=None,
+                        help="filters (key=value, key!=value, comma-joined): the best trial of "
+                             "each, paired on test")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to ids.sweep")
     args = parser.parse_args(argv)
     cfg = compose(args.overrides)
-    m = measure(cfg, args.top, args.seeds, args.budgets)
+    m = measure(cfg, args.top, args.seeds, args.budgets, args.versus)
     own = m["top"][0]
     spread = [own["test_mcc"]] + [s["test_mcc"] for s in m["champion"]["seeds"]]
     print(f"\nrank correlation of value and test MCC over the top {len(m['top'])} trials: "
@@ -140,6 +193,15 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             print(f"after {b['minutes']:g} min: champion trial {b['trial']} (value "
                   f"{b['value']:.4f}), test MCC {b['test_mcc']:.4f} ({b['verdict']})")
+    if m.get("versus"):
+        v, p = m["versus"], m["versus"]["paired"]
+        for s in "ab":
+            print(f"{s.upper()} = {v[s]['spec']}: trial {v[s]['trial']} (value {v[s]['value']:.4f}), "
+                  f"test MCC {v[s]['test_mcc']:.4f} ({v[s]['verdict']} against Extra-Trees)")
+        champion = (f"the study's champion is {v['champion'].upper()}" if v["champion"] else
+                    f"the study's champion (trial {m['top'][0]['trial']}) is neither")
+        print(f"A - B on the same test flows: {p['diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}] "
+              f"{p['verdict']}; {champion}")
     if args.json:
         args.json.write_text(json.dumps(m, indent=1, default=str))
     return m
