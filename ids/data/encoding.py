@@ -38,6 +38,7 @@ from ids.data.flows import (
     IP_COLUMNS,
     PORT_COLUMNS,
     DataError,
+    _columns,
     _layout,
     _numeric,
 )
@@ -155,8 +156,9 @@ class Preprocessor:
         _missing(df, self.input_columns_)
         out = np.empty((len(df), len(self.feature_names_)), dtype=np.float32)
         k = len(self.log_columns_)
-        logv = np.log1p(np.clip(_numeric(df, self.log_columns_), 0, None))
-        out[:, :k] = (logv - self.log_mean_) / self.log_std_
+        logv = _log_columns(df, self.log_columns_)
+        for j in range(k):  # column by column: no (n, k) float64 temporaries
+            out[:, j] = (logv[:, j] - self.log_mean_[j]) / self.log_std_[j]
         if self.numeric_bins > 0:
             bins = _piecewise_linear(logv, self.bin_edges_)
             out[:, k: k + bins.shape[1]] = bins
@@ -177,12 +179,28 @@ class Preprocessor:
             k += len(known) + 1
         if self.flag_columns_:
             flags = _numeric(df, self.flag_columns_).astype(np.int64)
-            out[:, k:] = ((flags[:, :, None] >> np.arange(8)) & 1).reshape(len(df), -1)
+            bits = np.arange(8, dtype=np.int64)
+            for j in range(len(self.flag_columns_)):
+                out[:, k + 8 * j: k + 8 * j + 8] = (flags[:, j, None] >> bits) & 1
         return out
 
 
 CHUNK_ROWS = 1 << 18  # rows per step of fitting and encoding
 LOG_GROUP = 8  # log columns fitted at a time (memory: used distinct rows x 8 x 8 bytes)
+
+
+def _log_columns(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """log1p(clip(x, 0)) of the validated `cols` as an (n, k) float64 array in column order
+    (Fortran): each column converted and transformed in place, no (n, k) temporaries; the same
+    values as `np.log1p(np.clip(_numeric(df, cols), 0, None))`."""
+    arrays = _columns(df, cols)
+    out = np.empty((len(df), len(cols)), np.float64, order="F")
+    for j, c in enumerate(cols):
+        v = out[:, j]
+        v[...] = arrays[c]
+        np.maximum(v, 0.0, out=v)
+        np.log1p(v, out=v)
+    return out
 
 
 def _groups(cols: list[str], size: int) -> list[list[str]]:
