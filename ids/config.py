@@ -341,9 +341,8 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(t.lr_schedule in ("constant", "cosine"), "trainer.lr_schedule", "constant or cosine",
            t.lr_schedule)
     _check(t.cv_folds != 1, "trainer.cv_folds", "0 (none) or 2 and more folds", t.cv_folds)
-    _check(not t.cv_folds or d.window_by == "none", "trainer.cv_folds",
-           f"0 with data.window_by={d.window_by} (folds of host windows: not supported yet)",
-           t.cv_folds)
+    _check(not t.cv_folds or not d.get("max_train_flows"), "trainer.cv_folds",
+           "0 with data.max_train_flows (the folds cut every flow outside test)", t.cv_folds)
     _check(t.mode in ("graph", "pynative"), "trainer.mode", "graph or pynative", t.mode)
     _check(t.distinct in ("auto", "on", "off"), "trainer.distinct", "auto, on or off",
            t.distinct)

@@ -345,13 +345,47 @@ def test_the_nf_v3_sweep_preset_searches_what_a_window_sees():
     assert cfg.data.source == "synthetic_v3" and cfg.data.window_by == "host"
 
 
-def test_folds_of_host_windows_are_refused_before_any_work():
+def test_folds_of_host_windows_group_each_block_on_its_own(tmp_path):
+    """trainer.cv_folds with data.window_by=host: each block's windows are its hosts' previous
+    flows within the block (the hand-built reference, block by block), never another block's."""
+    from types import SimpleNamespace
+
+    from ids.data import synthetic_v3
+    from ids.data.folds import fold_bounds, joined, make_folds
+
+    path = tmp_path / "v3.csv"
+    write(synthetic_v3.generate(900, 4), path)
+    T, k = 3, 3
+    p = prepare(_v3_cfg(path, f"data.window={T}", "data.window_by=host"))
+    seq = joined(p)
+    X = np.asarray(seq.X)
+    ctx = {c: np.concatenate([p.context[s][c] for s in ("train", "val")])
+           for c in ("start", "src", "dst")}
+    expected = np.zeros((len(X), T, X.shape[1]), X.dtype)
+    for a, b in fold_bounds(len(X), k):  # each block on its own
+        block = SimpleNamespace(X=X[a:b])
+        expected[a:b] = _reference(block, {c: v[a:b] for c, v in ctx.items()}, "host", T)
+    for fold in make_folds(p, k):
+        rest = np.setdiff1d(np.arange(len(X)), fold.held)
+        np.testing.assert_array_equal(np.asarray(fold.data.val.windows(T)[:]),
+                                      expected[fold.held])
+        np.testing.assert_array_equal(np.asarray(fold.data.train.windows(T)[:]), expected[rest])
+        np.testing.assert_array_equal(fold.data.val.y, seq.y[fold.held])
+    assert not np.array_equal(expected, np.asarray(seq.windows(T)[:]))  # not the rows' windows
+
+
+def test_a_cross_validated_run_of_host_windows_trains_and_refuses_a_subset(tmp_path):
     from ids.config import ConfigError, validate
+    from ids.experiment.train import train
 
     with pytest.raises(ConfigError, match="trainer.cv_folds") as e:
-        validate(compose(["data=nf_v3", "trainer.cv_folds=3"]))
-    assert "window_by=host" in str(e.value) and "\n" not in str(e.value)
-    validate(compose(["data=nf_v3", "trainer.cv_folds=3", "data.window_by=none"]))
+        validate(compose(["data=nf_v3", "trainer.cv_folds=3", "data.max_train_flows=100"]))
+    assert "max_train_flows" in str(e.value) and "\n" not in str(e.value)
+    cfg = compose(["data=nf_v3", "data.n_flows=2000", "data.window=3", "trainer.cv_folds=2",
+                   "trainer.epochs=1", "trainer.baselines=false", "tracking.enabled=false",
+                   "cache_dir=null", "quiet=true", "model.lstm_units=8", "model.filters=8"])
+    summary = train(cfg)
+    assert 0 < summary["value"] <= 1 and np.isfinite(summary["threshold"])
 
 
 def test_the_run_logs_the_order_and_each_splits_period_as_tags(tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ outside test instead of the validation split's 15 %. Test flows are never in a f
 
 Each block is its own segment: a window never reads a flow of another block (the flows before
 a block's first flow are zero padding, as before a split's first flow), so no window of a fold's
-training flows contains a held-out flow and no held-out window contains a training flow.
+training flows contains a held-out flow and no held-out window contains a training flow. With
+windows over each host's flows (`data.window_by=host|pair`) the groups are regrouped block by
+block: a window holds the previous flows of its host within its block, in time order.
 The encoding stays the one fitted on the training split (`ids.data.encoding`: label-free
 statistics), shared by every fold and by the model that is logged.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ids.data.flows import DataError
-from ids.data.splits import Prepared, Split
+from ids.data.splits import Prepared, Split, group_keys
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,13 @@ def fold_bounds(n: int, k: int) -> list[tuple[int, int]]:
 
 
 def joined(prepared: Prepared) -> Split:
-    """The flows outside test as one sequence: train then val, in flow order."""
-    if prepared.info.get("window_by", "none") != "none":
-        raise DataError(f"trainer.cv_folds with data.window_by={prepared.info['window_by']} is "
-                        "not supported yet: use data.window_by=none or no folds")
-    return Split.concat([prepared.train, prepared.val])
+    """The flows outside test as one sequence: train then val, in flow order (with grouped
+    windows, the splits before grouping: `Prepared.whole`)."""
+    if prepared.info.get("train_subset"):
+        raise DataError("trainer.cv_folds with data.max_train_flows is not supported: the "
+                        "folds cut every flow outside test; drop one of the two")
+    parts = prepared.whole or {"train": prepared.train, "val": prepared.val}
+    return Split.concat([parts["train"], parts["val"]])
 
 
 def learnt_from(prepared: Prepared, folds: int) -> Split:
@@ -61,13 +65,34 @@ def make_folds(prepared: Prepared, k: int) -> list[Fold]:
     block_start = np.empty(n, np.int64)
     for a, b in bounds:
         block_start[a:b] = a
+    by = prepared.info.get("window_by", "none")
+    if by == "none":
+        def part(pos: np.ndarray) -> Split:
+            return seq.select(pos, starts=block_start[pos])
+    else:  # each block's flows grouped by host (pair) on their own, in time order
+        context = {k: np.concatenate([prepared.context[s][k] for s in ("train", "val")])
+                   for k in ("start", "src", "dst")}
+        grouped = seq.grouped(_within(block_start, group_keys(context, by)), context["start"])
+
+        def part(pos: np.ndarray) -> Split:
+            return grouped.select(pos)
     out = []
     for f, (a, b) in enumerate(bounds, start=1):
         held = np.arange(a, b, dtype=np.int64)
         rest = np.concatenate([np.arange(0, a), np.arange(b, n)]).astype(np.int64)
-        data = replace(prepared, train=seq.select(rest, starts=block_start[rest]),
-                       val=seq.select(held, starts=block_start[held]),
+        data = replace(prepared, train=part(rest), val=part(held),
                        info={**prepared.info, "fold": {"number": f, "of": k,
                                                        "held_out": [a, b], "flows": n}})
         out.append(Fold(f, held, data))
     return out
+
+
+def _within(block: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """One int64 code per (block, group key) pair: groups that never span two blocks."""
+    order = np.lexsort((keys, block))
+    b, k = block[order], keys[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (b[1:] != b[:-1]) | (k[1:] != k[:-1])
+    codes = np.empty(len(order), np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return codes

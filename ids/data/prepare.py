@@ -40,7 +40,7 @@ from ids.data.flows import SPLITS, DataError, flow_file, load_frame, validated
 from ids.data.ingest import Ingested, ingest
 from ids.data.prefetch import prefetch
 from ids.data.reader import BATCH_ROWS
-from ids.data.splits import Prepared, split_indices, train_subset
+from ids.data.splits import Prepared, group_keys, split_indices, train_subset
 from ids.data.windows import check_window
 
 _CACHE: dict[str, Prepared] = {}
@@ -209,13 +209,10 @@ def _grouped(prepared: Prepared, data_cfg) -> Prepared:
                         "NF-v3 columns FLOW_START_MILLISECONDS, IPV4_SRC_ADDR, IPV4_DST_ADDR), "
                         "which these flows lack: use data.window_by=none, an NF-v3 file or "
                         "data=nf_v3")
-    splits = {}
-    for s in SPLITS:
-        c = prepared.context[s]
-        keys = (np.asarray(c["src"], np.int64) if by == "host" else
-                (np.asarray(c["src"], np.int64) << 32) | np.asarray(c["dst"], np.int64))
-        splits[s] = prepared.split(s).grouped(keys, c["start"])
-    return dataclasses.replace(prepared, **splits, info={**prepared.info, "window_by": by})
+    splits = {s: prepared.split(s).grouped(group_keys(prepared.context[s], by),
+                                           prepared.context[s]["start"]) for s in SPLITS}
+    return dataclasses.replace(prepared, **splits, info={**prepared.info, "window_by": by},
+                               whole={s: prepared.split(s) for s in SPLITS})
 
 
 def _ordered(ing: Ingested, data_cfg) -> tuple[Ingested, str]:

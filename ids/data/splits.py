@@ -211,6 +211,9 @@ class Prepared:
     # NF-v3 per split, one entry per flow of the whole split in flow order: "start" (int64 ms),
     # "src", "dst" (int32 address codes); empty for flows without times.
     context: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # With `data.window_by=host|pair`: each split before its windows were grouped (what the
+    # cross-validation folds regroup block by block, `ids.data.folds`); empty otherwise.
+    whole: dict[str, Split] = field(default_factory=dict)
 
     def split(self, name: str) -> Split:
         return {s: getattr(self, s) for s in SPLITS}[name]
@@ -218,6 +221,13 @@ class Prepared:
     def sizes(self) -> dict[str, int]:
         """{split: flows}, for `check_window`."""
         return {s: len(self.split(s).y) for s in SPLITS}
+
+
+def group_keys(context: dict[str, np.ndarray], by: str) -> np.ndarray:
+    """The group of each flow of `context` (one split's "src"/"dst" codes): its source
+    (`host`) or its source and destination (`pair`), as int64."""
+    src = np.asarray(context["src"], np.int64)
+    return src if by == "host" else (src << 32) | np.asarray(context["dst"], np.int64)
 
 
 def split_indices(n: int, data_cfg) -> dict[str, np.ndarray]:
