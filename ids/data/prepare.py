@@ -159,9 +159,10 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
     pre.fit_rows(ing.table, _take(ing.ids, pos["train"]))
     table = cache.NpyWriter(folder / "table.npy", np.float32,
                             (len(ing.table), len(pre.feature_names_)))
-    try:
-        for lo in range(0, len(ing.table), CHUNK_ROWS):
-            table.write(pre.transform(ing.table[lo: lo + CHUNK_ROWS]))
+    try:  # the next chunk read and encoded in a thread while this one is written and hashed
+        for X in prefetch((pre.transform(ing.table[lo: lo + CHUNK_ROWS])
+                           for lo in range(0, len(ing.table), CHUNK_ROWS)), 2):
+            table.write(X)
     finally:
         table.close()
     cache.write_array(folder / "hashes.npy", ing.hashes, np.uint64)
