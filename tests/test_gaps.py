@@ -1,11 +1,16 @@
 """The time since a host's previous flow (`data.time_gap=true`, issue 39): `HOST_GAP_MS` and
 `HOST_FIRST` computed in file order across batches, refused out of time order or without the
-NF-v3 columns, encoded like every counter into the prepared store. Files are a few hundred
-flows written in tmp_path."""
+NF-v3 columns, encoded like every counter into the prepared store; a model trained with them
+scores a file the same whole, in chunks, line by line and request by request, its state
+bounded by score_max_hosts. Files are a few hundred flows written in tmp_path; one tiny real
+training (1 epoch, 1,500 generated flows) serves the scoring tests."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
+import json
 from collections import OrderedDict
 
 import numpy as np
@@ -14,10 +19,13 @@ import pytest
 from test_v3 import v3_frame, write
 
 from ids.artifact.hosts import HostState
+from ids.artifact.scorer import SCORE, Scorer
 from ids.config import ConfigError, compose, validate
 from ids.data import synthetic, synthetic_v2, synthetic_v3
 from ids.data.flows import (
     GAP_COLUMNS,
+    IAT_COLUMNS,
+    TIME_COLUMNS,
     DataError,
     load_rows,
     read_flows,
@@ -210,3 +218,130 @@ def test_time_gaps_of_a_file_out_of_time_order_are_one_line_naming_the_row(tmp_p
     with pytest.raises(DataError, match="row 57"):
         read_flows(path, time_gap=True, batch_rows=10)
     assert prepare(_cfg(path)).info["order"] == "time"  # without gaps: sorted, as ever
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """({window_by: Scorer} of one tiny model trained with data.time_gap=true (saved and loaded
+    back: what it knows comes from its logged config), the training config, a CSV of 120
+    generated v3 flows, that file's frame)."""
+    from ids.model.fit import fit
+    from ids.model.runtime import setup_runtime
+    from ids.tracking.store import model_config
+
+    tmp = tmp_path_factory.mktemp("gaps")
+    cfg = compose(["data=nf_v3", "data.n_flows=1500", f"data.window={T}", "data.time_gap=true",
+                   "model.filters=8", "model.lstm_units=8", "model.conv_layers=1",
+                   "trainer.epochs=1", "trainer.batch_size=128", "trainer.eval_batch_size=64",
+                   "trainer.baselines=false", "cache_dir=null", "tracking.enabled=false"])
+    clear_cache()
+    prepared = prepare(cfg.data)
+    setup_runtime(cfg.trainer)
+    result = fit(cfg, prepared, checkpoint_dir=str(tmp / "ckpt"))
+    saved = Scorer(prepared.preprocessor, dict(cfg.model), T, float(result.threshold),
+                   result.checkpoint, 64, model_config(cfg)).save(tmp / "model")
+    scorers = {"host": Scorer.load(saved)}
+    for by in ("none", "pair"):  # the same network over the rows or the pairs
+        config = copy.deepcopy(scorers["host"].config)
+        config["data"]["window_by"] = by
+        s = scorers["host"]
+        scorers[by] = Scorer(s.preprocessor, s.model_cfg, T, s.threshold, saved / "weights.npz",
+                             64, config)
+    flows = synthetic_v3.generate(120, 9)
+    path = tmp / "flows.csv"
+    flows.to_csv(path, index=False)
+    clear_cache()
+    return scorers, cfg, path, flows
+
+
+def _file_scores(scorer, path, out, chunk: int, max_hosts: int = 50_000) -> np.ndarray:
+    from ids.serving.files import score_file
+
+    score_file(scorer, path, out, chunk_size=chunk, max_hosts=max_hosts)
+    return pd.read_csv(out)[SCORE].to_numpy()
+
+
+def _served(scorer, flows: pd.DataFrame, max_hosts: int = 50_000, per: int = 1) -> np.ndarray:
+    """Scores of requests of `per` flows each, through the server's parsing and answer."""
+    from ids.serving import http
+
+    scorer.hosts = scorer.host_state(max_hosts)  # what create_app sets
+    out = []
+    for lo in range(0, len(flows), per):
+        body = flows.iloc[lo: lo + per].to_csv(index=False).encode()
+        answer = json.loads(http.predictions(scorer, http.parse_flows(body, "text/csv")))
+        out += [p["score"] for p in answer["predictions"]]
+    return np.array(out)
+
+
+@pytest.mark.parametrize("by", ["none", "host", "pair"])
+def test_a_time_gap_model_scores_the_same_whole_chunked_streamed_and_over_http(
+        trained, by, tmp_path, monkeypatch):
+    from ids.serving import stream
+
+    scorers, _, path, flows = trained
+    scorer = scorers[by]
+    assert scorer.time_gap and scorer.window_by == by and scorer.stateful
+    whole = _file_scores(scorer, path, tmp_path / "whole.csv", 10**6)
+    chunked = _file_scores(scorer, path, tmp_path / "chunked.csv", 7)
+    monkeypatch.setattr(stream, "READ_BYTES", 97)  # a read holds at most one line
+    monkeypatch.setattr(stream, "MAX_BATCH_BYTES", 1)
+    sink = io.StringIO()
+    with open(path, "rb") as src:
+        n, _ = stream.score_stream(scorer, src, sink)
+    monkeypatch.undo()
+    streamed = pd.read_csv(io.StringIO(sink.getvalue()))[SCORE].to_numpy()
+    served = _served(scorer, flows)  # one request per flow
+    # The gaps are carried: with a state of one host, most flows are a host's "first" again.
+    forgetful = _served(scorer, flows, max_hosts=1)
+    assert len(scorer.hosts.starts) == 1 and scorer.hosts.starts_dropped > 50
+    assert not np.allclose(forgetful, served, atol=1e-4)
+    bounded = _file_scores(scorer, path, tmp_path / "bounded.csv", 1, max_hosts=1)
+    assert not np.allclose(bounded, whole, atol=1e-4)
+    if by == "none":  # a request's windows over the rows hold its own rows only (as ever)
+        served = _served(scorer, flows, per=len(flows))
+    else:
+        np.testing.assert_allclose(bounded, forgetful, rtol=0, atol=1e-6)
+    assert n == len(flows) == len(whole)
+    for other in (chunked, streamed, served):
+        np.testing.assert_allclose(other, whole, rtol=0, atol=1e-6)
+
+
+def test_a_time_gap_model_refuses_flows_without_times_or_addresses_in_one_line(trained):
+    from ids.serving import http
+
+    scorers, _, _, flows = trained
+    scorer = scorers["none"]  # no grouping: only the gaps need the columns
+    v2 = flows.drop(columns=TIME_COLUMNS + IAT_COLUMNS)
+    for bad, says in ((flows.drop(columns=["IPV4_SRC_ADDR"]), "data.time_gap=true"),
+                      (flows.drop(columns=["FLOW_START_MILLISECONDS"]), "FLOW_START_MILLISECONDS"),
+                      (v2, "data.time_gap=true")):
+        scorer.hosts = scorer.host_state()
+        with pytest.raises(DataError, match=says) as e:
+            scorer.scores(bad.iloc[:3])
+        _one_line(e)
+        body = bad.iloc[:3].to_csv(index=False).encode()
+        with pytest.raises(http.BadRequest, match=says):
+            http.predictions(scorer, http.parse_flows(body, "text/csv"))
+
+
+def test_the_test_split_scored_from_the_file_equals_training_s_test_windows(trained, tmp_path):
+    """ids.evaluate reads the test rows with their gaps measured over the whole file (across
+    the split boundary, as training measured them): the same scores as the in-process test
+    windows, flow by flow."""
+    from ids.experiment.evaluate import _test_split
+    from ids.model.feed import score
+
+    scorers, cfg, _, _ = trained
+    scorer = scorers["host"]
+    path = tmp_path / "v3.csv"
+    synthetic_v3.generate(1500, 0).to_csv(path, index=False)
+    cfg = compose(["data=nf_v3", "data.source=nf_bot_iot", f"data.path={path}",
+                   f"data.window={T}", "data.time_gap=true", "trainer.baselines=false",
+                   "cache_dir=null"])
+    test = prepare(cfg.data).test
+    got = _test_split(cfg, scorer)
+    np.testing.assert_array_equal(got["y"], test.y)
+    np.testing.assert_allclose(got["scores"], score(scorer.model, test, T, 64, "off"), atol=1e-6)
