@@ -173,6 +173,7 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
     if not cfg.quiet:
         seconds = time.perf_counter() - started
         by = "" if scorer.window_by == "none" else f" over each {scorer.window_by}'s flows"
+        by += ", with each source's time gap" if scorer.time_gap else ""
         print(f"scored {n:,} flows from {'standard input' if inp == '-' else inp} with "
               f"{ref.label} (window {scorer.window}{by}, threshold {scorer.threshold:.4f}) in "
               f"{seconds:.1f} s; attack alerts: {alerts:,}", file=sys.stderr)
