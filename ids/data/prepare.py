@@ -20,6 +20,8 @@ split, so the contiguous 70/15/15 split is a split in time (`info["time_range"]`
 the same store serves every `window_by`, as every window length.
 `data.max_train_flows` then keeps a stratified, seeded subset of the training split (val and
 test stay whole), taken from the same store.
+`data.time_gap` (NF-v3) adds `HOST_GAP_MS` and `HOST_FIRST` to every flow in pass one, in
+file order (`ids.data.gaps`): features like the others, so they are part of the store's key.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
             return ingest((df.iloc[lo: lo + batch_rows] for lo in range(0, len(df), batch_rows)),
                           *args, FileGaps() if time_gap else None)
         except DataError as e:
+            if not time_gap:
+                raise
             raise DataError(f"data.source={data_cfg.source}: {e}") from e
     file = flow_file(data_cfg.path)
 
