@@ -27,10 +27,8 @@ from ids.data.flows import (
     IAT_COLUMNS,
     TIME_COLUMNS,
     DataError,
-    load_rows,
-    read_flows,
 )
-from ids.data.gaps import host_gaps
+from ids.data.gaps import host_gaps, load_rows, read_flows
 from ids.data.prepare import _cache_key, clear_cache, prepare
 
 GAP, FIRST = GAP_COLUMNS
@@ -117,7 +115,7 @@ def test_a_v3_file_prepared_with_time_gaps_holds_the_hand_reference(tmp_path):
     write(df, path)
     gap, first = _reference(df["FLOW_START_MILLISECONDS"], df["IPV4_SRC_ADDR"])
     assert first.sum() == 5 and (gap > 0).sum() > 200
-    read = read_flows(path, time_gap=True, batch_rows=7)
+    read = read_flows(path, time_gap=True)
     np.testing.assert_array_equal(read[GAP], gap)
     np.testing.assert_array_equal(read[FIRST], first)
     for cache_dir in (None, tmp_path / "cache"):
@@ -216,7 +214,7 @@ def test_time_gaps_of_a_file_out_of_time_order_are_one_line_naming_the_row(tmp_p
     assert str(path) in text and "row 57" in text
     assert "sort the file by FLOW_START_MILLISECONDS" in text and "data.time_gap=false" in text
     with pytest.raises(DataError, match="row 57"):
-        read_flows(path, time_gap=True, batch_rows=10)
+        read_flows(path, time_gap=True)
     assert prepare(_cfg(path)).info["order"] == "time"  # without gaps: sorted, as ever
 
 

@@ -275,20 +275,11 @@ def validated(file: FlowFile, require_label: bool = True, max_rows: int | None =
 
 
 def read_flows(path, max_rows: int | None = None, require_label: bool = True,
-               batch_rows: int = BATCH_ROWS, time_gap: bool = False) -> pd.DataFrame:
+               batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
     """Read a published NetFlow file (csv/csv.gz/zip/parquet) whole and validate it (columns,
-    numeric, finite, Label 0/1, non-empty). Label/Attack optional only when require_label=False.
-    `time_gap`: with the gap columns of `data.time_gap` (`ids.data.gaps`; time order needed)."""
-    from ids.data.gaps import FileGaps
-
+    numeric, finite, Label 0/1, non-empty). Label/Attack optional only when require_label=False."""
     file = flow_file(path)
     parts = list(validated(file, require_label, max_rows, batch_rows))
-    if time_gap:
-        gaps = FileGaps()
-        try:
-            parts = [gaps.add(part) for part in parts]
-        except DataError as e:
-            raise DataError(f"{file.path}: {e}") from e
     if not parts:
         raise DataError(f"{file.path}: the data has no flows (empty file or only a header)")
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
@@ -325,28 +316,14 @@ def load_frame(data_cfg) -> pd.DataFrame:
 
 def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
     """The validated flows of `data_cfg` at file `rows` (ascending), indexed by those rows; a
-    file is read batch by batch, so memory holds those rows only (a test split). With
-    `data.time_gap` the flows carry the gap columns of training (`ids.data.gaps`), measured
-    over every flow before them in the file."""
-    from ids.data.gaps import FileGaps
-
+    file is read batch by batch, so memory holds those rows only (a test split)."""
     rows = np.asarray(rows, np.int64)
-    gaps = FileGaps() if getattr(data_cfg, "time_gap", False) else None
     if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
-        df = load_frame(data_cfg)
-        return (df if gaps is None else gaps.add(df)).iloc[rows]
+        return load_frame(data_cfg).iloc[rows]
     parts = []
     for raw in flow_file(data_cfg.path).batches(batch_rows, data_cfg.max_rows):
         lo, hi = np.searchsorted(rows, [raw.index[0], raw.index[-1] + 1])
-        if gaps is not None:  # every flow's time and host, to measure the next ones from
-            try:
-                part = gaps.add(validate_frame(raw))
-            except DataError as e:
-                raise DataError(f"{data_cfg.path}: {e}") from e
-            if hi > lo:
-                parts.append(part.iloc[rows[lo:hi] - raw.index[0]].set_axis(
-                    pd.Index(rows[lo:hi]), axis=0))
-        elif hi > lo:
+        if hi > lo:
             part = validate_frame(raw.loc[rows[lo:hi]])
             parts.append(part.set_axis(pd.Index(rows[lo:hi]), axis=0))
     if not parts:

@@ -9,8 +9,8 @@ each flow, computed in the order the flows are read.
 -> start time of its latest flow) is the state carried from batch to batch, so batches of one
 flow and one batch of the whole input give the same columns. Training (`ids.data.ingest`,
 through `FileGaps`, which also refuses a file whose start times decrease), `ids.evaluate`
-(`ids.data.flows.load_rows`) and scoring (`ids.artifact.hosts.HostState`, bounded by
-`score_max_hosts`) all call it.
+(`load_rows`, `read_flows` here: the flows of `ids.data.flows` with the columns) and scoring
+(`ids.artifact.hosts.HostState`, bounded by `score_max_hosts`) all call it.
 
 The gap reaches back across a split boundary (a validation flow's gap may be measured from its
 host's last training flow): that is the past, known when the flow arrives, with no label; it
@@ -21,11 +21,14 @@ fitted on training flows only, as for every column.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ids.data import flows as published
 from ids.data.flows import GAP_COLUMNS, IP_COLUMNS, START, DataError
+from ids.data.reader import BATCH_ROWS
 
 GAP, FIRST = GAP_COLUMNS
 SRC = IP_COLUMNS[0]
@@ -105,3 +108,41 @@ class FileGaps:
             self.previous = int(start[-1])
         self.rows += len(flows)
         return with_gaps(flows, gap, first)
+
+
+def read_flows(path, require_label: bool = True, time_gap: bool = False) -> pd.DataFrame:
+    """`ids.data.flows.read_flows(path)`, with the gap columns over the whole file when
+    `time_gap` (an input file of ids.evaluate, read like a training file)."""
+    flows = published.read_flows(path, require_label=require_label)
+    if not time_gap:
+        return flows
+    try:
+        return FileGaps().add(flows)
+    except DataError as e:
+        raise DataError(f"{Path(str(path)).expanduser()}: {e}") from e
+
+
+def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
+    """`ids.data.flows.load_rows`: the validated flows of `data_cfg` at file `rows`
+    (ascending); with `data.time_gap`, with the gap columns training computed, measured over
+    every flow before them in the file (across the split boundary, as in training)."""
+    if not getattr(data_cfg, "time_gap", False):
+        return published.load_rows(data_cfg, rows, batch_rows)
+    rows = np.asarray(rows, np.int64)
+    gaps = FileGaps()
+    if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
+        return gaps.add(published.load_frame(data_cfg)).iloc[rows]
+    parts = []
+    for raw in published.flow_file(data_cfg.path).batches(batch_rows, data_cfg.max_rows):
+        try:  # every flow's time and host: the next flows are measured from them
+            part = gaps.add(published.validate_frame(raw))
+        except DataError as e:
+            raise DataError(f"{data_cfg.path}: {e}") from e
+        lo, hi = np.searchsorted(rows, [raw.index[0], raw.index[-1] + 1])
+        if hi > lo:
+            parts.append(part.iloc[rows[lo:hi] - raw.index[0]].set_axis(pd.Index(rows[lo:hi]),
+                                                                        axis=0))
+    if not parts:
+        raise DataError(f"{data_cfg.path} holds none of the rows asked for: it changed since it "
+                        "was prepared; prepare it again")
+    return pd.concat(parts)

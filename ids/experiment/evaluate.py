@@ -40,8 +40,9 @@ from omegaconf import DictConfig
 from ids import progress
 from ids.config import baseline_seeds, cv_folds, validate
 from ids.data.copies import copy_mask, overlap_stats, row_hashes, unseen_mask
-from ids.data.flows import ATTACK, LABEL, DataError, load_rows, read_flows
+from ids.data.flows import ATTACK, LABEL, DataError
 from ids.data.folds import learnt_from
+from ids.data.gaps import load_rows, read_flows
 from ids.data.prepare import prepare
 from ids.evaluation import scorecard
 from ids.evaluation.baselines import (
