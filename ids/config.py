@@ -43,6 +43,7 @@ class DataConfig:
     window: int = 10  # T: flows per sample (flow i and the T-1 before it, same split)
     window_by: str = "none"  # none: the previous rows | host: same source | pair: same src+dst
     order: str = "auto"  # auto: time where flows have start times (NF-v3), else file | time | file
+    time_gap: bool = False  # NF-v3: add HOST_GAP_MS, HOST_FIRST (time since the source's last flow)
     split: str = "contiguous"  # contiguous | chunks
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     chunk_size: int = 5_000  # split=chunks: flows per contiguous chunk
@@ -324,6 +325,9 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(d.window_by in ("none", "host", "pair"), "data.window_by", "none, host or pair",
            d.window_by)
     _check(d.order in ("auto", "time", "file"), "data.order", "auto, time or file", d.order)
+    _check(not getattr(d, "time_gap", False) or d.source != "synthetic", "data.time_gap",
+           "false with data.source=synthetic (v1 flows have no start times or addresses: use "
+           "data=nf_v3 or an NF-v3 file)", getattr(d, "time_gap", False))
     _check(d.split in ("contiguous", "chunks"), "data.split", "contiguous or chunks", d.split)
     fr = list(d.split_fractions)
     _check(len(fr) == 3 and all(f > 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,

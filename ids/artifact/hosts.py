@@ -13,6 +13,13 @@ Bounded: at most `max_hosts` groups are kept (default `MAX_HOSTS`, the setting
 `score_max_hosts`); the least recently seen is dropped first, and a dropped host that comes
 back starts again from zero padding. Memory: max_hosts x (T-1) x features x 4 bytes (50,000
 hosts of a window 10 over 80 features: 144 MB).
+
+A model trained with `data.time_gap=true` (whatever its `window_by`) also needs each source
+host's last start time: `HostState.gaps` adds the columns `HOST_GAP_MS` and `HOST_FIRST`
+(`ids.data.gaps.host_gaps`, the function training uses) and keeps those times for at most
+`max_hosts` source addresses, the least recently seen dropped first (a dropped host's next
+flow is its "first" again). The bound applies between batches: within one batch, every host
+keeps its flows.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
-from ids.data.flows import IP_COLUMNS, DataError
+from ids.data import gaps as time_gaps
+from ids.data.flows import IP_COLUMNS, START, DataError
 
 MAX_HOSTS = 50_000
 GROUPS = ("host", "pair")
@@ -55,6 +63,8 @@ class HostState:
         self.rows, self.max_hosts = int(rows), int(max_hosts)
         self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
         self.dropped = 0  # groups forgotten to keep the bound
+        self.starts: OrderedDict[str, int] = OrderedDict()  # data.time_gap: source -> last start
+        self.starts_dropped = 0  # source hosts whose last start was forgotten to keep the bound
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -94,3 +104,17 @@ class HostState:
                 self._kept.popitem(last=False)
                 self.dropped += 1
         return full, where
+
+    def gaps(self, flows: pd.DataFrame) -> pd.DataFrame:
+        """Validated `flows` with the time-gap columns of a `data.time_gap` model, measured from
+        each source host's last start time (this state's, then the batch's own flows, in
+        arrival order); then the state holds the last start of at most `max_hosts` hosts."""
+        time_gaps.check_columns(flows, "this model reads the time since each source host's "
+                                "previous flow (data.time_gap=true)", "send the flows with "
+                                "their addresses and times, as the NF-v3 files have them")
+        gap, first = time_gaps.host_gaps(flows[START].to_numpy(), flows[IP_COLUMNS[0]].to_numpy(
+            object), self.starts)
+        while len(self.starts) > self.max_hosts:
+            self.starts.popitem(last=False)
+            self.starts_dropped += 1
+        return time_gaps.with_gaps(flows, gap, first)

@@ -25,7 +25,7 @@ from ids.artifact.memo import ScoreMemo
 from ids.data import encoding
 from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
-from ids.data.flows import validate_frame
+from ids.data.flows import GAP_COLUMNS, validate_frame
 from ids.data.windows import windows
 from ids.model.network import build_model
 from ids.model.runtime import predict_proba, warm_up
@@ -99,9 +99,33 @@ class Scorer:
         flows of the same source, or source and destination: `ids.artifact.hosts`)."""
         return str(((self.config or {}).get("data") or {}).get("window_by") or "none")
 
+    @property
+    def time_gap(self) -> bool:
+        """Whether the model reads the time since each source host's previous flow
+        (`data.time_gap` of its logged config: `HOST_GAP_MS`, `HOST_FIRST`)."""
+        return bool(((self.config or {}).get("data") or {}).get("time_gap"))
+
+    @property
+    def stateful(self) -> bool:
+        """Whether scoring carries per-host state across chunks, lines and requests: grouped
+        windows (each group's last flows) or time gaps (each source's last start time)."""
+        return self.window_by != "none" or self.time_gap
+
     def host_state(self, max_hosts: int = hosts.MAX_HOSTS) -> hosts.HostState:
         """A new, empty per-host context for a file or a stream of this model's flows."""
         return hosts.HostState(self.context_rows, max_hosts)
+
+    def encode(self, flows: pd.DataFrame,
+               state: hosts.HostState | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """(the validated `flows` with the columns the model reads, their encoding): a
+        `data.time_gap` model's gap columns are measured from each source host's last start
+        in `state` (default the Scorer's own), which then holds this batch's. Flows that
+        already hold them (`ids.evaluate` reads them measured over the whole file, as
+        training did) keep them."""
+        if self.time_gap and not all(c in flows.columns for c in GAP_COLUMNS):
+            with self._lock:  # the state: MLflow's server scores requests in threads
+                flows = (self.hosts if state is None else state).gaps(flows)
+        return flows, self.transform(flows)
 
     def score_flows(self, flows: pd.DataFrame, X: np.ndarray, context: np.ndarray | None = None,
                     state: hosts.HostState | None = None) -> np.ndarray:
@@ -129,12 +153,12 @@ class Scorer:
                                                     compute))
 
     def scores(self, flows: pd.DataFrame) -> np.ndarray:
-        """Scores of raw `flows` (a request); a grouped model's host state lives on across
-        calls."""
-        if self.window_by == "none":
+        """Scores of raw `flows` (a request); a grouped or time-gap model's host state lives
+        on across calls."""
+        if not self.stateful:
             return self.score_matrix(self.transform(flows))
-        valid = validate_frame(flows, require_label=False)
-        return self.score_flows(valid, self.transform(valid))
+        valid, X = self.encode(validate_frame(flows, require_label=False))
+        return self.score_flows(valid, X)
 
     def warm_up(self) -> list[int]:
         """Compile every batch shape scoring can use, before the first flow arrives."""

@@ -63,7 +63,7 @@ HASHING = {"seconds": 0.0, "bytes": 0}  # time spent hashing in this process (th
 # The code that turns settings into prepared data: an entry made by other code is not reused.
 _CODE = ("prepare.py", "splits.py", "windows.py", "flows.py", "encoding.py", "synthetic.py",
          "synthetic_v2.py", "synthetic_v3.py",
-         "copies.py", "cache.py", "reader.py", "ingest.py", "errors.py")
+         "copies.py", "cache.py", "reader.py", "ingest.py", "errors.py", "gaps.py")
 
 
 def key(cache_key: str) -> str:

@@ -1,7 +1,8 @@
 """Encoding flows into model inputs: `Preprocessor`, fitted on the training split only.
 
 - counts, bytes, packets, durations and every other numeric v2 column (and NF-v3's
-  inter-arrival statistics; never its start and end times): log1p(clip(x, 0)), then
+  inter-arrival statistics and, with `data.time_gap`, `HOST_GAP_MS` and `HOST_FIRST`
+  (`ids.data.gaps`); never its start and end times): log1p(clip(x, 0)), then
   standardised with the train mean/std (std 0 -> 1).
 - with numeric_bins = K > 0, each such column also gets K piecewise-linear bin features
   (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep Learning", 2022):
@@ -34,6 +35,7 @@ from ids.data.flows import (
     FEATURES,
     FLAG_BITS,
     FLAG_COLUMNS,
+    GAP_COLUMNS,
     ID_COLUMNS,
     IP_COLUMNS,
     PORT_COLUMNS,
@@ -95,7 +97,7 @@ class Preprocessor:
         chunk = int(chunk_rows) or CHUNK_ROWS
         first = rows[0:1]
         self.layout_ = _layout(first.columns, times=False)
-        feats = FEATURES[self.layout_]
+        feats = FEATURES[self.layout_] + [c for c in GAP_COLUMNS if c in first.columns]
         self.flag_columns_ = [c for c in feats if c in FLAG_COLUMNS]
         self.log_columns_ = [c for c in feats if c not in FLAG_COLUMNS + ["PROTOCOL", "L7_PROTO"]]
         self.input_columns_ = (ID_COLUMNS if self.keep_identifiers else []) + feats

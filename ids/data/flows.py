@@ -41,6 +41,9 @@ START = TIME_COLUMNS[0]
 IAT_COLUMNS = [f"{d}_IAT_{s}" for d in ("SRC_TO_DST", "DST_TO_SRC")
                for s in ("MIN", "MAX", "AVG", "STDDEV")]
 V3_FEATURES = V2_FEATURES + IAT_COLUMNS
+# With data.time_gap=true (NF-v3): the time since the source host's previous flow and whether
+# it is the host's first, computed in input order (`ids.data.gaps`); encoded as counters.
+GAP_COLUMNS = ["HOST_GAP_MS", "HOST_FIRST"]
 FEATURES = {"v1": V1_FEATURES, "v2": V2_FEATURES, "v3": V3_FEATURES}
 # NF-v3 spells most attack names in lower case; they are read as the names of the v1/v2 files
 # and of the generator (a name not listed here is kept as it is).

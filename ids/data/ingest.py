@@ -24,6 +24,7 @@ import pandas as pd
 
 from ids.data import copies
 from ids.data.flows import ATTACK, IP_COLUMNS, LABEL, START
+from ids.data.gaps import FileGaps
 
 
 class Spool:
@@ -108,8 +109,10 @@ class Ingested:
 
 
 def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
-           dedup: bool) -> Ingested:
-    """Pass one over validated `frames` (in file order); the spool goes to `folder`."""
+           dedup: bool, gaps: FileGaps | None = None) -> Ingested:
+    """Pass one over validated `frames` (in file order); the spool goes to `folder`. `gaps`
+    (`data.time_gap`): each batch gets the gap columns (`ids.data.gaps`) after it is digested
+    (the digest is the file's, whatever the settings), before its flows are hashed."""
     spool = Spool(folder)
     flows, kept = copies.KeyIndex(), copies.KeyIndex()
     codes_of: dict[str, int] = {}
@@ -119,11 +122,14 @@ def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
     addresses: dict[str, int] = {}  # source and destination addresses, one numbering
     renamed: dict[str, str] = {}
     for df in frames:
+        digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
         if table is None:
             columns = list(df.columns)
+        if gaps is not None:  # a v1/v2 file is refused at its first batch
+            df = gaps.add(df)
+        if table is None:
             table = Table(spool, copies.feature_columns(df, keep_identifiers))
             ips = {c: {} for c in table.columns if c in IP_COLUMNS}
-        digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
         h = copies.row_hashes(df, table.columns)
         number, new = flows.add(h)
         spool.append("hashes", h[new])

@@ -20,6 +20,8 @@ split, so the contiguous 70/15/15 split is a split in time (`info["time_range"]`
 the same store serves every `window_by`, as every window length.
 `data.max_train_flows` then keeps a stratified, seeded subset of the training split (val and
 test stay whole), taken from the same store.
+`data.time_gap` (NF-v3) adds `HOST_GAP_MS` and `HOST_FIRST` to every flow in pass one, in
+file order (`ids.data.gaps`): features like the others, so they are part of the store's key.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from ids.data import cache, copies, synthetic_v3  # noqa: F401 - registers source synthetic_v3
 from ids.data.encoding import CHUNK_ROWS, Preprocessor
 from ids.data.flows import SPLITS, DataError, flow_file, load_frame, validated
+from ids.data.gaps import FileGaps
 from ids.data.ingest import Ingested, ingest
 from ids.data.prefetch import prefetch
 from ids.data.reader import BATCH_ROWS
@@ -116,10 +119,16 @@ def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
     if mode not in ("none", "exact"):
         raise DataError(f"data.dedup={mode!r} is unknown: use none or exact")
     args = (folder, bool(data_cfg.keep_identifiers), mode == "exact")
+    time_gap = bool(getattr(data_cfg, "time_gap", False))
     if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
         df = load_frame(data_cfg)  # the generator, or load_frame's error naming the setting
-        return ingest((df.iloc[lo: lo + batch_rows] for lo in range(0, len(df), batch_rows)),
-                      *args)
+        try:
+            return ingest((df.iloc[lo: lo + batch_rows] for lo in range(0, len(df), batch_rows)),
+                          *args, FileGaps() if time_gap else None)
+        except DataError as e:
+            if not time_gap:
+                raise
+            raise DataError(f"data.source={data_cfg.source}: {e}") from e
     file = flow_file(data_cfg.path)
 
     def batches():
@@ -127,11 +136,20 @@ def _ingest(data_cfg, folder: Path, batch_rows: int) -> Ingested:
         # 1.3x faster on a 5M-flow file (2 cores); up to three batches alive instead of one.
         return prefetch(validated(file, True, data_cfg.max_rows, batch_rows), 2)
 
-    ing = ingest(batches(), *args)
+    def once() -> Ingested:
+        gaps = FileGaps() if time_gap else None  # data.time_gap: the file's own message below
+        try:
+            return ingest(batches(), *args, gaps)
+        except DataError as e:
+            if gaps is None or str(e).startswith(str(file.path)):
+                raise
+            raise DataError(f"{file.path}: {e}") from e
+
+    ing = once()
     if file.widened_late:  # batches read before a column's type was widened: again, all alike
         shutil.rmtree(folder)
         file.widened_late = False
-        ing = ingest(batches(), *args)
+        ing = once()
     if ing is None:
         raise DataError(f"{file.path}: the data has no flows (empty file or only a header)")
     return ing

@@ -40,8 +40,9 @@ from omegaconf import DictConfig
 from ids import progress
 from ids.config import baseline_seeds, cv_folds, validate
 from ids.data.copies import copy_mask, overlap_stats, row_hashes, unseen_mask
-from ids.data.flows import ATTACK, LABEL, DataError, load_rows, read_flows
+from ids.data.flows import ATTACK, LABEL, DataError
 from ids.data.folds import learnt_from
+from ids.data.gaps import load_rows, read_flows
 from ids.data.prepare import prepare
 from ids.evaluation import scorecard
 from ids.evaluation.baselines import (
@@ -89,18 +90,22 @@ def _test_split(cfg, scorer) -> dict:
 
 def _scores(scorer, flows: pd.DataFrame) -> np.ndarray:
     """The model's scores of validated `flows` in their order: over the previous rows, or over
-    each host's previous flows (a grouped model, from a fresh host state)."""
-    return scorer.score_flows(flows, scorer.transform(flows), state=scorer.host_state())
+    each host's previous flows (a grouped model, from a fresh host state); a time-gap model's
+    columns come with the flows (`load_rows`, `read_input`)."""
+    state = scorer.host_state()
+    flows, X = scorer.encode(flows, state)
+    return scorer.score_flows(flows, X, state=state)
 
 
-def read_input(path: str) -> pd.DataFrame:
+def read_input(path: str, time_gap: bool = False) -> pd.DataFrame:
     """The validated flows of an `input=` file (Label required): read before the model loads,
-    so a bad file fails in a second."""
+    so a bad file fails in a second; with the gap columns of a `data.time_gap` model (the
+    file in time order, as in training)."""
     if not Path(path).expanduser().is_file():
         raise DataError(f"input={path}: no such file; point input at a NetFlow CSV, CSV.gz, zip "
                         "or parquet file with a Label column, or drop input= to evaluate on the "
                         "configured data's test split")
-    return read_flows(path, require_label=True)
+    return read_flows(path, require_label=True, time_gap=time_gap)
 
 
 def _input_file(cfg, scorer, flows: pd.DataFrame) -> dict:
@@ -166,7 +171,8 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, *,
                      "of its run): the data.* settings given here are used")
     if cfg.get("input"):
         progress.step(f"reading {cfg.input}")
-    flows = read_input(str(cfg.input)) if cfg.get("input") else None
+    flows = (read_input(str(cfg.input), bool(cfg.data.get("time_gap", False)))
+             if cfg.get("input") else None)
     setup_runtime(cfg.trainer)
     progress.step(f"loading {ref.label}")
     scorer = registry.load_scorer(ref)

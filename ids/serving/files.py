@@ -24,7 +24,9 @@ Output columns, in input order:
 
 A model whose windows are grouped (`data.window_by=host|pair`) takes a flow's window from the
 flows of the same source (and destination) before it in the file, carried across chunks for
-at most `score_max_hosts` hosts (`ids.artifact.hosts`).
+at most `score_max_hosts` hosts (`ids.artifact.hosts`); a model trained with
+`data.time_gap=true` measures each flow's time since its source's previous flow in the file
+the same way (each source's last start carried across chunks, for as many hosts).
 
 Scores are computed in blocks of the model's `eval_batch_size` flows counted from the file
 start, whatever `chunk_size` is, each distinct window of a block once, and a window an earlier
@@ -90,6 +92,7 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
     for at most `max_hosts` hosts (`ids.artifact.hosts`)."""
     if scorer.window_by != "none":
         return _score_grouped(scorer, input, output, chunk_size, overwrite, keep_out, max_hosts)
+    state = scorer.host_state(max_hosts)  # a time-gap model's last start of each source
     pad, block = scorer.context_rows, int(scorer.eval_batch_size)
     context: np.ndarray | None = None
     pending_X: list[np.ndarray] = []
@@ -118,7 +121,7 @@ def score_file(scorer: Scorer, input: str | Path, output: str | Path,
             if len(raw) == 0:
                 continue
             try:
-                X = scorer.transform(validate_frame(raw, require_label=False))
+                X = scorer.encode(validate_frame(raw, require_label=False), state)[1]
             except DataError as exc:
                 raise DataError(f"{input}: {exc}") from exc
             pending_X.append(X)
@@ -142,8 +145,8 @@ def _score_grouped(scorer: Scorer, input, output, chunk_size: int, overwrite: bo
             if len(raw) == 0:
                 continue
             try:
-                flows = validate_frame(raw, require_label=False)
-                scores = scorer.score_flows(flows, scorer.transform(flows), state=state)
+                flows, X = scorer.encode(validate_frame(raw, require_label=False), state)
+                scores = scorer.score_flows(flows, X, state=state)
             except DataError as exc:
                 raise DataError(f"{input}: {exc}") from exc
             alert = (scores >= scorer.threshold).astype(np.int8)

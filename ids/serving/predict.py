@@ -66,6 +66,7 @@ def predict(cfg: DictConfig) -> None:
                            max_hosts=int(cfg.score_max_hosts))
     seconds = time.perf_counter() - started
     by = "" if scorer.window_by == "none" else f" over each {scorer.window_by}'s flows"
+    by += ", with each source's time gap" if scorer.time_gap else ""
     print(f"scored {n:,} flows of {cfg.input} with {ref.label} (window {scorer.window}{by}, "
           f"threshold {scorer.threshold:.4f}) in {seconds:.1f} s "
           f"({n / max(seconds, 1e-9):,.0f} flows/s)")

@@ -79,8 +79,9 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
                  alerts_only: bool = False, max_hosts: int = MAX_HOSTS) -> tuple[int, int]:
     """(flows scored, attack alerts): score the CSV lines of `source` as they arrive into
     `sink` (same columns as `ids.predict` file output); a grouped model keeps each host's
-    last flows from batch to batch (at most `max_hosts` hosts)."""
-    state = scorer.host_state(max_hosts) if scorer.window_by != "none" else None
+    last flows from batch to batch, a time-gap model each source's last start time (at most
+    `max_hosts` hosts)."""
+    state = scorer.host_state(max_hosts)  # grouped windows, a time-gap model's last starts
     fd = source.fileno()
     header: str | None = None
     rest = b""
@@ -110,8 +111,7 @@ def score_stream(scorer: Scorer, source: BinaryIO, sink: TextIO,
             raise DataError(f"standard input, flows {n_rows}-{n_rows + len(text) - 1}: not CSV "
                             f"in the header's layout ({exc})") from exc
         try:
-            flows = validate_frame(raw, require_label=False)
-            X = scorer.transform(flows)
+            flows, X = scorer.encode(validate_frame(raw, require_label=False), state)
             scores = scorer.score_flows(flows, X, context, state)
         except DataError as exc:
             raise DataError(f"standard input, flows {n_rows}-{n_rows + len(raw) - 1} (0-based): "
@@ -173,6 +173,7 @@ def main(cfg, scorer: Scorer, ref, keep_out: tuple[tuple[str, str], ...] = ()) -
     if not cfg.quiet:
         seconds = time.perf_counter() - started
         by = "" if scorer.window_by == "none" else f" over each {scorer.window_by}'s flows"
+        by += ", with each source's time gap" if scorer.time_gap else ""
         print(f"scored {n:,} flows from {'standard input' if inp == '-' else inp} with "
               f"{ref.label} (window {scorer.window}{by}, threshold {scorer.threshold:.4f}) in "
               f"{seconds:.1f} s; attack alerts: {alerts:,}", file=sys.stderr)
