@@ -35,6 +35,29 @@ def test_row_ids_give_the_padding_the_id_of_an_all_zero_row():
     assert ids[0] == ids[2] != ids[1] and pad == ids[1]
 
 
+@pytest.mark.parametrize("width", [5, 76])
+def test_row_ids_of_a_table_equal_the_exact_ids_and_survive_a_hash_collision(width, monkeypatch):
+    """Row ids of a table named by `ids` partition the rows exactly as sorting their bytes does
+    (-0.0 and 0.0 differ, as their bytes do); when every row hashes alike, the exact path."""
+    from ids.data import distinct
+
+    rng = np.random.default_rng(width)
+    table = rng.normal(size=(30, width)).astype(np.float32)[rng.integers(0, 30, 200)]
+    table[3], table[4] = 0.0, -0.0
+    ids = rng.integers(0, len(table), 1000)
+
+    def partition(pair):
+        got, pad = pair
+        return sorted(np.flatnonzero(got == g).tolist() for g in np.unique(got)), np.flatnonzero(
+            got == pad).tolist()
+
+    exact = distinct._exact_row_ids(table, ids)
+    assert partition(row_ids(table, ids)) == partition(exact)
+    assert partition(row_ids(table[ids])) == partition(exact)
+    monkeypatch.setattr(distinct, "_row_hash", lambda rows: np.zeros(len(rows), np.uint64))
+    assert partition(row_ids(table, ids)) == partition(exact)
+
+
 def test_each_distinct_window_is_scored_once_and_copies_get_its_exact_score(tiny_model):
     from ids.model.runtime import predict_distinct, predict_proba
 

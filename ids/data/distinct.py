@@ -59,10 +59,61 @@ def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def row_ids(X: np.ndarray, ids: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """(id of every row of X, id of the all-zero padding row): equal ids <=> equal rows. With
-    `ids`, X is a table (the prepared store's distinct flows) and the rows are X[ids]: only the
-    table's rows are compared."""
+    """(id of every row of X, id of the all-zero padding row): equal ids <=> equal rows (their
+    bytes). With `ids`, X is a table (the prepared store's distinct flows, memory-mapped) and
+    the rows are X[ids]: only the table rows they name are read.
+
+    Memory grows with the rows, never with X: rows are read a chunk at a time, hashed to 64
+    bits, and every row is checked against the first row with its hash (a collision falls back
+    to sorting the rows' bytes). A copy of a 24.75M-row table (7.5 GB) sorted whole took 24 GB."""
     X = np.asarray(X)
+    used = np.arange(len(X), dtype=np.int64) if ids is None else np.unique(np.asarray(ids))
+    pos = np.concatenate([np.full(1, -1, np.int64), used])  # -1: the padding row
+    h = np.empty(len(pos), np.uint64)
+    for lo in range(0, len(pos), _CHUNK):
+        h[lo: lo + _CHUNK] = _row_hash(_rows(X, pos[lo: lo + _CHUNK]))
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64)
+    rep = first[inverse]  # the first row with each row's hash
+    other = np.flatnonzero(rep != np.arange(len(pos)))
+    for lo in range(0, len(other), _CHUNK):
+        sel = other[lo: lo + _CHUNK]
+        if not np.array_equal(_rows(X, pos[sel]).view(np.uint8),
+                              _rows(X, pos[rep[sel]]).view(np.uint8)):
+            return _exact_row_ids(X, ids)  # a collision: the exact path
+    pad, mine = int(inverse[0]), inverse[1:]
+    return (mine if ids is None else mine[np.searchsorted(used, np.asarray(ids))]), pad
+
+
+def _rows(X: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Rows `pos` of X (ascending reads), a zero row where pos is -1; C-contiguous."""
+    out = np.zeros((len(pos), X.shape[1]), X.dtype)
+    real = pos >= 0
+    out[real] = X[pos[real]]
+    return out
+
+
+def _row_hash(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (a multiply-add over its 8-byte words, then
+    splitmix64's finaliser)."""
+    b = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), -1)
+    if b.shape[1] % 8:
+        b = np.pad(b, ((0, 0), (0, 8 - b.shape[1] % 8)))
+    words = np.ascontiguousarray(np.ascontiguousarray(b).view(np.uint64).T)
+    h = np.full(len(rows), 0x243F6A8885A308D3, np.uint64)
+    with np.errstate(over="ignore"):
+        for w in words:
+            h = (h ^ w) * np.uint64(0x100000001B3) + np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def _exact_row_ids(X: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """`row_ids` by sorting every row's bytes (a copy of X): only after a hash collision."""
     with_pad = np.concatenate([np.zeros((1, X.shape[1]), X.dtype), X])
     _, inverse, _ = _unique_rows(with_pad)
     table_ids, pad = inverse[1:], int(inverse[0])
@@ -86,7 +137,14 @@ def distinct_windows(X: np.ndarray, T: int, labels: np.ndarray | None = None, *,
     (plus the label), hashed to 64 bits; every window is then checked against the first one
     with its hash, so the ids stay exact (a hash collision falls back to comparing the keys)."""
     T = check_window(T)
-    rid, pad = row_ids(X, ids)
+    if ids is not None and ends is not None and len(ends) * T < len(ids):
+        # a subset's windows read few of the sequence's rows: identify only those
+        need = np.unique(np.maximum(np.asarray(ends, np.int64)[:, None] + np.arange(1 - T, 1),
+                                    0))
+        rid = np.zeros(len(ids), np.int64)
+        rid[need], pad = row_ids(X, np.asarray(ids)[need])
+    else:
+        rid, pad = row_ids(X, ids)
     pos = np.arange(len(rid), dtype=np.int64) if ends is None else np.asarray(ends, np.int64)
     lab = None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1)
     seg = None if starts is None else np.asarray(starts, np.int64)
