@@ -23,8 +23,9 @@ MODEL ?= models:/ids-cnn-bilstm@champion
 SERVE_PORT ?= 5001
 DOCS_PORT ?= 8000
 CORES := $(shell nproc 2>/dev/null || echo 1)
-SERVE_WORKERS ?= $(CORES)
-SERVE_THREADS ?= $(shell w=$$(( $(CORES) / $(SERVE_WORKERS) )); echo $$(( w > 0 ? w : 1 )))
+# make serve: 0 workers = one per core (one for a model with host state), 0 threads = cores / workers
+SERVE_WORKERS ?= 0
+SERVE_THREADS ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help venv sweep run test test-slow test-all lint format docs docs-serve ui bench promote evaluate predict serve server clean
@@ -94,8 +95,9 @@ server: $(STAMP) ## a team's PostgreSQL + MLflow server (HOST=0.0.0.0 to share; 
 	$(BIN)/python -m ids.tools.servers team --dir servers --host $(HOST) --port $(PORT) \
 		--pg-port $(PG_PORT) $(ARGS)
 
-# ids' own server for MLflow's scoring protocol (ids/serving/http.py): one worker per core,
-# each with cores/workers kernel threads, every batch shape compiled before /ping answers.
+# ids' own server for MLflow's scoring protocol (ids/serving/http.py): one worker per core (one
+# for a model with host state), each with cores/workers kernel threads, every batch shape
+# compiled before /ping answers.
 serve: $(STAMP) ## serve the champion (or MODEL=...) on http://$(HOST):$(SERVE_PORT)/invocations
 	$(BIN)/python -m ids.serve model_uri="$(MODEL)" tracking.uri="$(TRACKING_URI)" \
 		serve.host=$(HOST) serve.port=$(SERVE_PORT) serve.workers=$(SERVE_WORKERS) \

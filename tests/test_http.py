@@ -118,3 +118,12 @@ def test_serve_refuses_bad_settings_and_missing_models_before_any_worker_starts(
     cfg = compose([f"model_uri={tmp_path}/no-model"])
     with pytest.raises(registry.ModelNotFound, match="neither a model folder"):
         http.serve(cfg)
+
+
+def test_a_model_with_host_state_is_served_by_one_worker_unless_more_are_asked_for():
+    from ids.serving.http import sized
+
+    assert sized(0, 0, 8, stateful=False) == (8, 1)  # one worker per core
+    assert sized(0, 0, 8, stateful=True) == (1, 8)  # its state is one worker's memory
+    assert sized(3, 0, 8, stateful=True) == (3, 2)  # asked for: each keeps its own (warned)
+    assert sized(2, 5, 8, stateful=False) == (2, 5)

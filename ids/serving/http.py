@@ -303,9 +303,18 @@ def check_port(host: str, port: int) -> None:
                    "choose another port or serve.host")) from exc
 
 
+def sized(workers: int, threads: int, cores: int, stateful: bool) -> tuple[int, int]:
+    """(workers, kernel threads each) of `serve.workers` / `serve.threads` (0: sized to the
+    machine): one worker per core, but one for a model with host state (grouped windows, time
+    gaps), which lives in a worker's memory: one worker sees every host's flows."""
+    workers = workers or (1 if stateful else cores)
+    return workers, threads or max(1, cores // workers)
+
+
 def serve(cfg) -> None:
     """Resolve and download the model once, check it, then run uvicorn with `serve.workers`
-    workers (0: one per core), each with `serve.threads` kernel threads (0: cores / workers)."""
+    workers (0: one per core; one for a model with host state, whose state is its worker's
+    memory), each with `serve.threads` kernel threads (0: cores / workers)."""
     import uvicorn
 
     s = cfg.serve
@@ -315,8 +324,6 @@ def serve(cfg) -> None:
         raise ConfigError(f"serve.workers and serve.threads must be >= 0 (0: sized to the "
                           f"machine), but got {s.workers} and {s.threads}")
     cores = os.cpu_count() or 1
-    workers = int(s.workers) or cores
-    threads = int(s.threads) or max(1, cores // workers)
     memo.from_config(cfg.score_memo_mb)  # a bad value fails here, not in each worker
     check_port(str(s.host), int(s.port))  # before the model is resolved, loaded and compiled
     uri = registry.default_model_uri(cfg)
@@ -325,7 +332,15 @@ def serve(cfg) -> None:
     ref = registry.resolve_model(uri)
     with tempfile.TemporaryDirectory(prefix="ids-serve-") as tmp:
         folder = registry.download_model(ref.pinned_uri, Path(tmp))
-        window = Scorer.load(folder).window  # a broken model stops here, not in each worker
+        scorer = Scorer.load(folder)  # a broken model stops here, not in each worker
+        window, stateful = scorer.window, scorer.stateful
+        state = f"data.window_by={scorer.window_by}, data.time_gap={str(scorer.time_gap).lower()}"
+        del scorer
+        workers, threads = sized(int(s.workers), int(s.threads), cores, stateful)
+        if stateful and workers > 1:
+            print(f"warning: this model keeps state per host ({state}); each of the {workers} "
+                  "workers keeps its own, so a host's flows must reach the same worker (or "
+                  "serve.workers=0: one worker)", file=sys.stderr, flush=True)
         os.environ.update({FOLDER: str(folder), THREADS: str(threads),
                            MEMO: str(int(cfg.score_memo_mb)),
                            MAX_BODY: str(int(s.max_body_mb) << 20),
