@@ -279,7 +279,8 @@ def test_every_sweep_preset_composes_and_its_space_is_valid(preset):
     """A preset is only found broken when someone selects it: compose each one here."""
     from ids.tuning.space import check_space, check_start_points
 
-    cfg = compose([f"sweep={preset}", "data=nf_bot_iot" if preset == "nf_bot_iot" else "data=synthetic"])
+    data = {"nf_bot_iot": "nf_bot_iot", "nf_v3": "nf_v3"}.get(preset, "synthetic")  # its data
+    cfg = compose([f"sweep={preset}", f"data={data}"])
     check_space(cfg)
     check_start_points(cfg)
     assert cfg.sweep.params
