@@ -4,7 +4,6 @@ as before. Every file here is a few hundred flows written in tmp_path."""
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 
 import numpy as np
@@ -25,6 +24,7 @@ from ids.data.flows import (
 )
 from ids.data.prepare import clear_cache, prepare, time_ranges
 from ids.data.reader import FlowFile
+from world import prepared_digest
 
 V3_ORDER = TIME_COLUMNS + ["IPV4_SRC_ADDR", "L4_SRC_PORT", "IPV4_DST_ADDR", "L4_DST_PORT"] + [
     c for c in V3_FEATURES] + ["Label", "Attack"]
@@ -132,14 +132,7 @@ def _digests(tmp) -> dict[str, tuple[str, str]]:
             cfg = compose(["data=nf_bot_iot", f"data.path={tmp}/{name}.csv", "data.window=4",
                            *extra]).data
             p = prepare(cfg, cache_dir=tmp / "cache", batch_rows=128)
-            h = hashlib.sha1()
-            for s in ("train", "val", "test"):
-                sp = p.split(s)
-                for a in (sp.X, sp.y, sp.rows, sp.hashes, np.asarray(sp.windows(4)[:])):
-                    h.update(np.ascontiguousarray(a).tobytes())
-                h.update(repr(list(sp.attack)).encode())
-            h.update(repr(p.feature_names).encode())
-            out[f"{name} {' '.join(extra)}".strip()] = (p.info["hash"], h.hexdigest())
+            out[f"{name} {' '.join(extra)}".strip()] = (p.info["hash"], prepared_digest(p, 4))
     return out
 
 

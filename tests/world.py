@@ -57,6 +57,23 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
+def prepared_digest(p, T: int) -> str:
+    """A sha1 of every prepared array of `p` (X, y, rows, hashes, windows of T, categories of
+    each split, feature names): equal digests <=> the same prepared data."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha1()
+    for s in ("train", "val", "test"):
+        sp = p.split(s)
+        for a in (sp.X, sp.y, sp.rows, sp.hashes, np.asarray(sp.windows(T)[:])):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(repr(list(sp.attack)).encode())
+    h.update(repr(p.feature_names).encode())
+    return h.hexdigest()
+
+
 @cache
 def _migrated_store() -> Path:
     """A new, empty MLflow SQLite store, made once per session: MLflow runs its schema
