@@ -189,6 +189,20 @@ def test_baselines_subsample_deterministically_and_take_the_last_flow_of_windows
     assert first["mcc"] > 0.9
 
 
+def test_a_forest_fitted_on_a_split_gathers_only_its_sample_and_equals_the_array_fit(monkeypatch):
+    from ids.data.splits import Split
+
+    monkeypatch.setattr(baselines_mod, "BASELINE_MAX_TRAIN_ROWS", 300)
+    X_tr, y_tr = separable(2000, 3)
+    X_te, _ = separable(500, 4)
+    split = Split(X_tr.astype(np.float32), y_tr.astype(np.float32), np.zeros(len(y_tr), object),
+                  np.arange(len(y_tr)))
+    on_split = baselines_mod.fit_extra_trees(split, split.y, 7)
+    on_array = baselines_mod.fit_extra_trees(split.X, split.y, 7)
+    np.testing.assert_array_equal(baselines_mod.attack_proba(on_split, X_te),
+                                  baselines_mod.attack_proba(on_array, X_te))
+
+
 def test_format_report_lists_every_metric_and_column():
     run = compute_metrics(*labelled(50, 10, 5, 935), 0.5)
     columns = {"paper (claimed)": {"accuracy": 0.9974, "f1": 0.9987}, "this run": run,

@@ -56,15 +56,19 @@ def _distinct(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 def fit_extra_trees(X_train, y_train, seed: int):
     """ExtraTreesClassifier(100 trees, `seed`) on at most BASELINE_MAX_TRAIN_ROWS flows (a
     uniform sample without replacement drawn with `seed`, so deterministic), fitted on the
-    distinct ones weighted by their copies."""
+    distinct ones weighted by their copies. `X_train`: flows, windows, or a split of the
+    prepared store (`Split`: only the sampled flows are gathered, not 19M of them)."""
     from sklearn.ensemble import ExtraTreesClassifier
 
-    X = _per_flow(X_train)
     y = np.asarray(y_train).reshape(-1).astype(np.int64)
-    if len(X) > BASELINE_MAX_TRAIN_ROWS:
+    if len(y) > BASELINE_MAX_TRAIN_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(
-            len(X), BASELINE_MAX_TRAIN_ROWS, replace=False))
-        X, y = X[rows], y[rows]
+            len(y), BASELINE_MAX_TRAIN_ROWS, replace=False))
+        X = _per_flow(X_train.select(rows).X if hasattr(X_train, "select")
+                      else np.asarray(X_train)[rows])
+        y = y[rows]
+    else:
+        X = _per_flow(X_train.X if hasattr(X_train, "select") else X_train)
     X, y, weight = _distinct(X, y)
     model = ExtraTreesClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
     return model.fit(X, y, sample_weight=weight)
@@ -122,7 +126,7 @@ def split_baseline_scores(prepared: Prepared, split: str, seeds: Sequence[int],
     if missing:
         target, tr, va = prepared.split(split), prepared.train, prepared.val
         kwargs = {"X_threshold": va.X, "y_threshold": va.y} if split == "test" else {}
-        for seed, draw in extra_trees_draws(tr.X, tr.y, target.X, missing, metric=metric,
+        for seed, draw in extra_trees_draws(tr, tr.y, target.X, missing, metric=metric,
                                             **kwargs).items():
             _DRAWS[(*key, seed)] = draw
     n = len(prepared.split(split).y)
