@@ -1,6 +1,6 @@
 """The time since a host's previous flow (`data.time_gap=true`, issue 39): `HOST_GAP_MS` and
-`HOST_FIRST` computed in file order across batches, refused out of time order or without the
-NF-v3 columns, encoded like every counter into the prepared store; a model trained with them
+`HOST_FIRST` computed in file order across batches (out of time order: said, 0 where a host's
+flow starts before its previous one), refused without the NF-v3 columns, encoded like every counter into the prepared store; a model trained with them
 scores a file the same whole, in chunks, line by line and request by request, its state
 bounded by score_max_hosts. Files are a few hundred flows written in tmp_path; one tiny real
 training (1 epoch, 1,500 generated flows) serves the scoring tests."""
@@ -196,18 +196,26 @@ def test_time_gaps_of_a_file_without_times_or_addresses_are_one_line(layout, tmp
     _one_line(e)
 
 
-def test_time_gaps_of_a_file_out_of_time_order_are_one_line_naming_the_row(tmp_path):
+def test_time_gaps_of_a_file_out_of_time_order_are_measured_in_file_order_and_said(tmp_path,
+                                                                                   capsys):
+    """A flow that starts before the flow above it: gaps in file order, as a scorer measures
+    them (0 where a host's flow starts before its previous one); the note names the first row,
+    the store's info counts them; evaluate's reader measures the same."""
     df = _hosts_frame(300)
-    df.loc[57, "FLOW_START_MILLISECONDS"] = df.loc[56, "FLOW_START_MILLISECONDS"] - 5
+    src = df["IPV4_SRC_ADDR"].to_numpy()
+    i = next(k for k in range(58, 300) if src[k] == src[57])  # host of row 57, its next flow
+    df.loc[i, "FLOW_START_MILLISECONDS"] = df.loc[57, "FLOW_START_MILLISECONDS"] - 5
     path = tmp_path / "v3.csv"
     write(df, path)
-    with pytest.raises(DataError) as e:
-        prepare(_cfg(path, "data.time_gap=true"), batch_rows=16)
-    text = _one_line(e)
-    assert str(path) in text and "row 57" in text
-    assert "sort the file by FLOW_START_MILLISECONDS" in text and "data.time_gap=false" in text
-    with pytest.raises(DataError, match="row 57"):
-        read_flows(path, time_gap=True)
+    p = prepare(_cfg(path, "data.time_gap=true"), batch_rows=16)
+    err = capsys.readouterr().err
+    assert "flows start before the flow above them" in err and "(the first at row" in err
+    assert p.info["time_gap_out_of_order"]["flows"] >= 1
+    flows = read_flows(path, time_gap=True)
+    assert flows.loc[i, GAP_COLUMNS[0]] == 0 and flows.loc[i, GAP_COLUMNS[1]] == 0  # before its previous
+    gap, first = host_gaps(df["FLOW_START_MILLISECONDS"], src, {})
+    np.testing.assert_array_equal(flows[GAP_COLUMNS[0]], gap)
+    np.testing.assert_array_equal(flows[GAP_COLUMNS[1]], first)
     assert prepare(_cfg(path)).info["order"] == "time"  # without gaps: sorted, as ever
 
 

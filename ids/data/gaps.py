@@ -8,9 +8,10 @@ each flow, computed in the order the flows are read.
 `host_gaps(start, src, last)` computes both for one batch, vectorised; `last` (source address
 -> start time of its latest flow) is the state carried from batch to batch, so batches of one
 flow and one batch of the whole input give the same columns. Training (`ids.data.ingest`,
-through `FileGaps`, which also refuses a file whose start times decrease), `ids.evaluate`
-(`load_rows`, `read_flows` here: the flows of `ids.data.flows` with the columns) and scoring
-(`ids.artifact.hosts.HostState`, bounded by `score_max_hosts`) all call it.
+through `FileGaps`, which also counts the flows that start before the flow above them),
+`ids.evaluate` (`load_rows`, `read_flows` here: the flows of `ids.data.flows` with the
+columns) and scoring (`ids.artifact.hosts.HostState`, bounded by `score_max_hosts`) all call
+it, in the order the flows come: a flow that starts before its host's previous one gets 0.
 
 The gap reaches back across a split boundary (a validation flow's gap may be measured from its
 host's last training flow): that is the past, known when the flow arrives, with no label; it
@@ -84,13 +85,16 @@ def with_gaps(flows: pd.DataFrame, gap: np.ndarray, first: np.ndarray) -> pd.Dat
 
 class FileGaps:
     """The gap columns of one input read in order, batch by batch (training, ids.evaluate):
-    DataError in one line when the flows lack the columns, or when a start time is earlier
-    than the one before it in the input (the gap is only meaningful in time order)."""
+    DataError in one line when the flows lack the columns. Gaps are measured in input order,
+    as a scorer measures them: a flow that starts before its host's previous one gets gap 0.
+    `out_of_order` counts the flows that start before the flow above them (`first_row`: the
+    first of them, 0-based): a published v3 file has none."""
 
     def __init__(self) -> None:
         self.last: dict[str, int] = {}
-        self.previous: int | None = None  # the input's latest start time so far
+        self.previous: int | None = None  # the start time of the input's latest flow
         self.rows = 0  # flows seen so far: the row number of the next batch's first flow
+        self.out_of_order, self.first_row = 0, None
 
     def add(self, flows: pd.DataFrame) -> pd.DataFrame:
         check_columns(flows)
@@ -98,11 +102,9 @@ class FileGaps:
         before = np.r_[start[:1] if self.previous is None else [self.previous], start[:-1]]
         back = np.flatnonzero(start < before)
         if len(back):
-            i = int(back[0])
-            raise DataError(f"{START} decreases at row {self.rows + i} (0-based, header "
-                            f"excluded: {start[i]} after {before[i]})"
-                            f"; data.time_gap=true needs flows in time order: sort the file by "
-                            f"{START}, or set data.time_gap=false")
+            self.out_of_order += len(back)
+            if self.first_row is None:
+                self.first_row = self.rows + int(back[0])
         gap, first = host_gaps(start, flows[SRC].to_numpy(object), self.last)
         if len(start):
             self.previous = int(start[-1])

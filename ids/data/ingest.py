@@ -106,6 +106,8 @@ class Ingested:
     dst: np.ndarray | None = None  # (n,) int32
     addresses: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # Attack name in the file -> read
+    # data.time_gap: flows that start before the flow above them, and the first one's row
+    gaps_out_of_order: dict | None = None
 
 
 def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
@@ -167,7 +169,9 @@ def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
                     digest=digest.hexdigest(), layout_columns=columns,
                     **{k: spool.array(k) if (spool.folder / f"{k}.bin").exists() else None
                        for k in ("start", "src", "dst")},
-                    addresses=list(addresses), renamed=renamed)
+                    addresses=list(addresses), renamed=renamed,
+                    gaps_out_of_order=None if gaps is None else {
+                        "flows": gaps.out_of_order, "first_row": gaps.first_row})
 
 
 def _codes(values: np.ndarray, seen: dict) -> np.ndarray:

@@ -161,6 +161,13 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
     if ing.renamed:
         print("note: NF-v3 attack names read as "
               + ", ".join(f"{a} -> {b}" for a, b in sorted(ing.renamed.items())), file=sys.stderr)
+    back = (ing.gaps_out_of_order or {}).get("flows")
+    if back:
+        print(f"note: {back:,} flows start before the flow above them in the file (the first at "
+              f"row {ing.gaps_out_of_order['first_row']}, 0-based): time gaps are measured in "
+              "file order, as a scorer measures them (0 where a host's flow starts before its "
+              "previous one); sort the file by FLOW_START_MILLISECONDS for gaps in time order",
+              file=sys.stderr)
     ing, order = _ordered(ing, data_cfg)
     pos = split_indices(len(ing.ids), data_cfg)
     counts = {}
@@ -199,6 +206,8 @@ def _build(data_cfg, folder: Path, batch_rows: int) -> None:
             "path": None if data_cfg.source != "nf_bot_iot" else str(data_cfg.path),
             "layout": "synthetic" if data_cfg.source == "synthetic" else pre.layout_,
             "attack_renamed": dict(sorted(ing.renamed.items())),
+            **({} if ing.gaps_out_of_order is None else
+               {"time_gap_out_of_order": ing.gaps_out_of_order}),
             "n_flows": ing.n_flows, "n_features": len(pre.feature_names_), "counts": counts,
             "attack_counts": dict(sorted(ing.attack_counts.items(), key=lambda kv: -kv[1])),
             "hash": ing.digest, "split": data_cfg.split, "order": order,
