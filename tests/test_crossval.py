@@ -18,7 +18,8 @@ import pytest
 
 from ids.artifact import modelfile
 from ids.config import ConfigError, compose, validate
-from ids.data.encoding import Preprocessor, from_state, state
+from ids.data.encoding import Preprocessor
+from ids.data.encoding_state import from_state, state
 from ids.data.folds import make_folds
 from ids.data.prepare import clear_cache, prepare
 from ids.evaluation.metrics import best_threshold

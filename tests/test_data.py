@@ -150,7 +150,7 @@ def test_transform_scores_new_flows_and_pickles(tmp_path):
 def test_numeric_bins_are_piecewise_linear_on_train_quantiles():
     """data.numeric_bins=K: K features per numeric column, each in [0, 1], non-increasing along
     the bins, fitted on the training split only, and they survive the model file format."""
-    from ids.data.encoding import from_state, state
+    from ids.data.encoding_state import from_state, state
 
     df = flows(2000)
     train, new = df.iloc[:1000], df.iloc[1000:]

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from test_hostile import assert_one_line
 
 from conftest import V1_SAMPLE, patience, run_cli_status
+from ids.serving import body as bodies
 from ids.serving import http as serving
 from ids.tracking import database, redact, registry
 from ids.tracking.database import StoreError
@@ -365,10 +366,10 @@ def test_mlflow_1_content_types_are_read(content_type):
     records = [{"IN_BYTES": 1, "OUT_BYTES": 2}, {"IN_BYTES": 3, "OUT_BYTES": 4}]
     body = ({"columns": ["IN_BYTES", "OUT_BYTES"], "data": [[1, 2], [3, 4]]}
             if "split" in content_type else records)
-    got = serving.parse_flows(json.dumps(body).encode(), content_type)
+    got = bodies.parse_flows(json.dumps(body).encode(), content_type)
     pd.testing.assert_frame_equal(got, pd.DataFrame(records))
     wrapped = json.dumps({"dataframe_records": records}).encode()  # the new protocol too
-    pd.testing.assert_frame_equal(serving.parse_flows(wrapped, content_type), pd.DataFrame(records))
+    pd.testing.assert_frame_equal(bodies.parse_flows(wrapped, content_type), pd.DataFrame(records))
 
 
 def _depth(doc) -> int:
@@ -391,7 +392,7 @@ _TREES = st.recursive(
 def test_the_nesting_count_is_exact_whatever_the_strings_hold(doc, block):
     """Brackets and escaped quotes inside strings, read in blocks that cut anywhere."""
     body = json.dumps(doc).encode()
-    assert serving.json_depth(body, limit=10**6, block=block) == _depth(doc)
+    assert bodies.json_depth(body, limit=10**6, block=block) == _depth(doc)
 
 
 def test_serve_checks_its_port_before_it_loads_the_model(monkeypatch, capsys, tmp_path):

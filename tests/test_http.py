@@ -15,6 +15,7 @@ import pytest
 
 from conftest import V1_SAMPLE
 from ids.config import ConfigError, compose
+from ids.serving import body as request_body
 from ids.serving import http
 from ids.tracking import registry
 
@@ -36,7 +37,7 @@ def test_every_body_mlflow_accepts_reads_as_the_same_flows(flows):
               (json.dumps({"inputs": {c: part[c].tolist() for c in part}}), "application/json"),
               (part.to_csv(index=False), "text/csv")]
     for body, content_type in bodies:
-        got = http.parse_flows(body.encode(), content_type)
+        got = request_body.parse_flows(body.encode(), content_type)
         pd.testing.assert_frame_equal(got.reset_index(drop=True), part.reset_index(drop=True),
                                       check_dtype=False)
 
@@ -52,8 +53,8 @@ def test_every_body_mlflow_accepts_reads_as_the_same_flows(flows):
     (b"", "text/csv", 400, "not CSV"),
 ])
 def test_a_body_that_is_not_a_table_is_refused_with_the_reason(body, content_type, status, says):
-    with pytest.raises(http.BadRequest) as info:
-        http.parse_flows(body, content_type)
+    with pytest.raises(request_body.BadRequest) as info:
+        request_body.parse_flows(body, content_type)
     assert info.value.status == status and says in str(info.value)
 
 

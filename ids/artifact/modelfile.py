@@ -32,7 +32,7 @@ import yaml
 
 from ids.artifact.bounds import TooBig, check_size, memory_budget
 from ids.config import MAX_MEMBERS, ConfigError, InputError, ModelConfig, check_model
-from ids.data import encoding
+from ids.data import encoding_state
 
 FORMAT, VERSION = "ids-scorer", 2
 CODE_FILE = "pyfunc_model.py"  # the models-from-code file logged with every ids model
@@ -120,9 +120,9 @@ def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) ->
 # --- the preprocessor: lists and settings in JSON, arrays in npz (ids.data.encoding) ---------
 
 def preprocessor_from_state(meta: dict, arrays: dict[str, np.ndarray]):
-    """`ids.data.encoding.from_state`, its errors as ModelFormatError."""
+    """`ids.data.encoding_state.from_state`, its errors as ModelFormatError."""
     try:
-        return encoding.from_state(meta, arrays)
+        return encoding_state.from_state(meta, arrays)
     except ValueError as exc:
         raise ModelFormatError(f"invalid ids model file: {exc}") from exc
 

@@ -22,7 +22,7 @@ import pandas as pd
 from ids.artifact import hosts, modelfile
 from ids.artifact.bounds import params
 from ids.artifact.memo import ScoreMemo
-from ids.data import encoding
+from ids.data import encoding_state
 from ids.data.distinct import distinct_windows
 from ids.data.encoding import Preprocessor
 from ids.data.flows import GAP_COLUMNS, validate_frame
@@ -176,7 +176,7 @@ class Scorer:
         """JSON + npz only (format `ids.artifact.modelfile.FORMAT`, version `VERSION`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        pre_meta, pre_arrays = encoding.state(self.preprocessor)
+        pre_meta, pre_arrays = encoding_state.state(self.preprocessor)
         modelfile.write_npz(folder / "preprocessor.npz", pre_arrays)
         modelfile.write_npz(folder / "weights.npz",
                             {p.name: p.asnumpy() for p in self.model.get_parameters()})

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ids.data import encoding
+from ids.data import encoding, encoding_state
 from ids.data.errors import DataError
 from ids.data.flows import SPLITS
 from ids.data.splits import Prepared, Split
@@ -61,8 +61,8 @@ CONTEXT = ("start", "src", "dst")  # NF-v3 only: `<split>.start.npy` (int64 ms),
 _DIGESTS: dict[str, dict[str, list]] = {}  # folder -> {file: [bytes, digest]} of its writers
 HASHING = {"seconds": 0.0, "bytes": 0}  # time spent hashing in this process (the bench's figure)
 # The code that turns settings into prepared data: an entry made by other code is not reused.
-_CODE = ("prepare.py", "splits.py", "windows.py", "flows.py", "encoding.py", "synthetic.py",
-         "synthetic_v2.py", "synthetic_v3.py",
+_CODE = ("prepare.py", "splits.py", "windows.py", "flows.py", "encoding.py", "encoding_state.py",
+         "synthetic.py", "synthetic_v2.py", "synthetic_v3.py",
          "copies.py", "cache.py", "reader.py", "ingest.py", "errors.py", "gaps.py")
 
 
@@ -95,7 +95,7 @@ def load(folder: Path, in_memory: bool = False, record: bool = True,
         if meta.get("format") != FORMAT:
             return None
         with np.load(folder / "pre.npz", allow_pickle=False) as z:
-            pre = encoding.from_state(meta["preprocessor"], {k: z[k] for k in z.files})
+            pre = encoding_state.from_state(meta["preprocessor"], {k: z[k] for k in z.files})
 
         def array(name: str) -> np.ndarray:
             return np.load(folder / f"{name}.npy", mmap_mode=None if in_memory else "r",
@@ -272,7 +272,7 @@ def _past_the_tick(ctime_ns: int) -> None:
 
 def write_meta(folder: Path, pre: encoding.Preprocessor, feature_names: list[str], info: dict,
                categories: list[str]) -> None:
-    pre_meta, pre_arrays = encoding.state(pre)
+    pre_meta, pre_arrays = encoding_state.state(pre)
     np.savez(folder / "pre.npz", **pre_arrays)
     meta = {"format": FORMAT, "preprocessor": pre_meta, "feature_names": feature_names,
             "categories": categories, "info": info, "prepared_by": os.getpid()}

@@ -314,17 +314,28 @@ def load_frame(data_cfg) -> pd.DataFrame:
                     "nf_bot_iot")
 
 
-def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
+def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS,
+              each: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """The validated flows of `data_cfg` at file `rows` (ascending), indexed by those rows; a
-    file is read batch by batch, so memory holds those rows only (a test split)."""
+    file is read batch by batch, so memory holds those rows only (a test split). `each`: every
+    flow of the file passes through it, validated and in order, before the rows are taken
+    (what is measured over the flows before a row: `ids.data.gaps`)."""
     rows = np.asarray(rows, np.int64)
     if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
-        return load_frame(data_cfg).iloc[rows]
+        flows = load_frame(data_cfg)
+        return (flows if each is None else each(flows)).iloc[rows]
     parts = []
     for raw in flow_file(data_cfg.path).batches(batch_rows, data_cfg.max_rows):
         lo, hi = np.searchsorted(rows, [raw.index[0], raw.index[-1] + 1])
+        if each is not None:
+            try:
+                whole = each(validate_frame(raw))
+            except DataError as e:
+                raise DataError(f"{data_cfg.path}: {e}") from e
+            part = whole.iloc[rows[lo:hi] - raw.index[0]]
+        else:  # only the rows asked for are validated
+            part = validate_frame(raw.loc[rows[lo:hi]]) if hi > lo else None
         if hi > lo:
-            part = validate_frame(raw.loc[rows[lo:hi]])
             parts.append(part.set_axis(pd.Index(rows[lo:hi]), axis=0))
     if not parts:
         raise DataError(f"{data_cfg.path} holds none of the rows asked for: it changed since it "

@@ -128,23 +128,5 @@ def load_rows(data_cfg, rows: np.ndarray, batch_rows: int = BATCH_ROWS) -> pd.Da
     """`ids.data.flows.load_rows`: the validated flows of `data_cfg` at file `rows`
     (ascending); with `data.time_gap`, with the gap columns training computed, measured over
     every flow before them in the file (across the split boundary, as in training)."""
-    if not getattr(data_cfg, "time_gap", False):
-        return published.load_rows(data_cfg, rows, batch_rows)
-    rows = np.asarray(rows, np.int64)
-    gaps = FileGaps()
-    if data_cfg.source != "nf_bot_iot" or not data_cfg.path:
-        return gaps.add(published.load_frame(data_cfg)).iloc[rows]
-    parts = []
-    for raw in published.flow_file(data_cfg.path).batches(batch_rows, data_cfg.max_rows):
-        try:  # every flow's time and host: the next flows are measured from them
-            part = gaps.add(published.validate_frame(raw))
-        except DataError as e:
-            raise DataError(f"{data_cfg.path}: {e}") from e
-        lo, hi = np.searchsorted(rows, [raw.index[0], raw.index[-1] + 1])
-        if hi > lo:
-            parts.append(part.iloc[rows[lo:hi] - raw.index[0]].set_axis(pd.Index(rows[lo:hi]),
-                                                                        axis=0))
-    if not parts:
-        raise DataError(f"{data_cfg.path} holds none of the rows asked for: it changed since it "
-                        "was prepared; prepare it again")
-    return pd.concat(parts)
+    each = FileGaps().add if getattr(data_cfg, "time_gap", False) else None
+    return published.load_rows(data_cfg, rows, batch_rows, each)

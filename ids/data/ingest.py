@@ -125,8 +125,7 @@ def ingest(frames: Iterable[pd.DataFrame], folder: Path, keep_identifiers: bool,
     renamed: dict[str, str] = {}
     for df in frames:
         digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-        if table is None:
-            columns = list(df.columns)
+        columns = columns or list(df.columns)  # the validated columns, without the gaps
         if gaps is not None:  # a v1/v2 file is refused at its first batch
             df = gaps.add(df)
         if table is None:

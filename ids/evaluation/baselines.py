@@ -61,17 +61,21 @@ def fit_extra_trees(X_train, y_train, seed: int):
     from sklearn.ensemble import ExtraTreesClassifier
 
     y = np.asarray(y_train).reshape(-1).astype(np.int64)
+    rows = None
     if len(y) > BASELINE_MAX_TRAIN_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(
             len(y), BASELINE_MAX_TRAIN_ROWS, replace=False))
-        X = _per_flow(X_train.select(rows).X if hasattr(X_train, "select")
-                      else np.asarray(X_train)[rows])
         y = y[rows]
-    else:
-        X = _per_flow(X_train.X if hasattr(X_train, "select") else X_train)
-    X, y, weight = _distinct(X, y)
+    X, y, weight = _distinct(_per_flow(_flows_at(X_train, rows)), y)
     model = ExtraTreesClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
     return model.fit(X, y, sample_weight=weight)
+
+
+def _flows_at(X, rows: np.ndarray | None):
+    """Flows (or windows) `rows` of X, all when None; of a `Split` only those are gathered."""
+    if hasattr(X, "select"):
+        return (X if rows is None else X.select(rows)).X
+    return X if rows is None else np.asarray(X)[rows]
 
 
 def extra_trees_draws(X_train, y_train, X_target, seeds: Sequence[int], *, X_threshold=None,
@@ -191,7 +195,7 @@ def oof_baseline_scores(prepared: Prepared, k: int, X_target, seeds: Sequence[in
     """Forests fitted on train+val (as a `k`-fold bag's members together were), each seed's
     threshold from its own out-of-fold scores (as the bag's), scored on `X_target`."""
     oof, seq = oof_draws(prepared, k, seeds, metric), joined(prepared)
-    draws = extra_trees_draws(seq.X, seq.y, X_target, seeds, metric=metric,
+    draws = extra_trees_draws(seq, seq.y, X_target, seeds, metric=metric,
                               thresholds={s: t for s, (_, t) in oof.items()})
     return {"all_attack": (np.ones(len(X_target)), 0.5), "extra_trees": draws}
 

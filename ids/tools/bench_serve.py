@@ -104,10 +104,10 @@ def _file(model: str, flows, n_flows: int, tmp: Path, layout: str = "v2") -> dic
         from ids.data.synthetic_v3 import write_flows
 
         write_flows(big, n_flows, seed=1)
-    reps = 0 if layout == "v3" else -(-n_flows // len(flows))
-    for k in range(reps):
-        part = flows.iloc[: n_flows - k * len(flows)]
-        part.to_csv(big, mode="a" if k else "w", header=k == 0, index=False)
+    else:
+        for k in range(-(-n_flows // len(flows))):
+            part = flows.iloc[: n_flows - k * len(flows)]
+            part.to_csv(big, mode="a" if k else "w", header=k == 0, index=False)
     result = {}
     for name, extra in (("memo", []), ("no_memo", ["score_memo_mb=0"])):
         started = time.perf_counter()

@@ -42,38 +42,40 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic) if len(a) >= 2 else float("nan")
 
 
-def test_figures(cfg, model_uri: str, keep: bool = False) -> dict:
+FIGURES = ("test_mcc", "verdict", "extra_trees_mcc")  # what a trial's row reports
+
+
+def test_figures(cfg, model_uri: str) -> dict:
     """Test MCC of a logged model and its paired verdict against Extra-Trees (`ids.evaluate`,
-    nothing logged); with `keep`, also its test decisions (`pred`), labels and file rows."""
+    nothing logged), and its test decisions (`pred`), labels and file rows for pairing."""
     from ids.experiment.evaluate import evaluate
 
     ecfg = copy.deepcopy(cfg)  # DictConfig.copy() would share the caller's tracking node
     ecfg.tracking.enabled = False
     out = evaluate(ecfg, model_uri)
-    figures = {"test_mcc": float(out["metrics"]["mcc"]), "verdict": _verdict(out["card"]),
-               "extra_trees_mcc": float(out["baselines"]["extra_trees"]["mcc"])}
-    if keep:
-        figures.update(pred=out["scores"] >= out["threshold"], y=out["y"], rows=out["rows"])
-    return figures
+    return {"test_mcc": float(out["metrics"]["mcc"]), "verdict": _verdict(out["card"]),
+            "extra_trees_mcc": float(out["baselines"]["extra_trees"]["mcc"]),
+            "pred": out["scores"] >= out["threshold"], "y": out["y"], "rows": out["rows"]}
 
 
 def matches(params: dict, spec: str) -> bool:
     """Whether a trial's `params` satisfy `spec`: `key=value` / `key!=value`, comma-joined
     (values compared as text: `data.window=1`, `data.window_by=host,data.window!=1`)."""
     for term in filter(None, (t.strip() for t in spec.split(","))):
-        key, neq, value = re.fullmatch(r"([^!=]+)(!?)=(.*)", term).groups() if re.fullmatch(
-            r"[^!=]+!?=.*", term) else (None, None, None)
-        if key is None:
+        m = re.fullmatch(r"([^!=]+)(!?)=(.*)", term)
+        if m is None:
             raise SystemExit(f"--versus {spec!r}: {term!r} is not key=value or key!=value")
+        key, neq, value = m.groups()
         same = str(params.get(key.strip())) == value.strip()
         if same == bool(neq):
             return False
     return True
 
 
-def versus(cfg, complete: list, spec_a: str, spec_b: str) -> dict:
+def versus(cfg, complete: list, spec_a: str, spec_b: str, scored) -> dict:
     """The best trial matching `spec_a` against the best matching `spec_b` on the same test
-    flows: paired MCC difference (A - B), its bootstrap interval and verdict."""
+    flows: paired MCC difference (A - B), its bootstrap interval and verdict. `scored(trial)`:
+    its `test_figures`."""
     from ids.evaluation.intervals import paired_difference
 
     picked = []
@@ -81,14 +83,14 @@ def versus(cfg, complete: list, spec_a: str, spec_b: str) -> dict:
         t = next((t for t in complete if matches(t.params, spec)), None)  # `complete`: by value
         if t is None:
             raise SystemExit(f"--versus: no COMPLETE trial with a logged model matches {spec!r}")
-        picked.append((spec, t, test_figures(cfg, t.user_attrs["model_uri"], keep=True)))
+        picked.append((spec, t, scored(t)))
     (_, ta, a), (_, tb, b) = picked
     if not np.array_equal(a["rows"], b["rows"]):
         raise SystemExit("--versus: the two trials' test splits hold different flows (their data "
                          "settings split the file differently); compare trials of one split")
     paired = paired_difference(a["y"], a["pred"], b["pred"], seed=int(cfg.seed))
     side = {s: {"spec": spec, "trial": t.number, "value": float(t.value), "params": t.params,
-                **{k: v for k, v in f.items() if k in ("test_mcc", "verdict", "extra_trees_mcc")}}
+                **{k: f[k] for k in FIGURES}}
             for s, (spec, t, f) in zip("ab", picked, strict=True)}
     best = complete[0].number
     return {**side, "paired": paired,
@@ -137,10 +139,20 @@ def measure(cfg, top: int = 8, seeds: int = 3, budgets: list[float] | None = Non
     if len(complete) < 2:
         raise SystemExit(f"study {study.study_name!r} has {len(complete)} COMPLETE trial(s) with "
                          "a logged model; run the sweep with sweep.log_artifacts=all first")
+    figures: dict[int, dict] = {}
+
+    def scored(t) -> dict:  # each trial's model is scored on test once
+        if t.number not in figures:
+            figures[t.number] = test_figures(cfg, t.user_attrs["model_uri"])
+        return figures[t.number]
+
+    def row(t) -> dict:
+        return {"trial": t.number, "value": float(t.value),
+                **{k: scored(t)[k] for k in FIGURES}}
+
     rows = []
     for t in complete[:top]:
-        rows.append({"trial": t.number, "value": float(t.value),
-                     **test_figures(cfg, t.user_attrs["model_uri"])})
+        rows.append(row(t))
         print(f"  trial {t.number:3d}: value {t.value:.4f} -> test MCC {rows[-1]['test_mcc']:.4f} "
               f"({rows[-1]['verdict']})", flush=True)
     out = {"study": study.study_name, "top": rows,
@@ -155,13 +167,9 @@ def measure(cfg, top: int = 8, seeds: int = 3, budgets: list[float] | None = Non
     out["budgets"] = []
     for minutes in budgets or []:
         t = champion_at(study.trials, minutes)
-        row = next((r for r in rows if t is not None and r["trial"] == t.number), None)
-        if t is not None and row is None:
-            row = {"trial": t.number, "value": float(t.value),
-                   **test_figures(cfg, t.user_attrs["model_uri"])}
-        out["budgets"].append({"minutes": minutes, **(row or {"trial": None})})
+        out["budgets"].append({"minutes": minutes, **(row(t) if t else {"trial": None})})
     if against:
-        out["versus"] = versus(cfg, complete, *against)
+        out["versus"] = versus(cfg, complete, *against, scored)
     return out
 
 
